@@ -1,0 +1,233 @@
+"""The mandatory review gate, shared by ``process-sets`` and ``review-publish``.
+
+Pages of ``settings.review.page_size`` rows (best first); each page is one
+pause-for-input. Decisions are written before anything else; rows sent back for
+regeneration go through stage 7 again (with the duplicate checks against the
+rows still pending) and come back in a later page. The loop ends when no row is
+undecided, when the reviewer ends it, or on timeout — rows then stay
+``awaiting_review`` for ``review-publish``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.exceptions import Abort, PrefectHTTPStatusError
+from prefect.input import keyset_from_paused_state
+from prefect.input.actions import read_flow_run_input
+from prefect.states import Paused, Running
+from prefect.utilities.engine import propose_state_sync
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from galleryflow.db import MetadataQuality, ReviewRow, session_scope
+from galleryflow.notify import notify_review_gate
+from galleryflow.settings import Settings
+from galleryflow.status import RowStatus
+from tasks.review_gate import (
+    DecisionOutcome,
+    ReviewDecision,
+    apply_decisions,
+    build_description,
+    row_to_input,
+    sort_for_review,
+)
+
+Regenerate = Callable[[list[int]], None]
+GateOpened = Callable[[str | None, str, int], None]  # (flow run id, pause key, rows on the page)
+
+# In-process listeners (the CLI's `demo --approve-all`) and notifications learn
+# that a gate is about to open; they answer or announce it through the API.
+_gate_listeners: list[GateOpened] = []
+
+
+def add_gate_listener(listener: GateOpened) -> None:
+    _gate_listeners.append(listener)
+
+
+def remove_gate_listener(listener: GateOpened) -> None:
+    if listener in _gate_listeners:
+        _gate_listeners.remove(listener)
+
+
+def _flow_run_id() -> str | None:
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+# The server-side pause outlives the gate's own wait by this much, so that the
+# server never fails the run under us (a pause that expires server-side can only
+# end Failed); the gate takes its pause back itself when its time is up.
+PAUSE_GRACE_SECONDS = 300
+
+
+def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
+                     poll_interval: float) -> ReviewDecision | None:
+    """Pause the current flow run for ``form``; the answer, or None when time ran out.
+
+    Like ``prefect.flow_runs.pause_flow_run(wait_for_input=form)`` — same Paused
+    state, same run-input keyset, so the UI shows the same form and the resume
+    API validates the same schema — except for the timeout. Prefect's own pause
+    leaves the run Paused after a timeout, so the run can then only end Failed
+    ("paused and never resumed"). Here, when time is up, the gate moves the run
+    back to Running itself and carries on: the rows stay ``awaiting_review`` and
+    the run ends cleanly. An answer that arrived at the last moment still counts.
+    """
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("the review gate can only pause inside a flow run")
+    run_id: UUID = ctx.flow_run.id
+    proposed = Paused(timeout_seconds=int(timeout) + PAUSE_GRACE_SECONDS, reschedule=False,
+                      pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    # The form first, then the pause: whoever sees the run Paused (the UI, the CLI,
+    # --approve-all) finds the whole form stored.
+    _save_form(form, keyset)
+    with get_client(sync_client=True) as client:
+        try:
+            state = propose_state_sync(client=client, state=proposed, flow_run_id=run_id)
+        except Abort as exc:
+            raise RuntimeError(f"the flow run cannot be paused for review: {exc}") from exc
+        if state.is_running():
+            # The server refused: this page's pause already fired (a retried run).
+            return _answer(form, keyset, run_id)
+        if not state.is_paused():
+            raise RuntimeError(f"the flow run cannot be paused for review: it is {state.type.value}")
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
+            run = client.read_flow_run(run_id)
+            if run.state and run.state.is_running():
+                return _answer(form, keyset, run_id)
+            if run.state and not run.state.is_paused():
+                get_run_logger().warning("review gate: the run became %s while paused",
+                                         run.state.type.value)
+                return None
+            if time.monotonic() >= deadline:
+                break
+        # Time is up: take the pause back (allowed while the server-side pause lasts).
+        client.set_flow_run_state(run_id, Running(message=f"review gate {key} timed out"))
+        return _answer(form, keyset, run_id)
+
+
+def _save_form(form: type[ReviewDecision], keyset: dict[str, str]) -> None:
+    """Store the form's schema and description (kept if this pause was stored before)."""
+    try:
+        form.save(keyset)
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 409:  # 409: already stored by an earlier attempt
+            raise
+
+
+def _answer(form: type[ReviewDecision], keyset: dict[str, str], run_id: UUID) -> ReviewDecision | None:
+    """The reviewer's input for this pause, or None when nobody answered.
+
+    (``RunInput.load`` would hand back the pre-filled defaults when there is no
+    answer, which would read as a decision nobody made.)
+    """
+    value = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+    return form.model_validate(value) if value else None
+
+
+class GateResult(BaseModel):
+    approved: list[int] = Field(default_factory=list)
+    rejected: list[int] = Field(default_factory=list)
+    regenerated: list[int] = Field(default_factory=list)
+    pending: list[int] = Field(default_factory=list)
+    timed_out: bool = False
+    ended_by_reviewer: bool = False
+    pauses: int = 0
+
+
+def _awaiting(row_ids: Sequence[int]) -> tuple[list[ReviewRow], dict[int, MetadataQuality]]:
+    with session_scope() as db:
+        rows = list(db.scalars(select(ReviewRow).where(
+            ReviewRow.id.in_(list(row_ids)), ReviewRow.status == RowStatus.AWAITING_REVIEW)))
+        proofs = {p.review_id: p for p in db.scalars(
+            select(MetadataQuality).where(MetadataQuality.review_id.in_([r.id for r in rows])))}
+    return sort_for_review(rows), proofs
+
+
+def _record(outcome: DecisionOutcome, result: GateResult, page: int) -> None:
+    result.approved += outcome.ids("approve")
+    result.rejected += outcome.ids("reject")
+    lines = [f"## Review page {page}: decisions", "", "| file | decision | applied | issues | flags |",
+             "|---|---|---|---|---|"]
+    for v in outcome.verdicts:
+        lines.append(f"| {v.file} | {v.decision} | {'yes' if v.applied else 'no'} | "
+                     f"{'; '.join(v.issues)} | {'; '.join(v.flags)} |")
+    create_markdown_artifact(key=f"review-decisions-{page}", markdown="\n".join(lines),
+                             description="What the reviewer decided, as written to the DB")
+
+
+def review_gate(
+    row_ids: Sequence[int], settings: Settings, regenerate: Regenerate,
+    on_open: GateOpened | None = None,
+) -> GateResult:
+    """Pause for review until every row of ``row_ids`` is decided (or time runs out)."""
+    logger = get_run_logger()
+    result = GateResult()
+    page = 0
+    while True:
+        rows, proofs = _awaiting(row_ids)
+        rows = [r for r in rows if r.id not in result.pending]
+        if not rows:
+            break
+        page_rows = rows[: settings.review.page_size]
+        page += 1
+        pages = page - 1 + -(-len(rows) // settings.review.page_size)
+        description = build_description(page_rows, proofs, page, pages)
+        form = ReviewDecision.with_initial_data(
+            description=description, rows=[row_to_input(r, proofs.get(r.id)) for r in page_rows],
+        )
+        key = f"review-{page}"
+        notify_review_gate(len(page_rows), sets=sorted({r.set_key for r in page_rows}),
+                           detail=f"page {page} of {pages}")
+        # The same table as an artifact: the UI's resume dialog hides a long form's
+        # description, the run's Artifacts tab shows it in full.
+        create_markdown_artifact(key=f"review-page-{page}", markdown=description,
+                                 description=f"Review gate page {page}: the rows to decide")
+        for listener in [*_gate_listeners, *([on_open] if on_open else [])]:
+            try:
+                listener(_flow_run_id(), key, len(page_rows))
+            except Exception as exc:  # a listener never blocks the gate
+                logger.warning("review gate listener failed: %s", exc)
+        logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "
+                    "with `galleryflow review`", page, pages, len(page_rows))
+        result.pauses += 1
+        decision = pause_for_review(form, key, timeout=settings.review.timeout_seconds,
+                                    poll_interval=settings.review.poll_interval_seconds)
+        if decision is None:
+            result.timed_out = True
+            result.pending += [r.id for r in rows]
+            logger.warning("review gate timed out: %d rows stay awaiting_review for review-publish",
+                           len(rows))
+            break
+        page_ids = [r.id for r in page_rows]
+        outcome = apply_decisions(decision, page_ids, settings)
+        _record(outcome, result, page)
+        to_regenerate = outcome.ids("regenerate")
+        if to_regenerate:
+            logger.info("regenerating %d rows", len(to_regenerate))
+            try:
+                regenerate(to_regenerate)
+                result.regenerated += to_regenerate
+            except Exception as exc:  # the rows keep their drafts; the reviewer decides
+                logger.error("regeneration failed, rows keep their current drafts: %s", exc)
+                result.pending += to_regenerate
+        if decision.end_review:
+            result.ended_by_reviewer = True
+            result.pending = [r.id for r in _awaiting(row_ids)[0]]
+            break
+        # Rows the reviewer saw and left undecided are not shown again in this run
+        # (review-publish offers them later); a refused edit or approval comes back
+        # on a later page with its reason.
+        result.pending += [v.row_id for v in outcome.verdicts if v.decision == "undecided"]
+    return result

@@ -1,0 +1,260 @@
+"""Flow ``process-sets``: photo sets from an intake folder to the review gate.
+
+Stage 1 validates every chosen set before anything is written. Then each set is
+one *session*: stages 2–4 run in chunks inside a Prefect transaction whose
+``open-session`` task carries the rollback hook, so a blocking error undoes
+exactly this session's copies and rows and a rerun starts clean. One set's
+failure does not undo another set's session; the run ends Failed if any set
+failed.
+
+The flow composes tasks and holds no image logic.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.transactions import transaction
+from pydantic import BaseModel, Field
+from sqlalchemy import update
+
+from galleryflow.db import ImageSet, session_scope
+from galleryflow.db.models import utcnow
+from galleryflow.intake_queue import discover_sets
+from galleryflow.ledger import SessionLedger
+from galleryflow.settings import Settings, get_settings
+from galleryflow.status import SetStatus
+from tasks.common import ChunkReport, FileOutcome, chunked
+from tasks.exif import ExifData, ExifInput, read_exif_chunk
+from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
+from tasks.review_rows import review_rows_chunk
+from tasks.rollback import record_cause
+from tasks.scoring import log_scoring_setup, score_rows
+from tasks.captioning import caption_chunk, start_captioning
+from tasks.model_resize import model_resize_chunk
+from tasks.proof import publish_proof_artifacts
+from tasks.validate import SetReport, SetValidationError, ValidationReport, validate_sets
+from flows.gate import GateResult
+from flows.review_publish import review_and_publish
+from tasks.publish import PublishSummary
+
+
+class SetOutcome(BaseModel):
+    name: str
+    session_id: int | None = None
+    status: str
+    images: int = 0
+    excluded: int = 0
+    row_ids: list[int] = Field(default_factory=list)
+    error: str | None = None
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class RunSummary(BaseModel):
+    flow_run_id: str | None
+    sets: list[SetOutcome]
+    review: GateResult | None = None
+    publish: PublishSummary | None = None
+
+    @property
+    def failed(self) -> list[SetOutcome]:
+        return [s for s in self.sets if s.status in (SetStatus.FAILED, SetStatus.ROLLED_BACK)]
+
+
+class SetsFailed(RuntimeError):
+    """Some sets were rolled back; the others completed."""
+
+
+def _results(futures: list[PrefectFuture]) -> list[Any]:
+    return [f.result() for f in futures]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def _flow_run_id() -> str | None:
+    try:
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    except Exception:
+        return None
+
+
+def _ingest(report: SetReport, session_id: int, settings: Settings,
+            timings: dict[str, float], outcomes: list[FileOutcome]) -> list[int]:
+    """Stages 2–4 for one set's session; returns the row ids that go on."""
+    size = settings.chunk_size
+    items = [IntakeItem.from_check(c) for c in report.accepted]
+    with _timed(timings, "intake"):
+        copied: list[IntakeResult] = [
+            r for chunk in _results([intake_chunk.submit(c, session_id) for c in chunked(items, size)])
+            for r in chunk
+        ]
+    outcomes += intake_report(copied).outcomes
+    with _timed(timings, "exif"):
+        exif_inputs = [ExifInput(sha256=r.sha256, path=r.incoming_path) for r in copied]
+        exifs: list[ExifData] = [
+            e for chunk in _results([read_exif_chunk.submit(c) for c in chunked(exif_inputs, size)])
+            for e in chunk
+        ]
+    with _timed(timings, "review_rows"):
+        by_sha = {e.sha256: e for e in exifs}
+        row_ids: list[int] = []
+        futures = [
+            review_rows_chunk.submit(chunk, [by_sha[r.sha256] for r in chunk], session_id)
+            for chunk in chunked(copied, size)
+        ]
+        for ids, chunk_report in _results(futures):
+            row_ids += ids
+            outcomes += chunk_report.outcomes
+    return row_ids
+
+
+def _scoring(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
+    log_scoring_setup()
+    return score_rows(row_ids, session_id, settings.chunk_size)
+
+
+def _model_resize(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
+    return _results([model_resize_chunk.submit(c, session_id)
+                     for c in chunked(row_ids, settings.chunk_size)])
+
+
+def _captioning(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
+    plan = start_captioning(session_id)  # fails fast (StageError) when the model is missing
+    reports = _results([caption_chunk.submit(c, session_id, plan)
+                        for c in chunked(row_ids, settings.ollama.chunk_size)])
+    publish_proof_artifacts(session_id)
+    return reports
+
+
+# Stages 5–7 run inside the session's transaction after stages 2–4: each takes
+# the session's row ids and returns its chunk reports. A blocking error in any of
+# them rolls the session back.
+StageFn = Callable[[list[int], int, Settings], list[ChunkReport]]
+LATER_STAGES: list[tuple[str, StageFn]] = [
+    ("scoring", _scoring),
+    ("model_resize", _model_resize),
+    ("captioning", _captioning),
+]
+
+
+def _finish_session(session_id: int, status: str, timings: dict[str, float],
+                    settings: Settings) -> None:
+    with session_scope() as db:
+        db.execute(update(ImageSet).where(ImageSet.id == session_id).values(
+            status=status, stage_seconds=timings, finished_at=utcnow()))
+    SessionLedger(settings, session_id).discard()  # committed: nothing left to undo
+
+
+def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | None,
+                    location: str | None, subject: str | None,
+                    outcomes: list[FileOutcome]) -> SetOutcome:
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    outcome = SetOutcome(name=report.name, status=SetStatus.RUNNING,
+                         images=len(report.accepted), excluded=len(report.excluded))
+    outcomes += [FileOutcome(file=f.name, stage="validate", outcome="excluded",
+                             message="; ".join(f.messages)) for f in report.excluded]
+    try:
+        with transaction():
+            outcome.session_id = open_session(report, flow_run_id, location or settings.location, subject)
+            row_ids = _ingest(report, outcome.session_id, settings, timings, outcomes)
+            for stage, run_stage in LATER_STAGES:
+                with _timed(timings, stage):
+                    for chunk_report in run_stage(row_ids, outcome.session_id, settings):
+                        outcomes += chunk_report.outcomes
+            outcome.row_ids = row_ids
+    except Exception as exc:
+        outcome.status = SetStatus.ROLLED_BACK
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        logger.error("set %s: blocking error, session rolled back: %s", report.name, outcome.error)
+        if outcome.session_id is not None:
+            record_cause(outcome.session_id, outcome.error)
+        return outcome
+    outcome.status = SetStatus.COMPLETED
+    outcome.stage_seconds = timings
+    _finish_session(outcome.session_id, outcome.status, timings, settings)
+    logger.info("set %s: %d rows ready (%s)", report.name, len(row_ids),
+                ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return outcome
+
+
+def _publish_validation(report: ValidationReport) -> None:
+    rows = report.rows()
+    if rows:
+        create_table_artifact(key="validation", table=rows,
+                              description="Stage 1: every file checked, with its verdict")
+
+
+def _publish_outcomes(outcomes: list[FileOutcome], summary: RunSummary) -> None:
+    if outcomes:
+        create_table_artifact(
+            key="file-outcomes", table=[o.model_dump() for o in outcomes],
+            description="Per-file outcome of each stage",
+        )
+    lines = ["| set | status | images | excluded | error |", "|---|---|---|---|---|"]
+    for s in summary.sets:
+        lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | {s.error or ''} |")
+    create_markdown_artifact(key="run-summary", markdown="\n".join(lines),
+                             description="process-sets: one line per set")
+
+
+@flow(name="process-sets", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+def process_sets(
+    set_dirs: list[str] | None = None,
+    intake_dir: str | None = None,
+    location: str | None = None,
+    subject: str | None = None,
+    strict: bool | None = None,
+) -> RunSummary:
+    """Validate the sets, then take each one through the pipeline.
+
+    ``set_dirs`` names set folders; ``intake_dir`` (scheduled deployments) takes
+    the ready sets under an intake folder instead. Nothing to do is a quick,
+    successful run that says so.
+    """
+    settings = get_settings()
+    logger = get_run_logger()
+    flow_run_id = _flow_run_id()
+    set_dirs = list(set_dirs or [])
+    if intake_dir:
+        set_dirs += [str(p) for p in discover_sets(Path(intake_dir), settings)]
+    if not set_dirs:
+        logger.info("nothing to do: no sets%s", f" ready under {intake_dir}" if intake_dir else " given")
+        return RunSummary(flow_run_id=flow_run_id, sets=[])
+    report = validate_sets(set_dirs, strict)
+    _publish_validation(report)
+    if not report.ok:
+        raise SetValidationError(report)
+    warnings = sum(bool(f.messages) for s in report.sets for f in s.accepted)
+    logger.info("validated %d sets: %d images accepted, %d excluded, %d with warnings",
+                len(report.sets), sum(len(s.accepted) for s in report.sets),
+                sum(len(s.excluded) for s in report.sets), warnings)
+    prepare_db()
+    outcomes: list[FileOutcome] = []
+    summary = RunSummary(flow_run_id=flow_run_id, sets=[
+        process_one_set(set_report, settings, flow_run_id, location, subject, outcomes)
+        for set_report in report.sets
+    ])
+    _publish_outcomes(outcomes, summary)
+    ready = [i for s in summary.sets if s.status == SetStatus.COMPLETED for i in s.row_ids]
+    if ready:
+        summary.review, summary.publish = review_and_publish(ready, settings, flow_run_id)
+    if summary.failed:
+        raise SetsFailed("; ".join(f"{s.name}: {s.error}" for s in summary.failed))
+    return summary

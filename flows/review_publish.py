@@ -1,0 +1,83 @@
+"""Flow ``review-publish``, and the gate-then-publish step ``process-sets`` ends with.
+
+The review gate is mandatory: only rows a person approved (with a passing
+proof) are published. ``review-publish`` takes up rows left ``awaiting_review``
+(a gate that timed out or was ended early) and rows approved but not yet
+published (a gallery DB that was down), pauses for review again, then
+publishes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from flows.gate import GateResult, review_gate
+from galleryflow.db import ReviewRow, session_scope
+from galleryflow.ledger import SessionLedger
+from galleryflow.settings import Settings, get_settings
+from galleryflow.status import RowStatus
+from tasks.publish import PublishSummary, publish_approved, publishable_row_ids
+
+
+def _regenerate(row_ids: list[int]) -> None:
+    """Stage 7 again for these rows, grouped by the session that holds each row."""
+    from tasks.captioning import regenerate_rows
+
+    settings = get_settings()
+    by_session: dict[int, list[int]] = defaultdict(list)
+    with session_scope() as db:
+        for row in db.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))):
+            by_session[row.image_set_id].append(row.id)
+    for session_id, ids in by_session.items():
+        regenerate_rows(ids, session_id)
+        # Regeneration happens after the session committed: nothing to roll back.
+        SessionLedger(settings, session_id).discard()
+
+
+def review_and_publish(row_ids: Sequence[int], settings: Settings,
+                       flow_run_id: str | None) -> tuple[GateResult, PublishSummary | None]:
+    """The gate over ``row_ids``, then publishing what was approved."""
+    logger = get_run_logger()
+    gate = review_gate(row_ids, settings, regenerate=_regenerate)
+    approved = publishable_row_ids(settings, row_ids=list(row_ids))
+    if not approved:
+        logger.info("nothing approved to publish")
+        return gate, None
+    logger.info("publishing %d approved rows", len(approved))
+    return gate, publish_approved(approved, settings=settings, flow_run_id=flow_run_id)
+
+
+class ReviewPublishSummary(BaseModel):
+    rows: int
+    review: GateResult | None = None
+    publish: PublishSummary | None = None
+
+
+def _waiting_rows(set_names: list[str] | None) -> list[int]:
+    with session_scope() as db:
+        query = select(ReviewRow.id).where(
+            ReviewRow.status.in_([RowStatus.AWAITING_REVIEW, RowStatus.APPROVED]))
+        if set_names:
+            query = query.where(ReviewRow.set_key.in_(set_names))
+        return list(db.scalars(query.order_by(ReviewRow.id)))
+
+
+@flow(name="review-publish", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+def review_publish(set_names: list[str] | None = None) -> ReviewPublishSummary:
+    """Review rows still awaiting review (all sets, or the named ones), then publish."""
+    settings = get_settings()
+    logger = get_run_logger()
+    row_ids = _waiting_rows(set_names)
+    if not row_ids:
+        logger.info("nothing to do: no rows awaiting review or publishing")
+        return ReviewPublishSummary(rows=0)
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    review, published = review_and_publish(row_ids, settings, flow_run_id)
+    return ReviewPublishSummary(rows=len(row_ids), review=review, publish=published)

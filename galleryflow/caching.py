@@ -1,0 +1,71 @@
+"""Prefect cache policies keyed on file *content*, not on paths or row ids.
+
+Prefect's default policy includes the flow run id, so it never hits across runs,
+and a ``Path`` input is hashed by its string: a renamed or re-copied file would
+miss, and an edited file under the same name would wrongly hit. galleryflow's
+expensive work (EXIF, scores, captions) is a pure function of the image bytes
+and the parameters, so its cache key is exactly that:
+
+- every pydantic model or dict in the inputs contributes its fields, except the
+  volatile ones (paths, row and session ids) listed in ``VOLATILE_FIELDS``;
+- a model with a ``sha256`` field stands for its content through that hash;
+- the task's source code is part of the key (``TASK_SOURCE``), so a change to
+  the code recomputes rather than serving stale results.
+
+Tasks that *write* (files, rows) are never cached: after a rollback their
+effects are gone, and a cache hit would skip redoing them. They call a cached
+compute task and write its result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.utilities.hashing import hash_objects
+from pydantic import BaseModel
+
+VOLATILE_FIELDS = frozenset(
+    {
+        "path", "source_path", "incoming_path", "ollama_path", "thumbnail_path", "work_path",
+        "row_id", "review_id", "session_id", "image_set_id", "id",
+    }
+)
+
+
+def _canonical(value: Any, exclude: frozenset[str]) -> Any:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _canonical(v, exclude) for k, v in sorted(value.items()) if k not in exclude}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, exclude) for v in value]
+    if isinstance(value, PurePath):
+        raise TypeError(
+            "a Path reached a content-keyed cache policy: pass a model carrying the file's sha256"
+        )
+    return value
+
+
+@dataclass
+class ContentInputs(CachePolicy):
+    """Cache key from the inputs' content (sha256 and parameters), never their paths."""
+
+    exclude: frozenset[str] = field(default_factory=lambda: VOLATILE_FIELDS)
+
+    def compute_key(
+        self,
+        task_ctx: Any,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        if not inputs:
+            return None
+        return hash_objects(_canonical(inputs, self.exclude), raise_on_failure=True)
+
+
+CONTENT = ContentInputs() + TASK_SOURCE
+"""The policy for galleryflow's pure, expensive per-image computations."""

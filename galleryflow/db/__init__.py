@@ -1,0 +1,25 @@
+"""galleryflow's own database: models, engine/session helpers, migrations."""
+
+from galleryflow.db.engine import get_engine, migrate, session_scope
+from galleryflow.db.models import (
+    BatchFile,
+    BatchJob,
+    ImageSet,
+    MetadataQuality,
+    PublishLog,
+    ReviewRow,
+    SeenContent,
+)
+
+__all__ = [
+    "BatchFile",
+    "BatchJob",
+    "ImageSet",
+    "MetadataQuality",
+    "PublishLog",
+    "ReviewRow",
+    "SeenContent",
+    "get_engine",
+    "migrate",
+    "session_scope",
+]

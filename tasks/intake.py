@@ -1,0 +1,156 @@
+"""Stage 2: prepare the DB and copy the accepted files into ``incoming/<set>/``.
+
+Originals are only ever read. Each copy is written to a temporary name, its
+sha256 verified against what was read from the source, and renamed into place;
+an interrupted copy leaves no partial file under the final name. A rerun copies
+nothing twice: a file already in ``incoming/`` with the same content is kept.
+
+A file already in ``incoming/`` with *different* content (the photographer
+re-exported it) is moved into the session's ledger first, so a rollback can put
+it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.transactions import get_transaction
+from pydantic import BaseModel
+
+from galleryflow.db import ImageSet, migrate, session_scope
+from galleryflow.fsutil import copy_verified, sha256_file
+from galleryflow.ledger import SessionLedger
+from galleryflow.progress import StageProgress
+from galleryflow.settings import Settings, get_settings
+from galleryflow.status import SetStatus
+from tasks.common import ChunkReport, StageError
+from tasks.validate import FileCheck, SetReport
+
+
+class IntakeItem(BaseModel):
+    """One accepted file on its way in."""
+
+    set_name: str
+    name: str
+    source_path: str
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    warnings: list[str] = []
+
+    @classmethod
+    def from_check(cls, check: FileCheck) -> "IntakeItem":
+        return cls(set_name=check.set_name, name=check.name, source_path=check.path,
+                   format=check.format, width=check.width, height=check.height,
+                   warnings=check.messages)
+
+
+class IntakeResult(IntakeItem):
+    sha256: str
+    incoming_path: str
+    size: int
+    copied: bool
+
+
+@task(name="prepare-db", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def prepare_db() -> str:
+    """Bring galleryflow's DB to the latest migration (idempotent)."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate(settings.db_url)
+    return settings.db_url.split("@")[-1]  # never the credentials
+
+
+@task(name="open-session", cache_policy=NO_CACHE)
+def open_session(report: SetReport, flow_run_id: str | None, location: str | None,
+                 subject: str | None) -> int:
+    """Record this set's session; its rollback hook undoes the whole session."""
+    with session_scope() as db:
+        image_set = ImageSet(
+            set_key=report.name, name=report.name, source_dir=report.path,
+            status=SetStatus.RUNNING, flow_run_id=flow_run_id, location=location,
+            subject=subject, image_count=len(report.accepted),
+            excluded_count=len(report.excluded),
+            report={"excluded": [{"file": f.name, "reason": "; ".join(f.messages)}
+                                 for f in report.excluded]},
+            content_sha256=_listing_digest(report),
+        )
+        db.add(image_set)
+        db.flush()
+        session_id = image_set.id
+    txn = get_transaction()
+    if txn is not None:
+        txn.set("session_id", session_id)
+    return session_id
+
+
+@open_session.on_rollback
+def _rollback_session(txn) -> None:  # type: ignore[no-untyped-def]
+    from tasks.rollback import rollback_session
+
+    session_id = txn.get("session_id", None)
+    if session_id is not None:
+        rollback_session(session_id, get_settings())
+
+
+def _listing_digest(report: SetReport) -> str:
+    """A cheap identity of the set's listing (names and sizes) for watch/report."""
+    digest = hashlib.sha256()
+    for check in report.accepted:
+        digest.update(f"{check.name}\0{check.size}\n".encode())
+    return digest.hexdigest()
+
+
+def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> IntakeResult:
+    """Copy one file into incoming/ with verification; skip an identical copy."""
+    source = Path(item.source_path)
+    dest = settings.incoming_dir / item.set_name / item.name
+    if dest.exists():
+        source_sha = sha256_file(source)
+        if sha256_file(dest) == source_sha:
+            return IntakeResult(**item.model_dump(), sha256=source_sha, incoming_path=str(dest),
+                                size=dest.stat().st_size, copied=False)
+        ledger.backup_file(dest)
+    ledger.record_created_file(dest)
+    try:
+        source_sha = copy_verified(source, dest)
+    except IOError as exc:
+        raise IOError(f"{item.set_name}/{item.name}: the copy in incoming/ does not match the "
+                      f"original: {exc}") from exc
+    return IntakeResult(**item.model_dump(), sha256=source_sha, incoming_path=str(dest),
+                        size=dest.stat().st_size, copied=True)
+
+
+@task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
+      tags=["intake"])
+def intake_chunk(items: list[IntakeItem], session_id: int) -> list[IntakeResult]:
+    """Stage 2 for a chunk: verified, atomic copies. An I/O error is retried, then blocks."""
+    settings = get_settings()
+    ledger = SessionLedger(settings, session_id)
+    progress = StageProgress("intake", len(items), min_interval=2.0)
+
+    def one(item: IntakeItem) -> IntakeResult:
+        try:
+            return copy_in(item, settings, ledger)
+        except OSError as exc:
+            raise StageError(f"{item.set_name}/{item.name}: copy into incoming/ failed: {exc}") from exc
+        finally:
+            progress.advance()
+
+    with ThreadPoolExecutor(max_workers=min(4, settings.threads)) as pool:
+        return list(pool.map(one, items))
+
+
+def intake_report(results: list[IntakeResult]) -> ChunkReport:
+    report = ChunkReport(stage="intake")
+    for r in results:
+        note = "copied" if r.copied else "already in incoming/ (unchanged)"
+        if r.warnings:
+            report.add(r.name, "warning", f"{note}; {'; '.join(r.warnings)}")
+        else:
+            report.add(r.name, "ok", note)
+    return report

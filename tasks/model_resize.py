@@ -1,0 +1,147 @@
+"""Stage 6: the image the vision model sees.
+
+From each row's incoming copy: one draft-mode decode with EXIF orientation
+applied (:func:`galleryflow.imaging.open_reduced`), long edge bounded by
+``settings.model_resize.long_edge`` (default 1024), JPEG at
+``settings.model_resize.quality`` (85) into ``work/<set>/``, written atomically.
+The row's ``ollama_path`` points at it.
+
+The file name carries the source's sha256 and the long edge, so a file that
+exists is the right one: a rerun (or another session of the same set) reuses it
+instead of decoding again, and a changed photo or setting gets a new file.
+A file this session writes is recorded in its ledger first, so a rollback
+removes it. Pillow releases the GIL while decoding and encoding, so a chunk's
+images are processed on threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from prefect import task
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from galleryflow.db.engine import session_scope
+from galleryflow.db.models import ReviewRow
+from galleryflow.fsutil import atomic_path
+from galleryflow.imaging import open_reduced
+from galleryflow.ledger import SessionLedger
+from galleryflow.settings import Settings, get_settings
+from galleryflow.status import LOCKED_STATUSES, RowStatus
+from tasks.common import ChunkReport
+from tasks.rowstate import snapshot_row
+
+STAGE = "model_resize"
+_SAFE_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+
+
+class ResizeJob(BaseModel):
+    row_id: int
+    file: str
+    source: str
+    target: str
+
+
+def set_dir_name(set_key: str) -> str:
+    """``set_key`` as one safe directory name (no separators, no ``..``, bounded)."""
+    if _SAFE_DIR.fullmatch(set_key) and ".." not in set_key:
+        return set_key
+    readable = re.sub(r"[^A-Za-z0-9]+", "-", set_key).strip("-")[:80] or "set"
+    return f"{readable}-{hashlib.sha1(set_key.encode()).hexdigest()[:10]}"
+
+
+def model_image_path(settings: Settings, set_key: str, original_name: str, sha256: str) -> Path:
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(original_name).stem).strip("-")[:80] or "image"
+    edge = settings.model_resize.long_edge
+    return settings.work_dir / set_dir_name(set_key) / f"{stem}-{sha256[:12]}-{edge}.jpg"
+
+
+def write_model_image(source: Path, target: Path, long_edge: int, quality: int) -> tuple[int, int]:
+    """Decode once (draft, oriented), bound the long edge, write a plain JPEG atomically.
+
+    No EXIF is written: the orientation is already applied to the pixels, and the
+    model needs nothing else from the file.
+    """
+    image = open_reduced(source, long_edge)
+    with atomic_path(target) as tmp:
+        image.save(tmp, "JPEG", quality=quality)
+    return image.size
+
+
+def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None = None) -> ChunkReport:
+    """Make (or reuse) the model-ready image of each row; store ``ollama_path``."""
+    settings = settings or get_settings()
+    ledger = SessionLedger(settings, session_id)
+    report = ChunkReport(stage=STAGE)
+    jobs: list[ResizeJob] = []
+    with session_scope() as session:
+        rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))).all()
+        for row in sorted(rows, key=lambda r: r.id):
+            if row.status in LOCKED_STATUSES:
+                report.add(row.original_name, "skipped", f"row is {row.status}: left as it is")
+                continue
+            if not row.incoming_path or not Path(row.incoming_path).is_file():
+                _fail(ledger, row, f"{row.original_name}: incoming copy missing "
+                      f"({row.incoming_path or 'no path recorded'}); rerun intake")
+                report.add(row.original_name, "failed", row.error or "")
+                continue
+            target = model_image_path(settings, row.set_key, row.original_name, row.sha256)
+            if target.is_file():
+                if row.ollama_path != str(target):
+                    snapshot_row(ledger, row)
+                    row.ollama_path = str(target)
+                report.add(row.original_name, "skipped", "model-ready image already made")
+                continue
+            jobs.append(ResizeJob(row_id=row.id, file=row.original_name,
+                                  source=row.incoming_path, target=str(target)))
+    for job in jobs:  # recorded before anything is written: a crash mid-write is still undone
+        ledger.record_created_file(Path(job.target))
+    results = _run_jobs(jobs, settings)
+    with session_scope() as session:
+        for job in jobs:
+            row = session.get(ReviewRow, job.row_id)
+            if row is None:
+                continue
+            fault = results[job.row_id]
+            if fault is None:
+                snapshot_row(ledger, row)
+                row.ollama_path = job.target
+                report.add(job.file, "ok", f"model-ready image {Path(job.target).name}")
+            else:
+                _fail(ledger, row, f"{job.file}: could not make the model-ready image: {fault}")
+                report.add(job.file, "failed", row.error or fault)
+    return report
+
+
+def _run_jobs(jobs: list[ResizeJob], settings: Settings) -> dict[int, str | None]:
+    long_edge, quality = settings.model_resize.long_edge, settings.model_resize.quality
+
+    def run(job: ResizeJob) -> tuple[int, str | None]:
+        try:
+            write_model_image(Path(job.source), Path(job.target), long_edge, quality)
+            return job.row_id, None
+        except Exception as exc:  # one bad file never stops the chunk
+            return job.row_id, f"{type(exc).__name__}: {exc}"
+
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(settings.threads, len(jobs)),
+                            thread_name_prefix="model-resize") as pool:
+        return dict(pool.map(run, jobs))
+
+
+def _fail(ledger: SessionLedger, row: ReviewRow, message: str) -> None:
+    snapshot_row(ledger, row)
+    row.status = RowStatus.FAILED
+    row.error = message
+    row.error_category = STAGE
+
+
+@task(name="model-resize-chunk", retries=1, retry_delay_seconds=2, tags=["model-resize"])
+def model_resize_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
+    """Stage 6 for one chunk of rows (rerunnable: existing model-ready images are reused)."""
+    return resize_rows(row_ids, session_id)

@@ -1,0 +1,99 @@
+"""Roll one session back so that a rerun starts clean.
+
+Called from the ``on_rollback`` hook of ``open-session`` when the Prefect
+transaction around stages 2–7 fails. It undoes exactly what the session's
+ledger and ``created_session_id`` say it did:
+
+1. files it created (incoming copies, work files) are deleted, files it
+   replaced are moved back;
+2. rows it inserted (and their proofs and publish log) are deleted;
+3. rows it refreshed get their previous values back, bypassing the status
+   machine on purpose: this *undoes* transitions rather than making new ones;
+4. the session is marked ``rolled_back``.
+
+Each step is idempotent, so a rollback interrupted half-way can simply be run
+again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, delete, select, update
+
+from galleryflow.db import ImageSet, MetadataQuality, PublishLog, ReviewRow, session_scope
+from galleryflow.db.models import utcnow
+from galleryflow.ledger import SessionLedger
+from galleryflow.settings import Settings
+from galleryflow.status import SetStatus
+
+log = logging.getLogger(__name__)
+
+
+def _decode(model: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Ledger JSON back to column values (datetimes were stored as strings)."""
+    columns = model.__table__.columns  # type: ignore[attr-defined]
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in columns:
+            continue
+        if isinstance(columns[key].type, DateTime) and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        out[key] = value
+    return out
+
+
+def rollback_session(session_id: int, settings: Settings, cause: str | None = None) -> None:
+    ledger = SessionLedger(settings, session_id)
+    removed = 0
+    for path in ledger.created_files():
+        if path.exists():
+            path.unlink()
+            removed += 1
+    for backup, original in ledger.backups():
+        if backup.exists():
+            original.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(backup), original)
+    snapshots = ledger.snapshots()
+    with session_scope() as db:
+        inserted = list(db.scalars(select(ReviewRow.id).where(ReviewRow.created_session_id == session_id)))
+        if inserted:
+            db.execute(delete(MetadataQuality).where(MetadataQuality.review_id.in_(inserted)))
+            db.execute(delete(PublishLog).where(PublishLog.review_id.in_(inserted)))
+            db.execute(delete(ReviewRow).where(ReviewRow.id.in_(inserted)))
+        for snap in snapshots:
+            values = snap["values"]
+            if snap["table"] == "review_queue":
+                db.execute(update(ReviewRow).where(ReviewRow.id == snap["id"])
+                           .values(**_decode(ReviewRow, values)))
+            elif snap["table"] == "metadata_quality":
+                # tasks/rowstate.py: "__created__" marks a proof this session added.
+                db.execute(delete(MetadataQuality).where(MetadataQuality.review_id == values["review_id"]))
+                if not values.get("__created__"):
+                    db.execute(MetadataQuality.__table__.insert().values(**_decode(MetadataQuality, values)))
+        db.execute(
+            update(ImageSet).where(ImageSet.id == session_id).values(
+                status=SetStatus.ROLLED_BACK, finished_at=utcnow(),
+                error=(cause or "rolled back")[:4000],
+            )
+        )
+    ledger.discard()
+    # Leave no empty per-set folders behind in incoming/ or work/.
+    for root in (settings.incoming_dir, settings.work_dir):
+        for folder in sorted(root.glob("*"), reverse=True):
+            if folder.is_dir() and not folder.name.startswith(".") and not any(folder.iterdir()):
+                folder.rmdir()
+    log.warning(
+        "session %s rolled back: %d files removed, %d rows deleted, %d rows restored",
+        session_id, removed, len(inserted), sum(s["table"] == "review_queue" for s in snapshots),
+    )
+
+
+def record_cause(session_id: int, cause: str) -> None:
+    """Store why a session was rolled back (the hook itself does not see the error)."""
+    with session_scope() as db:
+        db.execute(update(ImageSet).where(ImageSet.id == session_id)
+                   .values(error=cause[:4000], status=SetStatus.ROLLED_BACK))

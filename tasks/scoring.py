@@ -1,0 +1,528 @@
+"""Stage 5: quality scores for every image, each with its source.
+
+Per image, from ONE decode (JPEG draft mode, EXIF orientation applied, long edge
+``scoring.analysis_long_edge``):
+
+- ``brisque_score``: pyiqa's BRISQUE (lower is better), or the fallback;
+- ``clip_aesthetic_score``: open_clip image embedding → LAION aesthetic MLP
+  (about 1–10), in batches of ``scoring.batch_size``, or the fallback;
+- ``blur_score`` (Laplacian variance, higher is sharper), ``brightness_score``
+  (0–1), ``contrast_score`` (RMS, 0–0.5) and the pHash: see :mod:`galleryflow.quality`.
+
+Each model score's source is ``"<library> <model> sha256:…"`` or
+``"fallback: <reason>"``. The fallback formula (documented in
+:mod:`galleryflow.quality` and ``docs/scoring.md``) fills the same ranges and gives
+the same values on every run. A file that cannot be scored by a model (CMYK,
+16-bit, palette, too small, or the model failed on it) gets the fallback with the
+reason; one that cannot be decoded now gets the worst fallback values; neither
+stops the set.
+
+Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
+the files' sha256 and the model identity (weights fingerprints);
+:func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
+the rows and moves ``new`` → ``scored``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from prefect import task
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from galleryflow.caching import CONTENT
+from galleryflow.db import ReviewRow, session_scope
+from galleryflow.imaging import open_reduced
+from galleryflow.ledger import SessionLedger
+from galleryflow.progress import StageProgress
+from galleryflow.quality import (
+    WORST_AESTHETIC,
+    WORST_BRISQUE,
+    ImageStats,
+    fallback_aesthetic,
+    fallback_brisque,
+    image_stats,
+    phash,
+)
+from galleryflow.scoring_setup import (
+    ScoringDescription,
+    ScoringIdentity,
+    ScoringSetup,
+    clip_source,
+    describe_setup,
+    fallback_source,
+    resolve_setup,
+)
+from galleryflow.settings import Settings, get_settings
+from galleryflow.status import LOCKED_STATUSES, RowStatus
+from tasks.rowstate import snapshot_row
+from tasks.common import ChunkReport, chunked
+
+STAGE = "scoring"
+_log = logging.getLogger(__name__)
+
+# Columns this stage writes (and snapshots before refreshing a row it did not create).
+SCORE_COLUMNS = (
+    "brisque_score", "brisque_source", "clip_aesthetic_score", "clip_aesthetic_source",
+    "blur_score", "brightness_score", "contrast_score", "stats_source", "phash",
+)
+# Statuses a rescore leaves as they are (the row is already past this stage).
+_KEEP_STATUS = frozenset({RowStatus.SCORED, RowStatus.CAPTIONED, RowStatus.AWAITING_REVIEW})
+
+
+class ScoreInput(BaseModel):
+    """One image to score: its content hash (the cache key) and where to read it."""
+
+    sha256: str
+    path: Path
+
+
+class ImageScores(BaseModel):
+    """The scores of one image, each with its source, plus per-image reasons."""
+
+    sha256: str
+    brisque_score: float | None
+    brisque_source: str
+    clip_aesthetic_score: float | None
+    clip_aesthetic_source: str
+    blur_score: float | None
+    brightness_score: float | None
+    contrast_score: float | None
+    stats_source: str
+    phash: str | None
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="Why this image (not the whole setup) took a fallback, in plain words.",
+    )
+
+    def row_values(self) -> dict[str, Any]:
+        return {column: getattr(self, column) for column in SCORE_COLUMNS}
+
+
+class ScoringInputError(OSError):
+    """The file to score cannot be read (possibly transient: the task retries)."""
+
+
+class ContentChanged(ValueError):
+    """The file is not the content intake recorded: scoring it would poison the cache."""
+
+
+# --- setup, once per process ----------------------------------------------------------
+
+_log_lock = threading.Lock()
+_logged: set[str] = set()
+
+
+def scoring_setup(settings: Settings | None = None) -> ScoringSetup:
+    """The resolved setup for these settings.
+
+    Resolved afresh on each call (cheap: file lookups; the sha256 of each weight
+    file is memoised by path, size and mtime), so a long-running worker notices
+    weights that were added or replaced.
+    """
+    return resolve_setup((settings or get_settings()).scoring)
+
+
+def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
+    """What stage 5 will use, for the flow and the CLI to show (``.lines()``)."""
+    return describe_setup(scoring_setup(settings))
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
+
+
+def _run_key() -> str:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else "no-run"
+
+
+def _log_once(key: str, message: str, level: int = logging.INFO) -> None:
+    """Log a message once per process and flow run (the run log says it once)."""
+    full = f"{_run_key()}:{key}"
+    with _log_lock:
+        if full in _logged:
+            return
+        _logged.add(full)
+    _logger().log(level, message)
+
+
+def log_scoring_setup(setup: ScoringSetup | None = None) -> ScoringDescription:
+    """Log which path each score takes (once per run per process); return the description."""
+    description = describe_setup(setup or scoring_setup())
+    _log_once("setup", "scoring setup:\n" + "\n".join(description.lines()))
+    return description
+
+
+# --- one image: decode once, statistics, model inputs -------------------------------------
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def odd_image_reason(img: Image.Image, min_side: int) -> str | None:
+    """Why the models (trained on 8-bit RGB photographs) should not score this image."""
+    rawmode = ""
+    if img.tile:
+        args = img.tile[0].args
+        rawmode = args if isinstance(args, str) else str(args[0]) if args else ""
+    if img.mode == "CMYK":
+        return "CMYK image: its colours were converted without a profile"
+    if img.mode in _SIXTEEN_BIT or ";16" in rawmode:
+        return f"16-bit image ({img.format} {img.mode}): reduced to 8 bits"
+    if img.mode in ("P", "PA"):
+        return "palette image: its quantised colours defeat natural-image statistics"
+    if img.mode == "1":
+        return "bilevel (1-bit) image: no tones for the models to judge"
+    if min(img.size) < min_side:
+        return f"too small ({img.width}×{img.height}; under {min_side} px)"
+    return None
+
+
+@dataclass
+class Prepared:
+    """One image after its single decode (internal to a batch)."""
+
+    item: ScoreInput
+    image: Image.Image | None = None
+    stats: ImageStats | None = None
+    phash: str | None = None
+    odd: str | None = None
+    undecodable: str | None = None
+    clip_input: Any = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _read_verified(item: ScoreInput) -> bytes:
+    try:
+        data = item.path.read_bytes()
+    except OSError as exc:
+        raise ScoringInputError(f"{item.path}: cannot be read: {exc.strerror or exc}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != item.sha256:
+        # Scoring these bytes under the recorded hash would poison the content cache.
+        raise ContentChanged(
+            f"{item.path}: content changed since intake (sha256 {actual[:12]}…, "
+            f"expected {item.sha256[:12]}…)"
+        )
+    return data
+
+
+def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None) -> Prepared:
+    """Read, verify and decode one image once; derive stats, pHash and the CLIP input.
+
+    Raises :class:`ScoringInputError` when the file cannot be read and
+    :class:`ContentChanged` when it is not the recorded content; a file that reads
+    but does not decode is recorded as undecodable instead.
+    """
+    data = _read_verified(item)
+    prepared = Prepared(item=item)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # header only: no pixels decoded yet
+            prepared.odd = odd_image_reason(probe, min_side)
+        # open_reduced is typed for paths; Pillow opens the verified bytes just the same.
+        image = open_reduced(io.BytesIO(data), long_edge)  # type: ignore[arg-type]
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
+            Image.DecompressionBombError) as exc:
+        prepared.undecodable = f"cannot decode: {exc}"
+        return prepared
+    prepared.image = image
+    prepared.stats = image_stats(image)
+    prepared.phash = phash(image)
+    if prepared.odd is None and clip_prepare is not None:
+        prepared.clip_input = clip_prepare(image)
+    return prepared
+
+
+# --- the models (torch only imported when the setup has a model to run) ---------------------
+
+def _models(setup: ScoringSetup) -> tuple[Any, str | None, Any, str | None]:
+    """(aesthetic model, reason it is absent, brisque model, reason it is absent)."""
+    aesthetic = brisque = None
+    aesthetic_reason = None if setup.aesthetic_available else setup.identity.aesthetic
+    brisque_reason = None if setup.brisque_available else setup.identity.brisque
+    if setup.aesthetic_available or setup.brisque_available:
+        from galleryflow import scoring_models as sm
+
+        if setup.aesthetic_available:
+            try:
+                aesthetic = sm.aesthetic_model(setup)
+            except sm.ModelLoadError as exc:
+                aesthetic_reason = fallback_source(str(exc))
+                _log_once("aesthetic-load", f"CLIP aesthetic model not loaded: {exc}",
+                          logging.WARNING)
+        if setup.brisque_available:
+            try:
+                brisque = sm.brisque_model(setup)
+            except sm.ModelLoadError as exc:
+                brisque_reason = fallback_source(str(exc))
+                _log_once("brisque-load", f"BRISQUE not loaded: {exc}", logging.WARNING)
+    return aesthetic, aesthetic_reason, brisque, brisque_reason
+
+
+def _run_aesthetic(model: Any, batch: list[Prepared]) -> dict[int, float | str]:
+    """Scores by position in ``batch``; a failed batch is retried image by image."""
+    todo = [i for i, p in enumerate(batch) if p.clip_input is not None]
+    results: dict[int, float | str] = {}
+    if not todo:
+        return results
+    try:
+        for i, value in zip(todo, model.score([batch[i].clip_input for i in todo]), strict=True):
+            results[i] = value
+        return results
+    except Exception as exc:  # isolate the image that breaks the batch
+        _log.warning("CLIP batch failed (%s); retrying image by image", exc)
+    for i in todo:
+        try:
+            results[i] = model.score([batch[i].clip_input])[0]
+        except Exception as exc:
+            results[i] = f"open_clip failed on this image: {exc}"
+    return results
+
+
+def _rounded(value: float) -> float:
+    return round(value, 4)
+
+
+def _assemble(p: Prepared, ident: ScoringIdentity, aesthetic: float | str | None,
+              aesthetic_reason: str | None, brisque_model: Any, brisque_reason: str | None
+              ) -> ImageScores:
+    if p.undecodable or p.stats is None:
+        reason = p.undecodable or "no image"
+        return ImageScores(
+            sha256=p.item.sha256,
+            brisque_score=WORST_BRISQUE, brisque_source=fallback_source(reason),
+            clip_aesthetic_score=WORST_AESTHETIC, clip_aesthetic_source=fallback_source(reason),
+            blur_score=None, brightness_score=None, contrast_score=None,
+            stats_source=clip_source(f"unavailable: {reason}"), phash=None, reasons=[reason],
+        )
+    reasons = [p.odd] if p.odd else []
+
+    # BRISQUE: the model unless absent, the image is odd, or it fails on this image.
+    if brisque_reason:
+        b_score, b_source = fallback_brisque(p.stats), brisque_reason
+    elif p.odd:
+        b_score, b_source = fallback_brisque(p.stats), fallback_source(p.odd)
+    else:
+        try:
+            b_score, b_source = _rounded(brisque_model.score(p.image)), ident.brisque
+        except Exception as exc:
+            why = f"BRISQUE failed on this image: {exc}"
+            reasons.append(why)
+            b_score, b_source = fallback_brisque(p.stats), fallback_source(why)
+
+    if aesthetic_reason:
+        a_score, a_source = fallback_aesthetic(p.stats), aesthetic_reason
+    elif p.odd:
+        a_score, a_source = fallback_aesthetic(p.stats), fallback_source(p.odd)
+    elif isinstance(aesthetic, float):
+        a_score, a_source = _rounded(aesthetic), ident.aesthetic
+    else:
+        why = str(aesthetic or "no CLIP input")
+        reasons.append(why)
+        a_score, a_source = fallback_aesthetic(p.stats), fallback_source(why)
+
+    return ImageScores(
+        sha256=p.item.sha256,
+        brisque_score=b_score, brisque_source=b_source,
+        clip_aesthetic_score=a_score, clip_aesthetic_source=a_source,
+        blur_score=p.stats.blur, brightness_score=p.stats.brightness,
+        contrast_score=p.stats.contrast, stats_source=ident.stats_source,
+        phash=p.phash, reasons=reasons,
+    )
+
+
+def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
+                 threads: int = 4) -> list[ImageScores]:
+    """Score images with the setup's models: decode in threads, CLIP in batches.
+
+    Returns one :class:`ImageScores` per item, in order. Raises
+    :class:`ScoringInputError` if a file cannot be read, :class:`ContentChanged` if
+    it is not its recorded content.
+    """
+    if not items:
+        return []
+    ident = setup.identity
+    aesthetic, aesthetic_reason, brisque, brisque_reason = _models(setup)
+    clip_prepare = aesthetic.prepare if aesthetic is not None else None
+
+    def _prep(item: ScoreInput) -> Prepared:
+        return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
+        prepared = list(pool.map(_prep, items))  # Pillow releases the GIL while decoding
+
+    aesthetic_scores: dict[int, float | str] = {}
+    if aesthetic is not None:
+        for start in range(0, len(prepared), setup.batch_size):
+            batch = prepared[start : start + setup.batch_size]
+            for i, value in _run_aesthetic(aesthetic, batch).items():
+                aesthetic_scores[start + i] = value
+
+    return [
+        _assemble(p, ident, aesthetic_scores.get(i), aesthetic_reason, brisque, brisque_reason)
+        for i, p in enumerate(prepared)
+    ]
+
+
+def score_image(path: Path, settings: Settings | None = None) -> ImageScores:
+    """Score one file outside any flow (CLI, notebooks): sha256 computed here."""
+    data_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    settings = settings or get_settings()
+    return score_images([ScoreInput(sha256=data_hash, path=path)], scoring_setup(settings),
+                        settings.threads)[0]
+
+
+# --- Prefect tasks -----------------------------------------------------------------------------
+
+def _worth_retrying(_task: Any, _run: Any, state: Any) -> bool:
+    """Retry read errors (I/O can be transient), not a file whose content changed."""
+    return not isinstance(getattr(state, "data", None), ContentChanged)
+
+
+@task(name="compute-scores", cache_policy=CONTENT, persist_result=True, retries=2,
+      retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
+def compute_scores(items: list[ScoreInput], identity: ScoringIdentity) -> list[ImageScores]:
+    """Scores for one CLIP batch; cached on the files' sha256 and the model identity.
+
+    ``identity`` carries the model names and weight fingerprints (never paths), so
+    new weights recompute and unchanged ones hit the cache across runs.
+    """
+    settings = get_settings()
+    setup = scoring_setup(settings)
+    if setup.identity != identity:
+        # Weights changed between the chunk's planning and now: caching these
+        # results under the old identity would be wrong.
+        raise RuntimeError("scoring weights changed during the run; rerun the stage")
+    return score_images(items, setup, settings.threads)
+
+
+@dataclass
+class _Work:
+    row_id: int
+    name: str
+    item: ScoreInput
+
+
+def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
+               ledger: SessionLedger) -> list[_Work]:
+    """Rows to score; locked rows are skipped, rows without a file fail."""
+    work: list[_Work] = []
+    with session_scope() as session:
+        rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))
+                               .order_by(ReviewRow.id)).all()
+        found = {row.id for row in rows}
+        for missing in sorted(set(row_ids) - found):
+            report.add(f"row {missing}", "skipped", "row no longer exists")
+        for row in rows:
+            if row.status in LOCKED_STATUSES:
+                report.add(row.original_name, "skipped", f"{row.status}: scores left as they are")
+                continue
+            path = Path(row.incoming_path) if row.incoming_path else None
+            if path is None or not path.is_file():
+                message = (f"{row.original_name}: no incoming copy to score "
+                           f"({row.incoming_path or 'intake recorded no path'})")
+                snapshot_row(ledger, row)
+                row.status = RowStatus.FAILED
+                row.error, row.error_category = message, STAGE
+                report.add(row.original_name, "failed", message)
+                continue
+            work.append(_Work(row.id, row.original_name, ScoreInput(sha256=row.sha256, path=path)))
+    return work
+
+
+def _compute_isolated(batch: list[_Work], identity: ScoringIdentity
+                      ) -> list[ImageScores | Exception]:
+    """Score a batch; if it fails (a file unreadable or changed), find which file."""
+    try:
+        return list(compute_scores([w.item for w in batch], identity))
+    except Exception as exc:
+        if len(batch) == 1:
+            return [exc]
+        _log.warning("scoring batch failed (%s); scoring its files one by one", exc)
+    out: list[ImageScores | Exception] = []
+    for work in batch:
+        try:
+            out.extend(compute_scores([work.item], identity))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _write(batch: list[_Work], results: list[ImageScores | Exception], session_id: int,
+           report: ChunkReport, ledger: SessionLedger) -> None:
+    with session_scope() as session:
+        rows = {row.id: row for row in session.scalars(
+            select(ReviewRow).where(ReviewRow.id.in_([w.row_id for w in batch])))}
+        for work, result in zip(batch, results, strict=True):
+            row = rows.get(work.row_id)
+            if row is None or row.status in LOCKED_STATUSES:  # changed while we scored
+                report.add(work.name, "skipped", "row was decided or removed while scoring")
+                continue
+            snapshot_row(ledger, row)
+            if isinstance(result, Exception):
+                row.status = RowStatus.FAILED
+                row.error, row.error_category = str(result), STAGE
+                report.add(work.name, "failed", str(result))
+                continue
+            for column, value in result.row_values().items():
+                setattr(row, column, value)
+            if row.status not in _KEEP_STATUS:
+                row.status = RowStatus.SCORED
+            if row.error_category == STAGE:
+                row.error = row.error_category = None
+            summary = (f"BRISQUE {result.brisque_score}, aesthetic {result.clip_aesthetic_score}, "
+                       f"blur {result.blur_score}")
+            if result.reasons:
+                report.add(work.name, "warning", f"{summary}; fallback: {'; '.join(result.reasons)}")
+            else:
+                report.add(work.name, "ok", summary)
+
+
+@task(name="score-chunk", tags=[STAGE], retries=2, retry_delay_seconds=5)
+def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
+    """Score the ``review_queue`` rows ``row_ids`` (one chunk) and write their scores.
+
+    ``new``/``failed`` rows become ``scored``; rows already past scoring keep their
+    status and get fresh scores; approved, rejected and published rows are left
+    alone. The ``scoring`` tag carries the global concurrency limit (default 1),
+    so two runs never fight over one GPU.
+    """
+    settings = get_settings()
+    setup = scoring_setup(settings)
+    log_scoring_setup(setup)
+    report = ChunkReport(stage=STAGE)
+    ledger = SessionLedger(settings, session_id)
+    work = _load_rows(row_ids, session_id, report, ledger)
+    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
+    progress.advance(len(row_ids) - len(work))
+    for batch in chunked(work, setup.batch_size):
+        results = _compute_isolated(batch, setup.identity)
+        _write(batch, results, session_id, report, ledger)
+        progress.advance(len(batch))
+    return report
+
+
+def score_rows(row_ids: Sequence[int], session_id: int, chunk_size: int | None = None
+               ) -> list[ChunkReport]:
+    """Inside a flow: submit one :func:`score_chunk` per chunk and wait for the reports."""
+    size = chunk_size or get_settings().chunk_size
+    futures = [score_chunk.submit(chunk, session_id) for chunk in chunked(list(row_ids), size)]
+    return [future.result() for future in futures]

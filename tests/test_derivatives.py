@@ -1,0 +1,243 @@
+"""Web derivatives: orientation, sRGB, IPTC/XMP embedded and read back, GPS policy."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image, ImageCms, IptcImagePlugin, JpegImagePlugin
+
+from galleryflow.samples import SampleSpec, write_sample
+from tasks.derivatives import (
+    DerivativeError,
+    DerivativeInput,
+    DerivativeSpec,
+    iptc_iim,
+    make_derivatives,
+    photoshop_app13,
+)
+
+SPEC = DerivativeSpec(full_long_edge=800, thumb_long_edge=200, quality=85, keep_gps=False)
+
+
+def _item(src: Path, **extra) -> DerivativeInput:
+    fields = dict(
+        row_id=7,
+        source_path=src,
+        sha256="0" * 64,
+        object_name="lake-dawn-01",
+        headline="Lake shore at dawn",
+        caption="Mist rises over Lake Thun at dawn — the first ferry leaves Spiez.",
+        alt_text="A misty lake below green hills in early light",
+        keywords=["lake", "dawn", "Thun", "Zürich-see"],
+    )
+    fields.update(extra)
+    return DerivativeInput(**fields)
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    return write_sample(
+        tmp_path / "in" / "photo.jpg",
+        SampleSpec(name="photo.jpg", width=1200, height=800, gps=(46.68, 7.71, 560.0), seed=3),
+    )
+
+
+def test_iptc_and_xmp_read_back(photo, tmp_path):
+    result = make_derivatives(_item(photo), SPEC, tmp_path / "work")
+    with Image.open(result.image.path) as img:
+        iptc = IptcImagePlugin.getiptcinfo(img)
+        xmp = img.getxmp()
+    assert iptc[(1, 90)] == b"\x1b%G"  # declared UTF-8
+    assert (
+        iptc[(2, 120)].decode()
+        == "Mist rises over Lake Thun at dawn — the first ferry leaves Spiez."
+    )
+    assert [k.decode() for k in iptc[(2, 25)]] == ["lake", "dawn", "Thun", "Zürich-see"]
+    assert iptc[(2, 105)] == b"Lake shore at dawn"
+    assert iptc[(2, 5)] == b"lake-dawn-01"
+    desc = xmp["xmpmeta"]["RDF"]["Description"]
+    assert desc["description"]["Alt"]["li"]["text"].startswith("Mist rises over Lake Thun")
+    assert desc["subject"]["Bag"]["li"] == ["lake", "dawn", "Thun", "Zürich-see"]
+    assert desc["AltTextAccessibility"]["Alt"]["li"]["text"] == (
+        "A misty lake below green hills in early light"
+    )
+    assert desc["Headline"] == "Lake shore at dawn"
+    # the thumbnail carries the same words
+    with Image.open(result.thumbnail.path) as thumb:
+        assert IptcImagePlugin.getiptcinfo(thumb)[(2, 120)] == iptc[(2, 120)]
+
+
+def test_xmp_namespaces_are_the_standard_ones(photo, tmp_path):
+    result = make_derivatives(_item(photo), SPEC, tmp_path / "work")
+    with Image.open(result.image.path) as img:
+        xmp = img.getxmp(strip_namespaces=False)
+    rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+    desc = xmp["{adobe:ns:meta/}xmpmeta"][f"{rdf}RDF"][f"{rdf}Description"]
+    assert "{http://purl.org/dc/elements/1.1/}description" in desc
+    assert "{http://purl.org/dc/elements/1.1/}subject" in desc
+    assert "{http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/}AltTextAccessibility" in desc
+
+
+def test_long_and_odd_text_is_bounded_and_escaped(photo, tmp_path):
+    caption = "Ünïcödé <b>&</b> \x07bell " + "é" * 1500  # > 2000 UTF-8 bytes
+    result = make_derivatives(
+        _item(photo, caption=caption, keywords=["k" * 80]), SPEC, tmp_path / "work"
+    )
+    with Image.open(result.image.path) as img:
+        iptc = IptcImagePlugin.getiptcinfo(img)
+        xmp_caption = img.getxmp()["xmpmeta"]["RDF"]["Description"]["description"]["Alt"]["li"][
+            "text"
+        ]
+    assert len(iptc[(2, 120)]) <= 2000
+    iptc[(2, 120)].decode("utf-8")  # cut on a character boundary
+    assert len(iptc[(2, 25)]) == 64
+    assert xmp_caption == caption.replace("\x07", "")  # XMP has no limit; control chars dropped
+
+
+def _upright_scene() -> Image.Image:
+    """1200x800: blue sky on top, green ground below, a red mark in the top-left corner."""
+    scene = Image.new("RGB", (1200, 800), (40, 160, 40))
+    scene.paste((40, 80, 220), (0, 0, 1200, 400))
+    scene.paste((230, 20, 20), (0, 0, 150, 100))
+    return scene
+
+
+def test_sizes_orientation_and_exif(tmp_path):
+    # Stored turned a quarter to the left with orientation 6 ("rotate 90° CW to display").
+    src = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make] = "Canon"
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2026:06:14 09:30:00"
+    _upright_scene().transpose(Image.Transpose.ROTATE_90).save(src, "JPEG", quality=92, exif=exif)
+    with Image.open(src) as raw:
+        assert raw.size == (800, 1200)
+    result = make_derivatives(_item(src), SPEC, tmp_path / "work")
+    assert (result.image.width, result.image.height) == (800, 533)
+    assert (result.thumbnail.width, result.thumbnail.height) == (200, 133)
+    with Image.open(result.image.path) as img:
+        out_exif = img.getexif()
+        assert out_exif[ExifTags.Base.Orientation] == 1  # pixels are upright now
+        assert out_exif[ExifTags.Base.Make] == "Canon"
+        assert (
+            out_exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal]
+            == "2026:06:14 09:30:00"
+        )
+        px = np.asarray(img.convert("RGB"), dtype=np.float64)
+    corner, sky, ground = (
+        px[10:50, 10:70].mean((0, 1)),
+        px[150:250, 400:700].mean((0, 1)),
+        px[-100:].mean((0, 1)),
+    )
+    assert (
+        corner[0] > 180 and corner[2] < 80
+    )  # red mark top-left: not rotated the wrong way, not mirrored
+    assert sky[2] > 180 and sky[1] < 120  # blue above
+    assert ground[1] > 130 and ground[2] < 80  # green below
+
+
+def test_small_sources_are_not_upscaled(tmp_path):
+    src = write_sample(tmp_path / "small.jpg", SampleSpec(name="small.jpg", width=640, height=480))
+    result = make_derivatives(_item(src), SPEC, tmp_path / "work")
+    assert (result.image.width, result.image.height) == (640, 480)
+
+
+def test_one_reduced_decode_in_draft_mode(photo, tmp_path, monkeypatch):
+    scales = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = original(self, mode, size)
+        scales.append(self.decoderconfig[0] if self.decoderconfig else 1)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    make_derivatives(
+        _item(photo),
+        DerivativeSpec(full_long_edge=500, thumb_long_edge=120, quality=80),
+        tmp_path / "work",
+    )
+    assert scales == [2]  # 1200x800 decoded at 600x400 once, for both outputs
+
+
+def test_gps_stripped_by_default_and_kept_when_asked(photo, tmp_path):
+    with Image.open(photo) as original:
+        assert original.getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the source has GPS
+    stripped = make_derivatives(_item(photo), SPEC, tmp_path / "w1")
+    kept = make_derivatives(
+        _item(photo), SPEC.model_copy(update={"keep_gps": True}), tmp_path / "w2"
+    )
+    for path in (stripped.image.path, stripped.thumbnail.path):
+        with Image.open(path) as img:
+            assert not img.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+            assert ExifTags.Base.GPSInfo not in img.getexif()
+        assert b"GPS" not in path.read_bytes()  # nowhere else either (XMP, IPTC)
+    with Image.open(kept.image.path) as img:
+        gps = img.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+    assert gps[ExifTags.GPS.GPSLatitudeRef] == "N"
+    assert float(gps[ExifTags.GPS.GPSLatitude][0]) == 46.0
+
+
+def _swapped_primaries_profile() -> bytes:
+    """An RGB profile whose red and blue primaries are swapped (a 'BGR' colour space)."""
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    count = struct.unpack(">I", data[128:132])[0]
+    entries = {}
+    for i in range(count):
+        at = 132 + 12 * i
+        entries[bytes(data[at : at + 4])] = at
+    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
+    data[red + 4 : red + 12], data[blue + 4 : blue + 12] = (
+        data[blue + 4 : blue + 12],
+        data[red + 4 : red + 12],
+    )
+    data[84:100] = bytes(16)  # profile ID no longer matches: clear it
+    return bytes(data)
+
+
+def test_colour_is_converted_to_srgb(tmp_path):
+    src = tmp_path / "bgr.jpg"
+    Image.new("RGB", (320, 200), (230, 20, 20)).save(
+        src, "JPEG", quality=95, icc_profile=_swapped_primaries_profile()
+    )
+    result = make_derivatives(_item(src), SPEC, tmp_path / "work")
+    with Image.open(result.image.path) as img:
+        r, g, b = np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+    assert b > 150 and r < 80, (r, g, b)  # "red" in that space is blue in sRGB
+    assert "sRGB" in ImageCms.getProfileDescription(profile)
+
+
+def test_identical_inputs_give_identical_files_and_are_reused(photo, tmp_path):
+    a = make_derivatives(_item(photo), SPEC, tmp_path / "a")
+    b = make_derivatives(_item(photo), SPEC, tmp_path / "b")
+    assert (a.image.sha256, a.thumbnail.sha256) == (b.image.sha256, b.thumbnail.sha256)
+    mtime = a.image.path.stat().st_mtime_ns
+    again = make_derivatives(_item(photo), SPEC, tmp_path / "a")
+    assert again.reused and again.image == a.image
+    assert a.image.path.stat().st_mtime_ns == mtime
+    # an edited caption is new content: new files, not the cached ones
+    edited = make_derivatives(_item(photo, caption="Edited."), SPEC, tmp_path / "a")
+    assert not edited.reused and edited.image.sha256 != a.image.sha256
+
+
+def test_damaged_or_missing_incoming_copy_is_a_clear_error(photo, tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(photo.read_bytes()[: photo.stat().st_size // 3])
+    with pytest.raises(DerivativeError, match="truncated.jpg: cannot decode"):
+        make_derivatives(_item(truncated), SPEC, tmp_path / "work")
+    with pytest.raises(DerivativeError, match="gone.jpg: the incoming copy is missing"):
+        make_derivatives(_item(tmp_path / "gone.jpg"), SPEC, tmp_path / "work")
+    assert not list((tmp_path / "work").rglob("*.jpg"))  # nothing half-written left
+
+
+def test_app13_segment_layout():
+    segment = photoshop_app13(iptc_iim("n", None, "c", ["k"]))
+    assert segment[:2] == b"\xff\xed"
+    assert struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
+    assert segment[4:18] == b"Photoshop 3.0\x00"
+    assert segment[18:24] == b"8BIM\x04\x04"

@@ -1,0 +1,143 @@
+"""The gallery table: created when missing, bulk upsert on File_Name, on SQLite and MariaDB."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from blocks.gallery_db import GalleryDatabase, GalleryError, GalleryRecord, GalleryUnavailable
+from tests.services import free_port
+
+NOW = datetime(2026, 7, 1, 12, 0, 0)
+
+
+def _record(name: str, caption: str = "A lake.", owner: str = "set/a.jpg") -> GalleryRecord:
+    return GalleryRecord(
+        file_name=name,
+        source_key=owner,
+        set_name="set",
+        title="Lake",
+        caption=caption,
+        alt_text="A lake",
+        keywords=["lake", "hills"],
+        taken_at=datetime(2026, 6, 14, 9, 0),
+        camera_make="Canon",
+        iso=200,
+        f_number=4.0,
+        width=800,
+        height=533,
+        thumb_width=200,
+        thumb_height=133,
+        image_path=name,
+        thumbnail_path=f"thumbs/{name}",
+        image_url=f"https://x.org/{name}",
+        thumbnail_url=f"https://x.org/thumbs/{name}",
+        image_bytes=12345,
+        image_sha256="a" * 64,
+        published_at=NOW,
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.integration)])
+def gallery(request, tmp_path) -> GalleryDatabase:
+    if request.param == "sqlite":
+        return GalleryDatabase(url=f"sqlite:///{tmp_path / 'site' / 'gallery.db'}", table="photos")
+    url = make_url(request.getfixturevalue("mariadb_url"))
+    # The password (none on the private server) travels as a SecretStr, never in the URL.
+    return GalleryDatabase(
+        url=url.set(password=None).render_as_string(hide_password=False),
+        password=url.password,
+        table="photos",
+    )
+
+
+def test_upsert_inserts_then_updates_without_duplicates(gallery):
+    with gallery.connect() as g:
+        g.ensure_table()
+        g.ensure_table()  # idempotent
+        first = g.upsert([_record("a.jpg"), _record("b.jpg", owner="set/b.jpg")], NOW)
+        assert set(first) == {"a.jpg", "b.jpg"}
+        again = g.upsert(
+            [_record("a.jpg", caption="Edited caption."), _record("c.jpg", owner="set/c.jpg")], NOW
+        )
+        assert again["a.jpg"] == first["a.jpg"]  # same row, same id
+        rows = {r["File_Name"]: r for r in g.rows()}
+    assert sorted(rows) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert rows["a.jpg"]["Caption"] == "Edited caption."
+    assert rows["a.jpg"]["Keywords"] == "lake, hills"
+    assert rows["a.jpg"]["Thumbnail_URL"] == "https://x.org/thumbs/a.jpg"
+    assert rows["a.jpg"]["Source_Key"] == "set/a.jpg"
+    assert rows["b.jpg"]["ISO"] == 200
+
+
+def test_owners_tells_who_holds_a_name(gallery):
+    with gallery.connect() as g:
+        g.ensure_table()
+        g.upsert([_record("a.jpg", owner="set/a.jpg")], NOW)
+        assert g.owners(["a.jpg", "zzz.jpg"]) == {"a.jpg": "set/a.jpg"}
+
+
+def test_file_name_is_unique_in_the_schema(gallery):
+    with gallery.connect() as g:
+        g.ensure_table()
+        g.upsert([_record("a.jpg")], NOW)
+        with pytest.raises(IntegrityError):
+            g.connection.execute(text("INSERT INTO photos (File_Name) VALUES ('a.jpg')"))
+        g.connection.rollback()
+        assert len(g.rows()) == 1
+
+
+def test_an_existing_table_without_our_columns_is_reported(gallery):
+    engine = gallery.engine()
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE photos (id INTEGER PRIMARY KEY, File_Name VARCHAR(255))"))
+    engine.dispose()
+    with gallery.connect() as g, pytest.raises(GalleryError, match="lacks the columns .*Caption"):
+        g.ensure_table()
+
+
+def test_table_name_must_be_an_identifier():
+    with pytest.raises(ValueError, match="plain SQL identifier"):
+        GalleryDatabase(url="sqlite://", table="gallery; DROP TABLE x")
+
+
+@pytest.mark.integration
+def test_a_database_that_is_down_is_unavailable_and_the_password_stays_secret():
+    gallery = GalleryDatabase(
+        url=f"mysql+pymysql://site@127.0.0.1:{free_port()}/site",
+        password="s3cret-pw",
+        connect_timeout=2,
+    )
+    with pytest.raises(GalleryUnavailable, match="Can't connect") as info:
+        with gallery.connect():
+            pass
+    assert "s3cret-pw" not in str(info.value)
+    assert "s3cret-pw" not in repr(gallery)
+    assert "s3cret-pw" not in gallery.safe_url()
+
+
+@pytest.mark.integration
+def test_mariadb_uses_on_duplicate_key_update(mariadb_url):
+    gallery = GalleryDatabase(url=mariadb_url, table="gallery")
+    with gallery.connect() as g:
+        g.ensure_table()
+        sql = str(
+            g._upsert_statement(
+                [
+                    {"File_Name": "a.jpg"}
+                    | {c.name: None for c in g.table.columns if c.name not in ("id", "File_Name")}
+                ]
+            ).compile(dialect=g.connection.dialect)
+        )
+    assert "ON DUPLICATE KEY UPDATE" in sql
+    engine = create_engine(mariadb_url)
+    with engine.connect() as conn:
+        indexes = conn.execute(
+            text("SHOW INDEX FROM gallery WHERE Column_name = 'File_Name'")
+        ).all()
+    engine.dispose()
+    assert indexes and indexes[0]._mapping["Non_unique"] == 0

@@ -1,0 +1,141 @@
+"""Stages 2–4 as plain functions: verified atomic copies, EXIF, row refresh rules."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.fsutil import copy_verified
+from galleryflow.ledger import SessionLedger
+from galleryflow.samples import SampleSpec, write_sample
+from galleryflow.settings import Settings
+from galleryflow.status import RowStatus
+from tasks.exif import read_exif
+from tasks.intake import IntakeItem, copy_in
+from tasks.review_rows import upsert_rows
+from tasks.validate import validate_set_dirs
+
+
+def _items(folder: Path, settings: Settings) -> list[IntakeItem]:
+    report = validate_set_dirs([folder], settings)
+    return [IntakeItem.from_check(c) for c in report.sets[0].accepted]
+
+
+def _session(name: str) -> int:
+    with session_scope() as db:
+        image_set = ImageSet(set_key=name, name=name, source_dir="/x")
+        db.add(image_set)
+        db.flush()
+        return image_set.id
+
+
+def test_copy_is_verified_and_original_untouched(sample_set: Path, gf_home: Settings, db):
+    src = sample_set / "lake-shore-01.jpg"
+    before = (src.read_bytes(), src.stat().st_mtime_ns, src.stat().st_mode)
+    src.chmod(0o444)  # a read-only original
+    result = copy_in(_items(sample_set, gf_home)[0], gf_home, SessionLedger(gf_home, 1))
+    dest = Path(result.incoming_path)
+    assert dest == gf_home.incoming_dir / "lake-shore" / "lake-shore-01.jpg"
+    assert dest.read_bytes() == before[0]
+    assert result.sha256 == hashlib.sha256(before[0]).hexdigest() and result.copied
+    assert src.read_bytes() == before[0] and src.stat().st_mtime_ns == before[1]
+    assert os.access(dest, os.W_OK)
+    again = copy_in(_items(sample_set, gf_home)[0], gf_home, SessionLedger(gf_home, 2))
+    assert not again.copied and again.sha256 == result.sha256
+
+
+def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Path, monkeypatch):
+    import galleryflow.fsutil as fsutil
+
+    dest = tmp_path / "incoming" / "a.jpg"
+    real_sha = fsutil.sha256_file
+
+    def crash(path):
+        # Simulate power loss/ENOSPC after the bytes were written but before the rename.
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsutil, "sha256_file", crash)
+    with pytest.raises(OSError, match="No space left"):
+        copy_verified(sample_set / "lake-shore-01.jpg", dest)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # the temporary file is gone too
+    monkeypatch.setattr(fsutil, "sha256_file", lambda p: "0" * 64)
+    with pytest.raises(IOError, match="verification failed"):
+        copy_verified(sample_set / "lake-shore-01.jpg", dest)
+    assert list(dest.parent.iterdir()) == []
+    monkeypatch.setattr(fsutil, "sha256_file", real_sha)
+    copy_verified(sample_set / "lake-shore-01.jpg", dest)
+    assert dest.read_bytes() == (sample_set / "lake-shore-01.jpg").read_bytes()
+
+
+def test_exif_from_real_jpegs(tmp_path: Path):
+    spec = SampleSpec(name="x.jpg", width=800, height=600, taken_at=datetime(2026, 5, 1, 19, 45),
+                      gps=(-33.8568, 151.2153, 12.5), orientation=6, seed=3)
+    path = write_sample(tmp_path / "x.jpg", spec)
+    data = read_exif(path, "sha")
+    assert data.taken_at == datetime(2026, 5, 1, 19, 45)
+    assert (data.camera_make, data.camera_model) == ("Canon", "Canon EOS R6")
+    assert data.lens == "RF24-105mm F4 L IS USM"
+    assert data.exposure_time and data.exposure_time.startswith("1/")
+    assert data.f_number in (2.8, 4.0, 5.6, 8.0) and data.iso in (100, 200, 400, 800)
+    assert data.focal_length in (24.0, 35.0, 50.0, 85.0)
+    assert data.gps_lat == pytest.approx(-33.8568, abs=1e-4)
+    assert data.gps_lon == pytest.approx(151.2153, abs=1e-4)
+    assert data.gps_alt == pytest.approx(12.5)
+    assert data.orientation == 6
+    assert (data.width, data.height) == (800, 600)  # stored 600×800, shown rotated
+
+
+def test_file_without_exif_still_gets_fields_it_can(tmp_path: Path):
+    path = write_sample(tmp_path / "plain.jpg", SampleSpec(name="plain.jpg", width=320, height=200), exif=False)
+    data = read_exif(path, "sha")
+    assert data.note == "no EXIF"
+    assert data.taken_at is None and data.camera_make is None
+    assert (data.width, data.height) == (320, 200)
+
+
+def test_rows_insert_refresh_and_respect_people(sample_set: Path, gf_home: Settings, db):
+    items = _items(sample_set, gf_home)
+    first = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, first)) for i in items]
+    exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
+    ids, report = upsert_rows(results, exifs, first)
+    assert len(ids) == 4 and {o.message for o in report.outcomes} <= {"new row"}
+    with session_scope() as s:
+        rows = {r.original_name: r for r in s.scalars(select(ReviewRow))}
+        rows["lake-shore-01.jpg"].caption = "A person wrote this"
+        rows["lake-shore-01.jpg"].edited_fields = ["caption"]
+        rows["lake-shore-01.jpg"].status = RowStatus.SCORED
+        rows["lake-shore-01.jpg"].brisque_score = 20.0
+        approved = rows["lake-shore-02.jpg"]
+        for status in ("scored", "captioned", "awaiting_review", "approved"):
+            approved.status = status
+        approved.caption = "approved caption"
+    # The photographer re-exports 01 (new content) and reruns.
+    write_sample(sample_set / "lake-shore-01.jpg", SampleSpec(name="x", width=960, height=640, seed=999))
+    second = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, second)) for i in _items(sample_set, gf_home)]
+    exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
+    ids2, report = upsert_rows(results, exifs, second)
+    messages = {o.file: o.message for o in report.outcomes}
+    assert messages["lake-shore-02.jpg"] == "left alone: already approved"
+    assert "the file changed" in messages["lake-shore-01.jpg"]
+    assert messages["lake-shore-03.jpg"] == "refreshed (content unchanged)"
+    with session_scope() as s:
+        rows = {r.original_name: r for r in s.scalars(select(ReviewRow))}
+        assert len(rows) == 4  # refreshed, not duplicated
+        assert rows["lake-shore-01.jpg"].caption == "A person wrote this"  # human edit kept
+        assert rows["lake-shore-01.jpg"].brisque_score is None  # stale score cleared
+        assert rows["lake-shore-01.jpg"].status == "new"
+        assert rows["lake-shore-02.jpg"].caption == "approved caption"
+        assert rows["lake-shore-02.jpg"].image_set_id == first
+        assert rows["lake-shore-03.jpg"].image_set_id == second
+    snapshots = SessionLedger(gf_home, second).snapshots()
+    assert {s["table"] for s in snapshots} == {"review_queue", "metadata_quality"}
+    assert len([s for s in snapshots if s["table"] == "review_queue"]) == 3

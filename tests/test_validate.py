@@ -1,0 +1,146 @@
+"""Stage 1: every validation fault, each with a real file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from galleryflow.settings import Settings
+from tasks.validate import check_file, validate_set_dirs
+from tests.conftest import make_set
+
+
+def _one(report, name):
+    return next(f for s in report.sets for f in s.files if f.name == name)
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny but well-formed PNG whose header claims a huge canvas (a 'bomb')."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def messy_set(tmp_path: Path) -> Path:
+    folder = make_set(tmp_path / "sets", "messy", 2)
+    good = (folder / "messy-01.jpg").read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not a photo, it is a note\n" * 4)
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    Image.new("RGB", (400, 300), (10, 200, 30)).save(folder / "really-png.jpg", "PNG")
+    Image.new("RGB", (64, 64)).save(folder / "clip.gif", "GIF")  # not a configured extension
+    Image.new("RGB", (400, 300)).save(folder / "animation.tiff", "TIFF")
+    (folder / "bomb.png").write_bytes(_png_header_claiming(40_000, 40_000))
+    Image.new("RGB", (8, 8)).save(folder / "speck.jpg", "JPEG")
+    (folder / "notes.txt").write_text("sidecar")
+    (folder / ".DS_Store").write_bytes(b"\0\0")
+    return folder
+
+
+def test_every_per_file_fault_is_named(messy_set: Path, gf_home: Settings):
+    report = validate_set_dirs([messy_set], gf_home)
+    assert report.ok, report.faults_text()
+    expect = {
+        "empty.jpg": "empty file (0 bytes)",
+        "text.jpg": "not an image: the file contains text",
+        "truncated.jpg": "damaged or truncated",
+        "bomb.png": "decompression-bomb guard",
+        "speck.jpg": "too small: 8×8",
+    }
+    for name, message in expect.items():
+        check = _one(report, name)
+        assert check.verdict == "excluded", name
+        assert any(message in m for m in check.messages), (name, check.messages)
+    mislabelled = _one(report, "really-png.jpg")
+    assert mislabelled.verdict == "accepted" and mislabelled.format == "PNG"
+    assert "really PNG" in mislabelled.messages[0]
+    assert _one(report, "animation.tiff").verdict == "accepted"
+    assert _one(report, "notes.txt").verdict == "ignored"
+    assert {f.name for f in report.sets[0].accepted} == {"messy-01.jpg", "messy-02.jpg", "really-png.jpg", "animation.tiff"}
+    names = {f.name for s in report.sets for f in s.files}
+    assert ".DS_Store" not in names
+
+
+def test_strict_turns_per_file_faults_into_blocking(messy_set: Path, gf_home: Settings):
+    report = validate_set_dirs([messy_set], gf_home, strict=True)
+    assert not report.ok
+    text = report.faults_text()
+    for name in ("empty.jpg", "text.jpg", "truncated.jpg", "bomb.png"):
+        assert f"messy: {name}:" in text
+
+
+def test_missing_folder_and_no_images_block(tmp_path: Path, gf_home: Settings):
+    empty = tmp_path / "empty-set"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("hi")
+    a_file = tmp_path / "file.jpg"
+    a_file.write_bytes(b"x")
+    report = validate_set_dirs([tmp_path / "nope", empty, a_file], gf_home)
+    assert not report.ok
+    text = report.faults_text()
+    assert f"folder {tmp_path / 'nope'} does not exist" in text
+    assert "no images in" in text and "empty-set" in text
+    assert "is not a folder" in text
+
+
+def test_only_bad_files_blocks_the_set(tmp_path: Path, gf_home: Settings):
+    folder = tmp_path / "allbad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    report = validate_set_dirs([folder], gf_home)
+    assert not report.ok
+    assert "every file was excluded" in report.faults_text()
+
+
+def test_duplicate_names_across_sets(tmp_path: Path, gf_home: Settings):
+    one = make_set(tmp_path / "a", "trip", 2)
+    two = tmp_path / "b" / "trip-copy"
+    two.mkdir(parents=True)
+    shutil.copy(one / "trip-01.jpg", two / "TRIP-01.jpg")
+    report = validate_set_dirs([one, two], gf_home)
+    dup = _one(report, "TRIP-01.jpg")
+    assert dup.verdict == "excluded"
+    assert "duplicate file name: also in trip/trip-01.jpg" in dup.messages[0]
+
+
+def test_unreadable_file(tmp_path: Path, gf_home: Settings):
+    """Permission denied, checked as an unprivileged user (root can read anything)."""
+    from tests.unprivileged import as_nobody
+
+    folder = make_set(tmp_path, "locked", 2)
+    check_file(folder / "locked-02.jpg", "locked", gf_home.validation)  # warm the imports
+    path = folder / "locked-01.jpg"
+    path.chmod(0)
+
+    def verdict() -> str:
+        check = check_file(path, "locked", gf_home.validation)
+        return f"{check.verdict}|{check.messages[0]}"
+
+    assert as_nobody(verdict) == "excluded|cannot be read: permission denied"
+
+
+def test_not_enough_disk_blocks_before_any_write(sample_set: Path, gf_home: Settings):
+    rules = gf_home.validation.model_copy(update={"disk_headroom_bytes": 10**18})
+    settings = gf_home.model_copy(update={"validation": rules})
+    report = validate_set_dirs([sample_set], settings)
+    assert not report.ok
+    assert "not enough free disk" in report.faults_text()
+    assert not any(settings.incoming_dir.iterdir())
+
+
+def test_pixel_and_size_limits_are_settings(sample_set: Path, gf_home: Settings):
+    rules = gf_home.validation.model_copy(update={"max_pixels": 100_000, "max_file_bytes": 10**9})
+    check = check_file(sample_set / "lake-shore-01.jpg", "lake-shore", rules)
+    assert check.verdict == "excluded"
+    assert "exceeds the 0 MP limit" in check.messages[0]
+    rules = gf_home.validation.model_copy(update={"max_file_bytes": 1000})
+    check = check_file(sample_set / "lake-shore-01.jpg", "lake-shore", rules)
+    assert "over the" in check.messages[0]
