@@ -151,6 +151,11 @@ class OllamaSettings(BaseModel):
         description="Use the offline captioner when no Ollama is reachable (marked offline).",
     )
     chunk_size: int = Field(default=16, description="Rows per concurrency-slot hold.")
+    slot_wait_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="Longest wait for a slot of the `ollama` limit before the stage fails "
+                    "(a slot leaked by a crashed run would otherwise be waited for forever).",
+    )
 
 
 class ReviewSettings(BaseModel):

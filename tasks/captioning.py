@@ -40,6 +40,7 @@ import re
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -707,15 +708,39 @@ def caption_rows(row_ids: list[int], session_id: int, plan: CaptionPlan | None =
             if progress:
                 progress.advance()
         return report
-    from prefect.concurrency.sync import concurrency
-
     # One slot for the whole chunk: Prefect re-grants a freed slot only after ~1 s.
-    with concurrency(OLLAMA_LIMIT, occupy=1, strict=False):
+    with ollama_slot(settings):
         for row_id in todo:
             _caption_one(row_id, plan, settings, ledger, report, previous)
             if progress:
                 progress.advance()
     return report
+
+
+@contextmanager
+def ollama_slot(settings: Settings) -> Iterator[None]:
+    """Hold one slot of the global ``ollama`` limit, waiting at most ``slot_wait_seconds``.
+
+    The wait is bounded because a slot can leak: a lease is freed by the server's
+    Repossessor, which an ephemeral Prefect server (``galleryflow run --here``, the
+    demo) does not run, so a slot left by a killed run would be waited for forever.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    wait = settings.ollama.slot_wait_seconds
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(OLLAMA_LIMIT, occupy=1, strict=False,
+                                            timeout_seconds=wait))
+        except TimeoutError as exc:
+            raise StageError(
+                f"no free slot of the global concurrency limit {OLLAMA_LIMIT!r} after "
+                f"{wait:.0f} s: another run holds it, or a run that crashed left it taken. "
+                f"Check with `prefect global-concurrency-limit inspect {OLLAMA_LIMIT}`; free a "
+                f"leaked slot with `prefect global-concurrency-limit update {OLLAMA_LIMIT} "
+                "--active-slots 0`"
+            ) from exc
+        yield
 
 
 def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: SessionLedger,

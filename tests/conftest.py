@@ -4,6 +4,7 @@ real services (MariaDB; see tests/services), Prefect's test harness, sample sets
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ def gf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setting
     monkeypatch.setenv("GALLERYFLOW_HOME", str(home))
     monkeypatch.setenv("GALLERYFLOW_CONFIG", str(tmp_path / "no-such-galleryflow.toml"))
     monkeypatch.delenv("GALLERYFLOW_DATABASE_URL", raising=False)
+    # A slot that never frees fails the test inside pytest's timeout instead of hanging it.
+    monkeypatch.setenv("GALLERYFLOW_OLLAMA__SLOT_WAIT_SECONDS", "90")
     reset_settings()
     settings = get_settings()
     settings.ensure_dirs()
@@ -119,3 +122,26 @@ def sftp_server():
     with server() as running:
         yield running
 # --- end publish fixtures ---------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_concurrency_slots(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the Prefect harness, every global concurrency slot is free.
+
+    The harness is an *ephemeral* Prefect server: it runs no Repossessor, so a slot
+    whose lease was never released stays taken for the rest of the session and the
+    next test that needs it would wait forever. Leaks are reported, then cleared."""
+    yield
+    if "prefect_api" not in request.fixturenames:  # a full server's Repossessor frees leases
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        held = [gcl for gcl in client.read_global_concurrency_limits(limit=200) if gcl.active_slots]
+        for gcl in held:
+            client.update_global_concurrency_limit(
+                gcl.name, GlobalConcurrencyLimitUpdate(active_slots=0))
+    if held:
+        warnings.warn(f"{request.node.nodeid} left global concurrency slots taken: "
+                      + ", ".join(f"{g.name}={g.active_slots}" for g in held), stacklevel=1)

@@ -128,6 +128,25 @@ def test_missing_limit_neither_hangs_nor_fails(gf_home: Settings, stub: OllamaSt
     assert [o.outcome for o in report.outcomes] == ["ok", "ok"]
 
 
+def test_a_slot_that_never_frees_fails_the_stage_instead_of_hanging(
+        gf_home: Settings, stub: OllamaStub, tmp_path: Path) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    point_at(gf_home, stub)
+    inserted = insert_set(gf_home, tmp_path, "slot-taken", 1)
+    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    plan = prepare_plan(gf_home)  # creates the `ollama` limit with its one slot
+    gf_home.ollama.slot_wait_seconds = 2.0
+    with concurrency("ollama", occupy=1, strict=True):  # a crashed run's slot, still taken
+        with pytest.raises(StageError) as raised:
+            caption_chunk(inserted.row_ids, inserted.session_id, plan)
+    message = str(raised.value)
+    assert "no free slot of the global concurrency limit 'ollama' after 2 s" in message
+    assert "--active-slots 0" in message  # tells the user how to free a leaked slot
+    assert stub.chat_calls() == []  # nothing was asked of the model without the slot
+    assert rows(inserted.row_ids)[0].status == RowStatus.SCORED  # the row is untouched
+
+
 def _row_with(settings: Settings, tmp_path: Path, name: str, **kwargs):
     inserted = insert_set(settings, tmp_path, name, 1, **kwargs)
     resize_rows(inserted.row_ids, inserted.session_id, settings)
