@@ -39,6 +39,7 @@ from galleryflow.batch_status import JobSummary, job_summary
 from galleryflow.db.engine import migrate, session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
 from galleryflow.fsutil import free_bytes
+from galleryflow.liveness import current_owner
 from galleryflow.presets import BatchRequest, PresetError, ResolvedJob, resolve
 from galleryflow.progress import StageProgress
 from galleryflow.settings import Settings, get_settings
@@ -76,6 +77,7 @@ def _upsert_job(job_id: str, request: BatchRequest, status: str, operation: str 
         job.output_directory = request.output_directory[:1024]
         job.parameters = request.parameters or {}
         job.status = status
+        job.owner, job.heartbeat_at = current_owner(), utcnow()
 
 
 def _set_job(job_id: str, **values: Any) -> None:

@@ -3,11 +3,16 @@
 Read from galleryflow's own DB (``batch_job``/``batch_file``), which the flow
 writes as chunks finish, so the CLI, the MCP server and anyone with the DB can
 follow a job without talking to Prefect. A job's id is its flow run id.
+
+A killed process never writes its job's end. Each read therefore checks the
+active jobs' owners (:mod:`galleryflow.liveness`): a job whose process is gone
+becomes ``crashed`` (stored, with how far it got); one run on another host that
+has been silent longer than ``batch.stale_after_seconds`` is shown as ``stale``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -15,6 +20,7 @@ from sqlalchemy import select
 
 from galleryflow.db.engine import is_up_to_date, migrate, session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
+from galleryflow.liveness import owner_alive
 from galleryflow.settings import get_settings
 
 ACTIVE = ("pending", "running")
@@ -44,7 +50,7 @@ class JobSummary(BaseModel):
 
     id: str
     operation: str
-    status: str  # pending | running | completed | partial | failed
+    status: str  # pending | running | completed | partial | failed | crashed | stale
     progress: float = Field(description="Percent of files finished (done, skipped or failed).")
     completed: int = Field(description="Files whose output is ready, including skipped ones.")
     failed: int
@@ -96,6 +102,32 @@ def _status(job: BatchJob, files: list[BatchFile] | None) -> JobStatus:
     )
 
 
+def _check_alive(job: BatchJob, stale_after: timedelta) -> JobStatus | None:
+    """Mark an active job whose process is gone ``crashed`` (in the DB); for one that
+    cannot be checked from here and is silent, return how to show it (``stale``)."""
+    if job.status not in ACTIVE:
+        return None
+    alive = owner_alive(job.owner)
+    if alive is False:
+        host, pid, _ = (job.owner or "::").rsplit(":", 2)
+        job.status = "crashed"
+        job.finished_at = job.heartbeat_at or job.started_at
+        job.error = (
+            f"the process running it (pid {pid} on {host}) ended without finishing: "
+            f"{job.completed + job.failed} of {job.total} files done. Run the same job "
+            "again: outputs already made are skipped."
+        )
+        return None
+    last = job.heartbeat_at or job.started_at
+    if alive is None and utcnow() - last > stale_after:
+        shown = _status(job, None)
+        shown.status = "stale"
+        shown.error = (f"no sign of life since {last:%Y-%m-%d %H:%M:%S} UTC from its process "
+                       f"({job.owner or 'unknown'}), which cannot be checked from here")
+        return shown
+    return None
+
+
 def _ensure_schema(url: str | None) -> None:
     if not is_up_to_date(url):
         migrate(url)
@@ -108,12 +140,16 @@ def get_job(job_id: str, files: bool = True, url: str | None = None) -> JobStatu
         job = session.get(BatchJob, job_id)
         if job is None:
             raise JobNotFound(job_id)
+        stale = _check_alive(job, _stale_after())
         rows = None
         if files:
             rows = list(session.scalars(
                 select(BatchFile).where(BatchFile.job_id == job_id).order_by(BatchFile.id)))
             rows.sort(key=lambda f: f.status != "failed")
-        return _status(job, rows)
+        shown = _status(job, rows)
+        if stale is not None:
+            shown.status, shown.error = stale.status, stale.error
+        return shown
 
 
 def list_jobs(recent: int | None = None, url: str | None = None) -> list[JobStatus]:
@@ -124,8 +160,15 @@ def list_jobs(recent: int | None = None, url: str | None = None) -> list[JobStat
         active = session.scalars(
             select(BatchJob).where(BatchJob.status.in_(ACTIVE)).order_by(BatchJob.started_at.desc())
         ).all()
+        shown_as = {job.id: _check_alive(job, _stale_after()) for job in active}
+        session.flush()  # crashed jobs now list with the finished ones
+        active = [job for job in active if job.status in ACTIVE]
         done = session.scalars(
             select(BatchJob).where(BatchJob.status.not_in(ACTIVE))
             .order_by(BatchJob.started_at.desc()).limit(recent)
         ).all()
-        return [_status(job, None) for job in (*active, *done)]
+        return [shown_as.get(job.id) or _status(job, None) for job in (*active, *done)]
+
+
+def _stale_after() -> timedelta:
+    return timedelta(seconds=get_settings().batch.stale_after_seconds)

@@ -103,7 +103,8 @@ def status(
 
 
 def _coloured(status: str) -> str:
-    colour = {"completed": "green", "partial": "yellow", "failed": "red"}.get(status, "cyan")
+    colour = {"completed": "green", "partial": "yellow", "stale": "yellow", "failed": "red",
+              "crashed": "red"}.get(status, "cyan")
     return f"[{colour}]{status}[/{colour}]"
 
 

@@ -266,6 +266,11 @@ class BatchSettings(BaseModel):
         "checked before a job starts and before each file.",
     )
     recent_jobs: int = Field(default=20, description="Finished jobs `batch status` lists.")
+    stale_after_seconds: int = Field(
+        default=600, ge=10,
+        description="A running job run on another host and silent this long is shown as "
+                    "`stale` (on its own host a dead process is seen at once: `crashed`).",
+    )
 
 
 class Settings(BaseSettings):

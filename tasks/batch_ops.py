@@ -496,6 +496,7 @@ def record_results(job_id: str, results: list[FileResult]) -> None:
                 completed=BatchJob.completed + counts["done"] + counts["skipped"],
                 skipped=BatchJob.skipped + counts["skipped"],
                 failed=BatchJob.failed + counts["failed"],
+                heartbeat_at=utcnow(),
             )
         )
 

@@ -72,7 +72,14 @@ def prefect_api() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        _harness_up.set()
+        try:
+            yield
+        finally:
+            _harness_up.clear()
+
+
+_harness_up = __import__("threading").Event()
 
 
 def make_set(root: Path, name: str, count: int, size: tuple[int, int] = (960, 640),
@@ -132,7 +139,7 @@ def _no_leaked_concurrency_slots(request: pytest.FixtureRequest) -> Iterator[Non
     whose lease was never released stays taken for the rest of the session and the
     next test that needs it would wait forever. Leaks are reported, then cleared."""
     yield
-    if "prefect_api" not in request.fixturenames:  # a full server's Repossessor frees leases
+    if not _harness_up.is_set():  # a full server's Repossessor frees leases itself
         return
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate

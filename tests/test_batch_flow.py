@@ -156,3 +156,83 @@ def test_cli_process_and_status(tmp_path):
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
     missing = runner.invoke(app, ["batch", "status", "no-such-job"])
     assert missing.exit_code == 1
+
+
+def test_a_killed_job_is_reported_crashed_and_a_rerun_skips_what_it_finished(
+        gf_home, tmp_path, monkeypatch):
+    """SIGKILL leaves no chance to write the end: the next status read sees the dead
+    process, marks the job crashed with how far it got, and the same job run again
+    only does the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.batch import batch_process
+
+    folder = tmp_path / "many"
+    for i in range(24):
+        gen.jpeg(folder / f"m{i:02d}.jpg", (1200, 900), seed=i)
+    pattern, out = str(folder / "*.jpg"), tmp_path / "out"
+    args = ["--input", pattern, "--output", str(out), "--operation", "convert",
+            "--param", "format=png", "--param", "width=1000"]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "GALLERYFLOW_BATCH__WORKERS": "1", "GALLERYFLOW_BATCH__CHUNK_SIZE": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "galleryflow.cli", "batch", "process", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        running = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            running = [j for j in list_jobs() if j.status == "running" and j.completed >= 2]
+            if running:
+                break
+            time.sleep(0.2)
+        assert running, f"the job never got going: {proc.stderr.read().decode() if proc.poll() is not None else ''}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stderr.close()
+
+    job = get_job(running[0].id, files=False)
+    assert job.status == "crashed"
+    assert f"pid {proc.pid}" in job.error and "Run the same job again" in job.error
+    done_before = job.completed + job.failed
+    assert 2 <= done_before < job.total == 24
+    assert job.finished_at is not None
+    listed = {j.id: j.status for j in list_jobs()}
+    assert listed[job.id] == "crashed"  # stored, not only shown
+
+    rerun = batch_process(input_pattern=pattern, operation="convert", output_directory=str(out),
+                          parameters={"format": "png", "width": 1000})
+    assert rerun["status"] == "completed" and rerun["total"] == 24
+    assert rerun["skipped"] >= done_before  # the killed run's finished outputs are kept
+    assert len(list(out.glob("*.png"))) == 24
+
+
+def test_a_silent_job_of_another_host_is_shown_stale(gf_home):
+    from datetime import timedelta
+
+    from galleryflow.db.engine import session_scope
+    from galleryflow.db.models import BatchJob, utcnow
+
+    with session_scope() as session:
+        session.add(BatchJob(id="far-away", operation="resize", input_pattern="*.jpg",
+                             output_directory="out", status="running", total=10, completed=3,
+                             started_at=utcnow() - timedelta(hours=2), owner="render-02:4242:1.00",
+                             heartbeat_at=utcnow() - timedelta(minutes=11)))
+        session.add(BatchJob(id="near-away", operation="resize", input_pattern="*.jpg",
+                             output_directory="out", status="running", total=10, completed=3,
+                             started_at=utcnow() - timedelta(hours=2), owner="render-02:4243:1.00",
+                             heartbeat_at=utcnow() - timedelta(minutes=2)))
+    job = get_job("far-away")
+    assert job.status == "stale" and "render-02:4242" in job.error
+    assert {j.id: j.status for j in list_jobs()} == {"far-away": "stale", "near-away": "running"}
+    with session_scope() as session:  # shown, not stored: the far host may still be working
+        assert session.get(BatchJob, "far-away").status == "running"

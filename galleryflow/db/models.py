@@ -221,6 +221,10 @@ class BatchJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     # why the job stopped as a whole (bad parameters, disk full); 0002_batch
     error: Mapped[str | None] = mapped_column(Text)
+    # host:pid:start-time of the process running it, and its last sign of life
+    # (start, then each finished chunk): a killed job is seen as such; 0003_batch_owner
+    owner: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class BatchFile(Base):
