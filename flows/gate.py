@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -21,7 +22,9 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, PrefectHTTPStatusError
 from prefect.input import keyset_from_paused_state
 from prefect.input.actions import read_flow_run_input
-from prefect.states import Paused, Running
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled, Paused, Running
 from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -107,14 +110,37 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
             if run.state and run.state.is_running():
                 return _answer(form, keyset, run_id)
             if run.state and not run.state.is_paused():
-                get_run_logger().warning("review gate: the run became %s while paused",
-                                         run.state.type.value)
-                return None
+                _stop_for(client, run_id, run.state, key)
             if time.monotonic() >= deadline:
                 break
         # Time is up: take the pause back (allowed while the server-side pause lasts).
         client.set_flow_run_state(run_id, Running(message=f"review gate {key} timed out"))
         return _answer(form, keyset, run_id)
+
+
+class GateStopped(Abort):
+    """The run was cancelled (or ended by someone else) while its review gate waited.
+
+    An ``Abort``: Prefect's engine then leaves the run in the state it already has
+    instead of proposing Failed, and nothing after the gate runs (no publish)."""
+
+    def __init__(self, message: str, state: State) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+def _stop_for(client: SyncPrefectClient, run_id: UUID, state: State, key: str) -> NoReturn:
+    """Stop the flow now: the run left its pause in some way other than a resume."""
+    message = f"review gate {key}: the run was {state.type.value.lower()} while waiting for review"
+    if state.is_cancelling():
+        # `prefect flow-run cancel` / the UI's Cancel: a worker would kill the process
+        # and finish the cancel; an in-process run has none, so it finishes it itself.
+        state = client.set_flow_run_state(
+            run_id, Cancelled(message=f"{state.message or 'cancelled'} ({message})"), force=True
+        ).state or state
+    get_run_logger().warning("%s; nothing more runs, the undecided rows stay awaiting_review",
+                             message)
+    raise GateStopped(message, state)
 
 
 def _save_form(form: type[ReviewDecision], keyset: dict[str, str]) -> None:

@@ -63,7 +63,7 @@ def _terminal_reviewer(bars: "ProgressBars"):  # type: ignore[no-untyped-def]
 
 def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str | None,
                       strict: bool | None, approve_all: bool = False) -> Any:
-    from flows.gate import add_gate_listener, remove_gate_listener
+    from flows.gate import GateStopped, add_gate_listener, remove_gate_listener
     from galleryflow.review_client import auto_approver
     from galleryflow.runners import process_sets  # the configured task runner and hooks
 
@@ -76,6 +76,10 @@ def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str |
                 [str(p) for p in set_dirs], location=location, subject=subject, strict=strict,
                 return_state=True,
             )
+        except GateStopped as exc:  # cancelled while the gate waited: nothing was published
+            console.print(f"[yellow bold]Run stopped[/]: {exc}. Decisions already sent are kept; "
+                          "the other rows wait for `galleryflow review` / review-publish.")
+            raise typer.Exit(1) from None
         finally:
             remove_gate_listener(listener)
     return state

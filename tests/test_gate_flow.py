@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import (
 )
 from typer.testing import CliRunner
 
+from flows.gate import GateStopped
 from flows.process_sets import RunSummary, process_sets
 from flows.review_publish import ReviewPublishSummary, review_publish
 from galleryflow.review_client import OpenGate, answer_gate, build_answer
@@ -205,6 +206,34 @@ def test_ending_the_review_leaves_the_rest_for_later(
     found = db_rows()
     assert found[first].status == "published"
     assert sorted(r.status for r in found.values()) == ["awaiting_review", "awaiting_review", "published"]
+
+
+def test_cancelling_a_paused_run_stops_it_and_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reviewer: Reviewer,
+) -> None:
+    """`prefect flow-run cancel` (or Cancel in the UI) while the gate waits: the run
+    ends Cancelled at once, not as a timeout, and goes on to publish nothing, not even
+    the rows approved on an earlier page; they wait for review-publish."""
+    from prefect.states import Cancelling
+
+    offline(monkeypatch, GALLERYFLOW_REVIEW__PAGE_SIZE="2")
+    folder = make_set(tmp_path / "sets", "fjord", 3, size=(480, 320))
+    run = FlowThread(process_sets, [str(folder)])
+    gate = reviewer.next_gate()
+    answer_gate(gate, decide(gate, **{r.file.rsplit("/", 1)[-1]: "approve" for r in gate.rows}))
+    second = reviewer.next_gate()
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(second.flow_run_id, Cancelling(message="cancelled by a person"))
+    with pytest.raises(GateStopped, match="review gate review-2: the run was cancelling"):
+        run.finish()  # in-process, the flow call raises (a worker's run just ends)
+
+    found = db_rows()
+    assert sorted(r.status for r in found.values()) == ["approved", "approved", "awaiting_review"]
+    assert not any(r.status == RowStatus.PUBLISHED for r in found.values())
+    with get_client(sync_client=True) as client:
+        final = client.read_flow_run(second.flow_run_id).state
+    assert final is not None and final.is_cancelled()
+    assert final.message.startswith("cancelled by a person (review gate review-2")
 
 
 # ------------------------------------------------- timeout, review-publish, and the CLI
