@@ -208,3 +208,51 @@ def test_watch_leaves_queue_sets_for_the_nightly_run(deployed: SetupReport, pref
 
     assert discover_sets(Path("queue"), gf_home) == [folder]
     assert discover_sets(Path("queue"), gf_home) == []
+
+
+def test_run_hands_the_sets_to_a_worker_and_waits_through_the_gate(
+        deployed: SetupReport, prefect_server_api: str, gf_home: Settings, tmp_path: Path, db: str):
+    """`galleryflow run SET --wait` with a server: the urgent deployment takes the set,
+    a real worker runs it, the gate is answered through the API, the CLI reports the end."""
+    from typer.testing import CliRunner
+
+    from galleryflow.cli import app
+    from galleryflow.review_client import answer_gate, build_answer, open_gates
+    from tests.gate_support import db_rows
+    from tests.services import free_port
+
+    env = {"PREFECT_API_URL": prefect_server_api, "GALLERYFLOW_HOME": str(gf_home.home),
+           "GALLERYFLOW_CONFIG": str(tmp_path / "none.toml"),
+           "GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED": "true",
+           "GALLERYFLOW_OLLAMA__HOST": f"http://127.0.0.1:{free_port()}",
+           "GALLERYFLOW_OLLAMA__CONNECT_TIMEOUT_SECONDS": "1",
+           "GALLERYFLOW_REVIEW__POLL_INTERVAL_SECONDS": "1"}
+    folder = make_set(tmp_path / "sets", "market-day", 2, size=(320, 240))
+    answered: list[str] = []
+
+    def reviewer() -> None:  # a person in the UI, through the same API
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not answered:
+            for gate in open_gates():
+                answer_gate(gate, build_answer(gate, approve_all=True, reviewer="ops test"))
+                answered.append(gate.flow_run_id)
+            time.sleep(0.5)
+
+    with paused_deployments(), worker("galleryflow", env, tmp_path / "worker.log", limit=1):
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(reviewer,),
+                                  daemon=True)
+        thread.start()
+        result = CliRunner().invoke(app, ["run", str(folder), "--wait"])
+        thread.join(30)
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")[-3000:]
+    assert result.exit_code == 0, (result.output, worker_log)
+    assert "of process-sets/urgent" in result.output and "ended Completed" in result.output
+    (run_id,) = answered
+    assert f"galleryflow review {run_id}" in result.output  # how to answer from a terminal
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    assert run.work_queue_name == "urgent"
+    assert run.parameters["set_dirs"] == [str(folder.resolve())]
+    found = db_rows()
+    assert {r.status for r in found.values()} == {"published"} and len(found) == 2
+    assert {r.reviewer for r in found.values()} == {"ops test"}
