@@ -630,9 +630,14 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
         assert chunk.run_count == 2  # first try + one retry
 
         ensure_publish_concurrency_limit(settings)
-        ensure_publish_concurrency_limit(settings)  # idempotent
-        limit = client.read_concurrency_limit_by_tag("publish")
-        assert limit.concurrency_limit == 4
+        try:
+            ensure_publish_concurrency_limit(settings)  # idempotent
+            limit = client.read_concurrency_limit_by_tag("publish")
+            assert limit.concurrency_limit == 4
+        finally:
+            # The harness serves the whole session: a tag limit left here would hold
+            # every later test's publish tasks to it.
+            client.delete_concurrency_limit_by_tag("publish")
 
 
 @pytest.mark.integration
