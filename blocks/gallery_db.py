@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -47,6 +47,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from galleryflow.photo_facts import CameraFacts
+
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 UPSERT_BATCH = 500
 
@@ -59,8 +61,8 @@ class GalleryUnavailable(GalleryError):
     """The gallery database could not be reached or dropped the connection: retry later."""
 
 
-class GalleryRecord(BaseModel):
-    """One published image as the site sees it."""
+class GalleryRecord(CameraFacts):
+    """One published image as the site sees it (width and height: the published image)."""
 
     file_name: str
     source_key: str = Field(description="set_key/original_name: which photo owns the name.")
@@ -71,19 +73,6 @@ class GalleryRecord(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     subject: str | None = None
     location: str | None = None
-    taken_at: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens: str | None = None
-    exposure_time: str | None = None
-    f_number: float | None = None
-    iso: int | None = None
-    focal_length: float | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
-    gps_alt: float | None = None
-    width: int | None = None
-    height: int | None = None
     thumb_width: int | None = None
     thumb_height: int | None = None
     image_path: str
@@ -95,40 +84,42 @@ class GalleryRecord(BaseModel):
     published_at: datetime
 
 
-# record field -> gallery column (the site's naming: File_Name style)
-COLUMN_NAMES: dict[str, str] = {
-    "file_name": "File_Name",
-    "source_key": "Source_Key",
-    "set_name": "Set_Name",
-    "title": "Title",
-    "caption": "Caption",
-    "alt_text": "Alt_Text",
-    "keywords": "Keywords",
-    "subject": "Subject",
-    "location": "Location",
-    "taken_at": "Taken_At",
-    "camera_make": "Camera_Make",
-    "camera_model": "Camera_Model",
-    "lens": "Lens",
-    "exposure_time": "Exposure_Time",
-    "f_number": "F_Number",
-    "iso": "ISO",
-    "focal_length": "Focal_Length",
-    "gps_lat": "GPS_Lat",
-    "gps_lon": "GPS_Lon",
-    "gps_alt": "GPS_Alt",
-    "width": "Width",
-    "height": "Height",
-    "thumb_width": "Thumb_Width",
-    "thumb_height": "Thumb_Height",
-    "image_path": "Image_Path",
-    "thumbnail_path": "Thumbnail_Path",
-    "image_url": "Image_URL",
-    "thumbnail_url": "Thumbnail_URL",
-    "image_bytes": "Image_Bytes",
-    "image_sha256": "Image_Sha256",
-    "published_at": "Published_At",
-}
+# record field, gallery column (the site's naming: File_Name style), column type; in
+# the table's column order
+GALLERY_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("file_name", "File_Name", String(255)),
+    ("source_key", "Source_Key", String(512)),
+    ("set_name", "Set_Name", String(255)),
+    ("title", "Title", String(255)),
+    ("caption", "Caption", Text),
+    ("alt_text", "Alt_Text", Text),
+    ("keywords", "Keywords", Text),
+    ("subject", "Subject", String(255)),
+    ("location", "Location", String(255)),
+    ("taken_at", "Taken_At", DateTime),
+    ("camera_make", "Camera_Make", String(128)),
+    ("camera_model", "Camera_Model", String(128)),
+    ("lens", "Lens", String(255)),
+    ("exposure_time", "Exposure_Time", String(32)),
+    ("f_number", "F_Number", Float),
+    ("iso", "ISO", Integer),
+    ("focal_length", "Focal_Length", Float),
+    ("gps_lat", "GPS_Lat", Float),
+    ("gps_lon", "GPS_Lon", Float),
+    ("gps_alt", "GPS_Alt", Float),
+    ("width", "Width", Integer),
+    ("height", "Height", Integer),
+    ("thumb_width", "Thumb_Width", Integer),
+    ("thumb_height", "Thumb_Height", Integer),
+    ("image_path", "Image_Path", String(1024)),
+    ("thumbnail_path", "Thumbnail_Path", String(1024)),
+    ("image_url", "Image_URL", String(1024)),
+    ("thumbnail_url", "Thumbnail_URL", String(1024)),
+    ("image_bytes", "Image_Bytes", BigInteger),
+    ("image_sha256", "Image_Sha256", String(64)),
+    ("published_at", "Published_At", DateTime),
+)
+COLUMN_NAMES: dict[str, str] = {field: column for field, column, _ in GALLERY_COLUMNS}
 
 
 def record_values(record: GalleryRecord, updated_at: datetime) -> dict[str, Any]:
@@ -146,37 +137,8 @@ def gallery_table(name: str, metadata: MetaData | None = None) -> Table:
         Column(
             "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
         ),
-        Column("File_Name", String(255), nullable=False),
-        Column("Source_Key", String(512)),
-        Column("Set_Name", String(255)),
-        Column("Title", String(255)),
-        Column("Caption", Text),
-        Column("Alt_Text", Text),
-        Column("Keywords", Text),
-        Column("Subject", String(255)),
-        Column("Location", String(255)),
-        Column("Taken_At", DateTime),
-        Column("Camera_Make", String(128)),
-        Column("Camera_Model", String(128)),
-        Column("Lens", String(255)),
-        Column("Exposure_Time", String(32)),
-        Column("F_Number", Float),
-        Column("ISO", Integer),
-        Column("Focal_Length", Float),
-        Column("GPS_Lat", Float),
-        Column("GPS_Lon", Float),
-        Column("GPS_Alt", Float),
-        Column("Width", Integer),
-        Column("Height", Integer),
-        Column("Thumb_Width", Integer),
-        Column("Thumb_Height", Integer),
-        Column("Image_Path", String(1024)),
-        Column("Thumbnail_Path", String(1024)),
-        Column("Image_URL", String(1024)),
-        Column("Thumbnail_URL", String(1024)),
-        Column("Image_Bytes", BigInteger),
-        Column("Image_Sha256", String(64)),
-        Column("Published_At", DateTime),
+        *(Column(column, kind, nullable=column != "File_Name")
+          for _, column, kind in GALLERY_COLUMNS),
         Column("Updated_At", DateTime),
         UniqueConstraint("File_Name", name=f"uq_{name}_file_name"),
         mysql_charset="utf8mb4",

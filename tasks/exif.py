@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from galleryflow.caching import CONTENT
 from galleryflow.imaging import oriented_size, read_header
+from galleryflow.photo_facts import CameraFacts
 from galleryflow.progress import StageProgress
 from galleryflow.settings import get_settings
 
@@ -33,22 +34,11 @@ class ExifInput(BaseModel):
     path: str
 
 
-class ExifData(BaseModel):
+class ExifData(CameraFacts):
+    """What stage 3 reads from one file: the camera facts, plus its orientation."""
+
     sha256: str
-    taken_at: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens: str | None = None
-    exposure_time: str | None = None
-    f_number: float | None = None
-    iso: int | None = None
-    focal_length: float | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
-    gps_alt: float | None = None
     orientation: int | None = None
-    width: int | None = None
-    height: int | None = None
     note: str | None = None  # why fields are empty, if they are
 
     def row_values(self) -> dict[str, Any]:

@@ -63,6 +63,7 @@ from blocks.targets import (
 )
 from galleryflow.db import ImageSet, PublishLog, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
+from galleryflow.photo_facts import CameraFacts
 from galleryflow.progress import StageProgress
 from galleryflow.settings import Settings, get_settings
 from galleryflow.status import IllegalTransition, ProofStatus, RowStatus
@@ -290,18 +291,9 @@ def _select(
                         keywords=keywords,
                         subject=row.subject,
                         location=row.location,
-                        taken_at=row.taken_at,
-                        camera_make=row.camera_make,
-                        camera_model=row.camera_model,
-                        lens=row.lens,
-                        exposure_time=row.exposure_time,
-                        f_number=row.f_number,
-                        iso=row.iso,
-                        focal_length=row.focal_length,
-                        # the table says no more than the file: GPS only where the file keeps it
-                        gps_lat=row.gps_lat if keep_gps else None,
-                        gps_lon=row.gps_lon if keep_gps else None,
-                        gps_alt=row.gps_alt if keep_gps else None,
+                        # the table says no more than the file: GPS only where the file
+                        # keeps it; the size is the published image's, set later
+                        **CameraFacts.of(row, keep_gps).model_dump(exclude={"width", "height"}),
                     ),
                 )
             )

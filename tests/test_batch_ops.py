@@ -7,7 +7,6 @@ runs the same code through the flow."""
 from __future__ import annotations
 
 import errno
-import io
 import os
 from pathlib import Path
 
