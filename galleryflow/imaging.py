@@ -13,6 +13,7 @@ enough). ``LOAD_TRUNCATED_IMAGES`` stays off: a truncated file is an error.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,17 +51,34 @@ def suffix_matches(path: Path, fmt: str) -> bool:
     return path.suffix.lower() in FORMAT_SUFFIXES.get(fmt, (f".{fmt.lower()}",))
 
 
+def draft_request(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
+    """The draft size that keeps the long edge >= ``long_edge`` with the image's aspect.
+
+    ``draft`` picks the largest DCT scale whose result covers the request in *both*
+    sides, so asking for (L, L) would decode a 3:2 photo at twice the scale needed
+    (a 24-MP JPEG bound to 1024 px: 1/2 scale instead of 1/4, ~2× the time). EXIF
+    orientation needs no care here: a rotation keeps the long edge the long edge.
+    """
+    w, h = size
+    m = max(w, h)
+    return max(1, math.ceil(long_edge * w / m)), max(1, math.ceil(long_edge * h / m))
+
+
 def _draft(img: Image.Image, long_edge: int | None) -> None:
     if long_edge and img.format in ("JPEG", "MPO"):
-        # draft picks the smallest DCT scale whose result is still >= the request;
-        # the request is in the stored (pre-rotation) frame, so bound both sides.
-        img.draft("RGB", (long_edge, long_edge))
+        img.draft("RGB", draft_request(img.size, long_edge))
 
 
-def decode_check(path: Path, long_edge: int = 1024) -> None:
-    """Decode the whole file (in draft mode where possible); raise if it is damaged."""
+def decode_check(path: Path) -> None:
+    """Decode the whole file; raise if it is damaged.
+
+    A JPEG is decoded at the smallest DCT scale (1/8): libjpeg still reads every
+    byte of the entropy-coded data, so a truncated or corrupt stream fails exactly
+    as in a full decode, at about half the cost.
+    """
     with Image.open(path) as img:
-        _draft(img, long_edge)
+        if img.format in ("JPEG", "MPO"):
+            img.draft("RGB", (1, 1))
         img.load()
 
 

@@ -42,7 +42,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 DECIMALS = 4
-STATS_VERSION = "stats-v1"
+STATS_VERSION = "stats-v2"  # v2: aspect-true draft decode (a smaller DCT scale)
 FALLBACK_VERSION = "fallback-v1"
 
 

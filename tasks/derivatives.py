@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import struct
 import threading
 from functools import lru_cache
@@ -39,7 +38,7 @@ from PIL import ExifTags, Image, ImageCms, ImageOps
 from pydantic import BaseModel, Field
 
 from galleryflow.fsutil import atomic_path, sha256_file
-from galleryflow.imaging import to_rgb
+from galleryflow.imaging import draft_request, to_rgb
 
 # Bump when the output of this module changes, so cached work files are not reused.
 FORMAT_VERSION = "1"
@@ -282,24 +281,13 @@ def xmp_packet(
 # ------------------------------------------------------------------------- decoding
 
 
-def _draft_request(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
-    """The draft size that keeps the long edge >= ``long_edge`` with the image's aspect.
-
-    ``draft`` picks the largest DCT scale whose result covers the request in
-    *both* sides; asking for (L, L) would force a full decode of every 3:2 photo.
-    """
-    w, h = size
-    m = max(w, h)
-    return max(1, math.ceil(long_edge * w / m)), max(1, math.ceil(long_edge * h / m))
-
-
 def _decode(path: Path, long_edge: int) -> tuple[Image.Image, bytes | None, Image.Exif]:
     """Decode once (draft where possible), orientation applied; keep the ICC and EXIF."""
     with Image.open(path) as img:
         icc = img.info.get("icc_profile")
         exif = img.getexif()
         if img.format in ("JPEG", "MPO"):
-            img.draft(img.mode, _draft_request(img.size, long_edge))
+            img.draft(img.mode, draft_request(img.size, long_edge))
         img.load()
         oriented = ImageOps.exif_transpose(img)
     return oriented, icc, exif

@@ -134,7 +134,7 @@ def test_without_weights_every_model_score_is_the_documented_fallback(photos):
             stats.blur, stats.brightness, stats.contrast)
         assert result.brisque_source.startswith("fallback: no BRISQUE parameter file")
         assert result.clip_aesthetic_source.startswith("fallback: no open_clip checkpoint")
-        assert result.stats_source == "stats-v1 @512px"
+        assert result.stats_source == "stats-v2 @512px"
         assert 0 <= result.brisque_score <= 100 and 1 <= result.clip_aesthetic_score <= 10
         assert result.reasons == []  # the whole setup fell back, not this image
 
@@ -176,7 +176,7 @@ def test_odd_files_get_fallbacks_with_reasons_and_never_stop_the_batch(photos, t
             assert 0 <= result.brisque_score <= 100
             assert 1 <= result.clip_aesthetic_score <= 10
             assert result.blur_score is not None and result.phash is not None
-            assert result.stats_source == "stats-v1 @512px"
+            assert result.stats_source == "stats-v2 @512px"
 
 
 def test_a_changed_file_is_refused_not_scored(photos):
