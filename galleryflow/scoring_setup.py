@@ -280,14 +280,19 @@ def _find_head(cfg: ScoringSettings) -> _Found:
     return _Found(reason="no LAION aesthetic head (set scoring.aesthetic_head)")
 
 
-def _find_clip(cfg: ScoringSettings) -> _Found:
+def _find_clip(cfg: ScoringSettings, search: bool = True) -> _Found:
+    """The configured checkpoint; with ``search``, also open_clip's caches or a download.
+
+    Searching imports open_clip (and torch: seconds), so it is skipped when the
+    aesthetic head is missing and the checkpoint could not be used anyway.
+    """
     configured = _configured(cfg.clip_checkpoint, "open_clip checkpoint", "clip_checkpoint")
     if configured is not None:
         return configured
-    hit = _clip_cached(cfg)
+    hit = _clip_cached(cfg) if search else None
     if hit:
         return _Found(path=hit, via="cache")
-    if cfg.allow_download and _have("open_clip"):
+    if search and cfg.allow_download and _have("open_clip"):
         def fetch() -> Path:
             from galleryflow.torch_compat import ensure_torchvision
 
@@ -346,7 +351,6 @@ def _missing_stack(*modules: str) -> str | None:
 
 def resolve_setup(cfg: ScoringSettings) -> ScoringSetup:
     """Find the weights, fingerprint them and decide each model score's planned source."""
-    device = pick_device(cfg.device)
     common = dict(analysis_long_edge=cfg.analysis_long_edge, min_side=cfg.min_side,
                   input_size=cfg.input_size, clip_model=cfg.clip_model)
 
@@ -366,7 +370,8 @@ def resolve_setup(cfg: ScoringSettings) -> ScoringSetup:
     if missing:
         aesthetic_plan = fallback_source(missing)
     else:
-        found_clip, found_head = _find_clip(cfg), _find_head(cfg)
+        found_head = _find_head(cfg)
+        found_clip = _find_clip(cfg, search=found_head.path is not None)
         if cfg.clip_model_config is not None:
             found_cfg = _configured(cfg.clip_model_config, "open_clip model config", "clip_model_config")
             clip_config = _weight("clip_config", found_cfg) if found_cfg else None
@@ -392,6 +397,9 @@ def resolve_setup(cfg: ScoringSettings) -> ScoringSetup:
         clip_config_sha256=clip_config.sha256 if clip_config else None,
         head_sha256=head.sha256 if head else None,
     )
+    # torch is only imported when a model will run: a fallback-only setup costs no
+    # torch import (seconds) and is deterministic on any machine.
+    device = pick_device(cfg.device) if brisque or (clip and head) else "cpu"
     return ScoringSetup(identity=identity, device=device, batch_size=cfg.batch_size, clip=clip,
                         clip_config=clip_config, head=head, brisque=brisque)
 
