@@ -17,12 +17,11 @@ from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, PrefectHTTPStatusError
 from prefect.input import keyset_from_paused_state
 from prefect.input.actions import read_flow_run_input
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import State
 from prefect.states import Cancelled, Paused, Running
 from prefect.utilities.engine import propose_state_sync

@@ -88,11 +88,15 @@ def _summary_fields(job: BatchJob) -> dict[str, Any]:
     }
 
 
-def _status(job: BatchJob, files: list[BatchFile] | None) -> JobStatus:
+def _status(job: BatchJob, files: list[BatchFile] | None, stale: str | None = None) -> JobStatus:
+    """``stale``: why a running job is shown as ``stale`` (see :func:`_check_alive`)."""
+    fields = _summary_fields(job)
+    if stale:
+        fields["status"] = "stale"
     return JobStatus(
-        **_summary_fields(job), preset=job.preset, input_pattern=job.input_pattern,
+        **fields, preset=job.preset, input_pattern=job.input_pattern,
         output_directory=job.output_directory, parameters=job.parameters or {},
-        error=job.error, started_at=job.started_at, finished_at=job.finished_at,
+        error=stale or job.error, started_at=job.started_at, finished_at=job.finished_at,
         files=None if files is None else [
             FileStatus(input=f.input_path, status=f.status, output=f.output_path, error=f.error,
                        note=f.note, width=f.width, height=f.height, input_bytes=f.input_bytes,
@@ -102,9 +106,10 @@ def _status(job: BatchJob, files: list[BatchFile] | None) -> JobStatus:
     )
 
 
-def _check_alive(job: BatchJob, stale_after: timedelta) -> JobStatus | None:
-    """Mark an active job whose process is gone ``crashed`` (in the DB); for one that
-    cannot be checked from here and is silent, return how to show it (``stale``)."""
+def _check_alive(job: BatchJob, stale_after: timedelta) -> str | None:
+    """Mark an active job whose process is gone ``crashed`` (in the DB). For one that
+    cannot be checked from here and has been silent too long, return why it is to be
+    shown ``stale`` (not stored: its host may still be working)."""
     if job.status not in ACTIVE:
         return None
     alive = owner_alive(job.owner)
@@ -120,11 +125,8 @@ def _check_alive(job: BatchJob, stale_after: timedelta) -> JobStatus | None:
         return None
     last = job.heartbeat_at or job.started_at
     if alive is None and utcnow() - last > stale_after:
-        shown = _status(job, None)
-        shown.status = "stale"
-        shown.error = (f"no sign of life since {last:%Y-%m-%d %H:%M:%S} UTC from its process "
-                       f"({job.owner or 'unknown'}), which cannot be checked from here")
-        return shown
+        return (f"no sign of life since {last:%Y-%m-%d %H:%M:%S} UTC from its process "
+                f"({job.owner or 'unknown'}), which cannot be checked from here")
     return None
 
 
@@ -146,10 +148,7 @@ def get_job(job_id: str, files: bool = True, url: str | None = None) -> JobStatu
             rows = list(session.scalars(
                 select(BatchFile).where(BatchFile.job_id == job_id).order_by(BatchFile.id)))
             rows.sort(key=lambda f: f.status != "failed")
-        shown = _status(job, rows)
-        if stale is not None:
-            shown.status, shown.error = stale.status, stale.error
-        return shown
+        return _status(job, rows, stale)
 
 
 def list_jobs(recent: int | None = None, url: str | None = None) -> list[JobStatus]:
@@ -160,14 +159,14 @@ def list_jobs(recent: int | None = None, url: str | None = None) -> list[JobStat
         active = session.scalars(
             select(BatchJob).where(BatchJob.status.in_(ACTIVE)).order_by(BatchJob.started_at.desc())
         ).all()
-        shown_as = {job.id: _check_alive(job, _stale_after()) for job in active}
+        stale = {job.id: _check_alive(job, _stale_after()) for job in active}
         session.flush()  # crashed jobs now list with the finished ones
         active = [job for job in active if job.status in ACTIVE]
         done = session.scalars(
             select(BatchJob).where(BatchJob.status.not_in(ACTIVE))
             .order_by(BatchJob.started_at.desc()).limit(recent)
         ).all()
-        return [shown_as.get(job.id) or _status(job, None) for job in (*active, *done)]
+        return [_status(job, None, stale.get(job.id)) for job in (*active, *done)]
 
 
 def _stale_after() -> timedelta:

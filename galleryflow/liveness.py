@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import cache
 
 import psutil
 
 
-@cache
 def current_owner() -> str:
-    """This process as an owner string (constant for the life of the process)."""
+    """This process as an owner string (not cached: a forked child is another owner)."""
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.2f}"
 
