@@ -4,6 +4,7 @@ real services (MariaDB; see tests/services), Prefect's test harness, sample sets
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ def prefect_api() -> Iterator[None]:
             _harness_up.clear()
 
 
-_harness_up = __import__("threading").Event()
+_harness_up = threading.Event()  # the session's harness is serving (see the slot check)
 
 
 def make_set(root: Path, name: str, count: int, size: tuple[int, int] = (960, 640),
