@@ -19,7 +19,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import Abort, PrefectHTTPStatusError
+from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
 from prefect.input import keyset_from_paused_state
 from prefect.input.actions import read_flow_run_input
 from prefect.client.schemas.objects import State
@@ -45,7 +45,8 @@ Regenerate = Callable[[list[int]], None]
 GateOpened = Callable[[str | None, str, int], None]  # (flow run id, pause key, rows on the page)
 
 # In-process listeners (the CLI's `demo --approve-all`) and notifications learn
-# that a gate is about to open; they answer or announce it through the API.
+# that a gate has opened (paused, its form stored); they answer or announce it
+# through the API.
 _gate_listeners: list[GateOpened] = []
 
 
@@ -70,16 +71,29 @@ PAUSE_GRACE_SECONDS = 300
 
 
 def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
-                     poll_interval: float) -> ReviewDecision | None:
+                     poll_interval: float,
+                     on_paused: Callable[[], None] | None = None) -> ReviewDecision | None:
     """Pause the current flow run for ``form``; the answer, or None when time ran out.
 
-    Like ``prefect.flow_runs.pause_flow_run(wait_for_input=form)`` — same Paused
-    state, same run-input keyset, so the UI shows the same form and the resume
-    API validates the same schema — except for the timeout. Prefect's own pause
-    leaves the run Paused after a timeout, so the run can then only end Failed
-    ("paused and never resumed"). Here, when time is up, the gate moves the run
-    back to Running itself and carries on: the rows stay ``awaiting_review`` and
-    the run ends cleanly. An answer that arrived at the last moment still counts.
+    Prefect's own protocol, as in ``prefect.flow_runs.pause_flow_run(wait_for_input=form)``:
+    propose the Paused state first, *then* store the form under the pause's keyset —
+    same state, same keyset, so the UI shows the same form and the resume API
+    validates the same schema. The order matters: from Prefect 3.9 on, the server
+    deletes every input stored under a pause's keyset when that pause fires (they
+    belong to an earlier attempt), so a form stored before the pause is gone the
+    moment the run pauses.
+
+    What this order costs — a reader can see the run Paused a moment before its form
+    is stored — is answered on the readers' side: ``review_client`` waits for the
+    form (the CLI, ``--approve-all``), and ``on_paused`` (listeners, notifications)
+    runs only once the form is stored. While the run waits, every poll checks that
+    the form is still there and stores it again, with a warning, if it is not: a
+    paused run never waits for its timeout without a form a person can answer.
+
+    Unlike Prefect's pause, a timeout does not leave the run Paused (it could then only
+    end Failed, "paused and never resumed"): the gate moves the run back to Running
+    itself and carries on, the rows stay ``awaiting_review`` and the run ends cleanly.
+    An answer that arrived at the last moment still counts.
     """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -89,9 +103,6 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
                       pause_key=key)
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset
-    # The form first, then the pause: whoever sees the run Paused (the UI, the CLI,
-    # --approve-all) finds the whole form stored.
-    _save_form(form, keyset)
     with get_client(sync_client=True) as client:
         try:
             state = propose_state_sync(client=client, state=proposed, flow_run_id=run_id)
@@ -102,6 +113,9 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
             return _answer(form, keyset, run_id)
         if not state.is_paused():
             raise RuntimeError(f"the flow run cannot be paused for review: it is {state.type.value}")
+        _save_form(form, keyset)
+        if on_paused is not None:
+            on_paused()
         deadline = time.monotonic() + timeout
         while True:
             time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
@@ -112,6 +126,7 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
                 _stop_for(client, run_id, run.state, key)
             if time.monotonic() >= deadline:
                 break
+            _ensure_form(client, form, keyset, run_id, key)
         # Time is up: take the pause back (allowed while the server-side pause lasts).
         client.set_flow_run_state(run_id, Running(message=f"review gate {key} timed out"))
         return _answer(form, keyset, run_id)
@@ -149,6 +164,28 @@ def _save_form(form: type[ReviewDecision], keyset: dict[str, str]) -> None:
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code != 409:  # 409: already stored by an earlier attempt
             raise
+
+
+def _ensure_form(client: SyncPrefectClient, form: type[ReviewDecision], keyset: dict[str, str],
+                 run_id: UUID, key: str) -> None:
+    """Store the form again if it has gone from the server while the run waits.
+
+    Nothing in galleryflow deletes it, but a server can (a Prefect that clears a
+    pause's inputs, a database restored from a backup, someone's script): without
+    its form a paused run offers no way to answer it and would wait for the timeout.
+    """
+    try:
+        client.read_flow_run_input(flow_run_id=run_id, key=keyset["schema"])
+        return
+    except ObjectNotFound:
+        pass
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 404:
+            raise
+    get_run_logger().warning(
+        "review gate %s: the form of this pause was missing on the Prefect server; "
+        "stored it again, so the run can be answered in the UI or with `galleryflow review`", key)
+    _save_form(form, keyset)
 
 
 def _answer(form: type[ReviewDecision], keyset: dict[str, str], run_id: UUID) -> ReviewDecision | None:
@@ -213,22 +250,29 @@ def review_gate(
             description=description, rows=[row_to_input(r, proofs.get(r.id)) for r in page_rows],
         )
         key = f"review-{page}"
-        notify_review_gate(len(page_rows), sets=sorted({r.set_key for r in page_rows}),
-                           detail=f"page {page} of {pages}")
         # The same table as an artifact: the UI's resume dialog hides a long form's
         # description, the run's Artifacts tab shows it in full.
         create_markdown_artifact(key=f"review-page-{page}", markdown=description,
                                  description=f"Review gate page {page}: the rows to decide")
-        for listener in [*_gate_listeners, *([on_open] if on_open else [])]:
-            try:
-                listener(_flow_run_id(), key, len(page_rows))
-            except Exception as exc:  # a listener never blocks the gate
-                logger.warning("review gate listener failed: %s", exc)
-        logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "
-                    "with `galleryflow review`", page, pages, len(page_rows))
+        listeners = [*_gate_listeners, *([on_open] if on_open else [])]
+        page_sets = sorted({r.set_key for r in page_rows})
+
+        def announce() -> None:
+            # Only now, with the run paused and its form stored, is there a gate to
+            # answer: whoever is told of it finds the form.
+            notify_review_gate(len(page_rows), sets=page_sets, detail=f"page {page} of {pages}")
+            for listener in listeners:
+                try:
+                    listener(_flow_run_id(), key, len(page_rows))
+                except Exception as exc:  # a listener never blocks the gate
+                    logger.warning("review gate listener failed: %s", exc)
+            logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "
+                        "with `galleryflow review`", page, pages, len(page_rows))
+
         result.pauses += 1
         decision = pause_for_review(form, key, timeout=settings.review.timeout_seconds,
-                                    poll_interval=settings.review.poll_interval_seconds)
+                                    poll_interval=settings.review.poll_interval_seconds,
+                                    on_paused=announce)
         if decision is None:
             result.timed_out = True
             result.pending += [r.id for r in rows]

@@ -355,8 +355,16 @@ def review(
     """Show a paused run's review gate and answer it (same input as the Prefect UI)."""
     from galleryflow.review_client import answer_gate, build_answer, open_gates
 
-    gates = open_gates(run_id)
+    gates, formless = open_gates(run_id)
+    for lost in formless:
+        console.print(f"[yellow]Run {lost.flow_run_name} ({lost.flow_run_id}) is paused at review gate "
+                      f"{lost.key or '?'} but its form is not stored on the Prefect server.[/] "
+                      "The gate stores it again at its next poll; run this command again in a "
+                      "moment. If it stays missing, the run's worker is gone: cancel the run and "
+                      "use `galleryflow recover`.")
     if not gates:
+        if formless:
+            raise typer.Exit(1)
         console.print("No review gate is open" + (f" for run {run_id}." if run_id else "."))
         raise typer.Exit(1 if run_id else 0)
     for gate in gates:
@@ -371,7 +379,12 @@ def review(
             raise typer.Exit(2)
         answer_gate(gate, answer)
         decided = sum(r["decision"] != "undecided" for r in answer["rows"])
-        console.print(f"Sent {decided} decisions{' (bulk: approve passing rows)' if approve_all else ''} "
+        # The bulk choice is applied by the gate to rows left undecided, against the
+        # proof in the DB; the form's summary says which of them passed.
+        bulk = sum(r["decision"] == "undecided" and r["summary"].startswith("proof passed")
+                   for r in answer["rows"]) if approve_all else 0
+        console.print(f"Sent {decided + bulk} decisions"
+                      f"{f' ({bulk} by bulk approval of rows whose proof passed)' if bulk else ''} "
                       f"to run {gate.flow_run_id}.")
 
 

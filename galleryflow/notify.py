@@ -5,7 +5,8 @@ Flows attach the hooks::
     @flow(on_completion=[notify_completion], on_failure=[notify_failure],
           on_crashed=[notify_failure])
 
-and the review gate calls :func:`notify_review_gate` just before it pauses.
+and the review gate calls :func:`notify_review_gate` once the run is paused and its
+form is stored (so whoever follows the link finds the form).
 
 The webhook is the ``NotificationWebhook`` block named by
 ``settings.ops.notify_block`` (``galleryflow setup`` creates it when
@@ -123,8 +124,8 @@ def notify_review_gate(rows: int, flow_run_id: str | None = None, sets: list[str
                        detail: str | None = None) -> bool:
     """Tell the reviewer a gate is open: ``rows`` rows await review in this run.
 
-    Call it just before ``pause_flow_run``; ``flow_run_id`` defaults to the
-    current run. Returns whether the webhook accepted it; never raises.
+    Call it once the run is paused with its form stored; ``flow_run_id`` defaults
+    to the current run. Returns whether the webhook accepted it; never raises.
     """
     flow_name = run_name = None
     if flow_run_id is None:

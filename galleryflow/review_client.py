@@ -74,16 +74,47 @@ def _run_input(client: SyncPrefectClient, run: FlowRun, key: str) -> Any:
         raise
 
 
-def open_gates(run_id: str | None = None) -> list[OpenGate]:
+class GateWithoutForm(BaseModel):
+    """A gated run that is Paused but whose form could not be read."""
+
+    flow_run_id: str
+    flow_run_name: str
+    key: str | None
+
+
+# How long a reader waits for the form of a run it already sees Paused. The gate
+# pauses first and stores the form right after (Prefect's order), and stores it
+# again at each poll if it went missing, so a form shows up within moments.
+FORM_WAIT_SECONDS = 20.0
+
+
+def open_gates(run_id: str | None = None, form_wait: float = FORM_WAIT_SECONDS,
+               poll: float = 0.5) -> tuple[list[OpenGate], list[GateWithoutForm]]:
+    """The paused review gates (``run_id``: that run's), each with its form.
+
+    A run seen Paused before its form is stored is waited for, up to ``form_wait``
+    seconds; one still without a form then is returned in the second list, so the
+    caller can say so instead of reporting that no gate is open.
+    """
+    deadline = time.monotonic() + form_wait
     with get_client(sync_client=True) as client:
-        runs = [client.read_flow_run(UUID(run_id))] if run_id else paused_runs(client)
-        gates = []
-        for run in runs:
-            if run.state and run.state.type == StateType.PAUSED:
+        while True:
+            runs = [client.read_flow_run(UUID(run_id))] if run_id else paused_runs(client)
+            gates: list[OpenGate] = []
+            missing: list[GateWithoutForm] = []
+            for run in runs:
+                if not (run.state and run.state.type == StateType.PAUSED):
+                    continue
                 gate = read_gate(client, run)
                 if gate:
                     gates.append(gate)
-        return gates
+                else:
+                    details = run.state.state_details
+                    missing.append(GateWithoutForm(flow_run_id=str(run.id), flow_run_name=run.name,
+                                                   key=getattr(details, "pause_key", None)))
+            if not missing or time.monotonic() >= deadline:
+                return gates, missing
+            time.sleep(poll)
 
 
 def build_answer(gate: OpenGate, approve_all: bool = False, approve: set[str] = frozenset(),

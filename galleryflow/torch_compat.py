@@ -2,7 +2,7 @@
 
 Why this exists: ``torch==2.13.0`` installs from a CPU wheel, but the registry's
 ``torchvision==0.28.0`` (the build that matches torch 2.13, pinned in
-``constraints.txt``) is a CUDA build. Its C++ extension (``torchvision/_C.so``)
+``requirements.lock``) is a CUDA build. Its C++ extension (``torchvision/_C.so``)
 cannot load against the CPU torch, so the custom operators it would register never
 exist, and ``import torchvision`` dies in ``torchvision/_meta_registrations.py``::
 

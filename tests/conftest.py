@@ -19,6 +19,11 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # Task results (and so the content caches) of this test session: a private folder,
 # not the working tree's .galleryflow/results.
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", __import__("tempfile").mkdtemp(prefix="gf-results-"))
+# An embedded Prefect server started outside the harness keeps its database here,
+# never in the working tree's .galleryflow/ (galleryflow's default) or ~/.prefect.
+os.environ.setdefault(
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+    f"sqlite+aiosqlite:///{__import__('tempfile').mkdtemp(prefix='gf-prefect-')}/prefect.db")
 
 import galleryflow  # noqa: E402,F401
 from galleryflow.db.engine import dispose_engines, migrate  # noqa: E402

@@ -9,6 +9,7 @@ form's schema (``galleryflow.review_client``).
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,82 @@ def test_cancelling_a_paused_run_stops_it_and_publishes_nothing(
         final = client.read_flow_run(second.flow_run_id).state
     assert final is not None and final.is_cancelled()
     assert final.message.startswith("cancelled by a person (review gate review-2")
+
+
+# ------------------------------------------------------- Prefect's pause protocol
+
+
+def test_the_form_is_stored_after_the_pause_and_found_again_when_the_server_loses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prefect's order: pause, then store the form. A Prefect >= 3.9 server deletes every
+    input under a pause's keyset when the pause fires, so a form stored first would be
+    gone. Here each form is also deleted right after the gate stored it (the way such a
+    server treats inputs it sees as stale): the gate must store it again while it waits,
+    and the readers that see the Paused run first must wait for it — the terminal
+    (`galleryflow review --approve-all`) on page 1, the `--approve-all` listener of
+    `run`/`demo` on page 2. Nothing may wait silently for the review timeout."""
+    from uuid import UUID
+
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    from flows.gate import add_gate_listener, remove_gate_listener
+    from galleryflow.cli import app
+    from galleryflow.review_client import auto_approver
+
+    offline(monkeypatch, GALLERYFLOW_REVIEW__PAGE_SIZE="1",
+            GALLERYFLOW_REVIEW__TIMEOUT_SECONDS="200")
+    folder = make_set(tmp_path / "sets", "tidal-flat", 2, size=(480, 320))
+    approver = auto_approver(reviewer="approve-all")
+    pages: queue.Queue[str] = queue.Queue()
+    stored_when_announced: list[bool] = []
+
+    def lose_the_form(flow_run_id: str | None, key: str, rows: int) -> None:
+        assert flow_run_id is not None
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            assert run.state is not None and run.state.is_paused()
+            keyset = run.state.state_details.run_input_keyset
+            assert keyset is not None
+            # Announced only once the form is stored: a notification's reader finds it.
+            client.read_flow_run_input(flow_run_id=run.id, key=keyset["schema"])
+            stored_when_announced.append(True)
+            for name in ("schema", "description"):
+                client.delete_flow_run_input(flow_run_id=run.id, key=keyset[name])
+            try:
+                client.read_flow_run_input(flow_run_id=run.id, key=keyset["schema"])
+                gone = False
+            except (ObjectNotFound, PrefectHTTPStatusError):
+                gone = True
+            assert gone, "the form was not deleted"
+        if key == "review-2":
+            approver(flow_run_id, key, rows)
+        pages.put(key)
+
+    def lose_the_form_or_say_why(flow_run_id: str | None, key: str, rows: int) -> None:
+        try:
+            lose_the_form(flow_run_id, key, rows)
+        except BaseException as exc:  # the gate swallows a listener's error: hand it over
+            pages.put(f"listener failed: {exc!r}")
+
+    add_gate_listener(lose_the_form_or_say_why)
+    try:
+        run = FlowThread(process_sets, [str(folder)])
+        assert pages.get(timeout=240) == "review-1"
+        result = CliRunner().invoke(app, ["review", "--approve-all", "--reviewer", "terminal"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert "Sent 1 decisions" in result.output and "form is not stored" not in result.output
+        assert pages.get(timeout=240) == "review-2"
+        summary: RunSummary = run.result()
+    finally:
+        remove_gate_listener(lose_the_form_or_say_why)
+
+    assert stored_when_announced == [True, True]
+    assert summary.review.pauses == 2 and not summary.review.timed_out
+    assert len(summary.publish.published) == 2
+    found = db_rows()
+    assert {r.status for r in found.values()} == {RowStatus.PUBLISHED}
+    assert sorted(r.reviewer for r in found.values()) == ["approve-all", "terminal"]
 
 
 # ------------------------------------------------- timeout, review-publish, and the CLI

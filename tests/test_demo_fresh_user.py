@@ -1,0 +1,62 @@
+"""`galleryflow demo` as a new user runs it: its own process, a home of its own, no
+Prefect server configured — and a ``~/.prefect`` that another, newer Prefect has
+already migrated.
+
+The embedded Prefect server must keep its database under ``GALLERYFLOW_HOME``: the
+user's global ``~/.prefect/prefect.db`` is neither opened, migrated nor created
+(galleryflow's Prefect cannot open a database a newer Prefect migrated: "No such
+revision", and the demo would die waiting for its server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+NEWER_PREFECT_REVISION = "ffffffffffff"  # an Alembic head no Prefect we allow knows
+
+
+def newer_prefect_database(path: Path) -> str:
+    """A Prefect database as a newer Prefect leaves it; its sha256."""
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES (?)", (NEWER_PREFECT_REVISION,))
+        db.execute("CREATE TABLE flow (id CHAR(36) PRIMARY KEY, name TEXT)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_demo_publishes_without_touching_the_users_prefect_database(tmp_path: Path) -> None:
+    home, gf_home = tmp_path / "user", tmp_path / "gf"
+    global_db = home / ".prefect" / "prefect.db"
+    before = newer_prefect_database(global_db)
+    # A fresh user's environment: none of the test session's Prefect or galleryflow settings.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
+    env.update(HOME=str(home), GALLERYFLOW_HOME=str(gf_home), COLUMNS="200")
+    galleryflow = Path(sys.executable).with_name("galleryflow")
+
+    done = subprocess.run([str(galleryflow), "demo", "--approve-all", "--megapixels", "0.3"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "published" in done.stdout and "Run failed" not in done.stdout
+    # The user's database: the very same bytes, and no other Prefect database beside it.
+    assert hashlib.sha256(global_db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in (home / ".prefect").glob("prefect.db*")) == ["prefect.db"]
+    # galleryflow's own embedded server kept its state in galleryflow's home.
+    ours = gf_home / "prefect" / "prefect.db"
+    assert ours.exists()
+    with sqlite3.connect(ours) as db:
+        runs = db.execute("SELECT count(*) FROM flow_run").fetchone()[0]
+    assert runs >= 1
+    site = gf_home / "site"
+    assert len(list(site.glob("*.jpg"))) >= 6  # the approved sample photos, published
