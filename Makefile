@@ -41,7 +41,9 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 demo: $(STAMP)
 	$(BIN)/galleryflow demo --approve-all
 
+# The layers contract first (seconds): a module importing upward fails the build.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

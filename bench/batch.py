@@ -65,8 +65,8 @@ def child(engine: str, preset_name: str, inputs: Path, out: Path) -> None:
 
     import galleryflow  # noqa: F401  (Prefect env defaults)
     from flows.batch import batch_process
-    from galleryflow.presets import BUILTIN_PRESETS
-    from galleryflow.samples import SampleSpec, write_sample
+    from galleryflow.batch.presets import BUILTIN_PRESETS
+    from galleryflow.intake.samples import SampleSpec, write_sample
 
     files = sorted(inputs.glob("*.jpg"))
     if engine == "galleryflow":
@@ -128,7 +128,7 @@ def main() -> None:
     import galleryflow  # noqa: F401
     from prefect.server.api.server import SubprocessASGIServer
 
-    from galleryflow.samples import SampleSpec, write_sample
+    from galleryflow.intake.samples import SampleSpec, write_sample
 
     height = int((args.megapixels * 1e6 / 1.5) ** 0.5)
     width = int(height * 1.5)

@@ -38,9 +38,9 @@ from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from galleryflow.db.engine import migrate  # noqa: E402
-from galleryflow.settings import get_settings  # noqa: E402
+from galleryflow.core.settings import get_settings  # noqa: E402
 from tasks.captioning import caption_chunk, start_captioning  # noqa: E402
-from tasks.common import chunked  # noqa: E402
+from galleryflow.core.stages import chunked  # noqa: E402
 from tasks.model_resize import model_resize_chunk, resize_rows  # noqa: E402
 from tests.captioning_support import PRIMARY, insert_set, point_at  # noqa: E402
 from tests.services.ollama_stub import Good, OllamaStub, Slow  # noqa: E402

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _generate(folder: Path, count: int, megapixels: float) -> None:
-    from galleryflow.samples import CAMERAS, SampleSpec, write_sample
+    from galleryflow.intake.samples import CAMERAS, SampleSpec, write_sample
 
     height = int((megapixels * 1e6 / 1.5) ** 0.5)
     width = int(height * 1.5)
@@ -71,7 +71,7 @@ def main() -> None:
     import galleryflow  # noqa: F401
     from flows.gate import add_gate_listener
     from flows.process_sets import process_sets
-    from galleryflow.review_client import auto_approver
+    from galleryflow.review.answer import auto_approver
 
     from prefect import flow
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from galleryflow.fsutil import sha256_file  # noqa: E402
-from galleryflow.imaging import open_reduced  # noqa: E402
-from galleryflow.samples import SampleSpec, write_sample  # noqa: E402
-from galleryflow.settings import ScoringSettings, Settings  # noqa: E402
+from galleryflow.core.fsutil import sha256_file  # noqa: E402
+from galleryflow.imaging.decode import open_reduced  # noqa: E402
+from galleryflow.intake.samples import SampleSpec, write_sample  # noqa: E402
+from galleryflow.core.settings import ScoringSettings, Settings  # noqa: E402
 
 
 def make_images(folder: Path, count: int, megapixels: float) -> list[Path]:
@@ -98,7 +98,7 @@ def bench_clip(model_name: str, paths: list[Path], batch: int, count: int,
     import open_clip
     import torch
 
-    from galleryflow.scoring_models import AestheticMLP
+    from galleryflow.scoring.models import AestheticMLP
 
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
     model.eval()

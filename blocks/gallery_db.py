@@ -47,7 +47,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from galleryflow.photo_facts import CameraFacts
+from galleryflow.core.photo_facts import CameraFacts
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 UPSERT_BATCH = 500

@@ -25,8 +25,8 @@ import ollama
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
-from galleryflow.settings import Settings, get_settings
-from tasks.common import StageError
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.stages import StageError
 
 _log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from urllib.parse import quote
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from galleryflow.fsutil import CHUNK, atomic_path
+from galleryflow.core.fsutil import CHUNK, atomic_path
 
 if TYPE_CHECKING:  # paramiko is the optional `sftp` extra
     import paramiko

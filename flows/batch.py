@@ -33,16 +33,16 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from sqlalchemy import case, select
 
-from galleryflow import media
-from galleryflow.batch_outputs import glob_base, iter_inputs
-from galleryflow.batch_status import JobSummary, job_summary
+from galleryflow.imaging import media
+from galleryflow.batch.outputs import glob_base, iter_inputs
+from galleryflow.batch.status import JobSummary, job_summary
 from galleryflow.db.engine import migrate, session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
-from galleryflow.fsutil import free_bytes
-from galleryflow.liveness import current_owner
-from galleryflow.presets import BatchRequest, PresetError, ResolvedJob, resolve
-from galleryflow.progress import StageProgress
-from galleryflow.settings import Settings, get_settings
+from galleryflow.core.fsutil import free_bytes
+from galleryflow.core.liveness import current_owner
+from galleryflow.batch.presets import BatchRequest, PresetError, ResolvedJob, resolve
+from galleryflow.core.progress import StageProgress
+from galleryflow.core.settings import Settings, get_settings
 from tasks.batch_ops import (
     ChunkSummary,
     JobSpec,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from galleryflow.notify import notify_completion, notify_failure
-from galleryflow.settings import get_settings
+from galleryflow.notifications import notify_completion, notify_failure
+from galleryflow.core.settings import get_settings
 from tasks.cleanup import CleanupReport, clean_old_files
 
 

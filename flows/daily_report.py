@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 
 from galleryflow.db import migrate
 from galleryflow.db.models import utcnow
-from galleryflow.fsutil import atomic_write_text
-from galleryflow.notify import notify_completion, notify_failure
-from galleryflow.settings import get_settings
+from galleryflow.core.fsutil import atomic_write_text
+from galleryflow.notifications import notify_completion, notify_failure
+from galleryflow.core.settings import get_settings
 from tasks.report import DailyReport, compute_report, report_markdown
 
 

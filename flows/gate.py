@@ -29,17 +29,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from galleryflow.db import MetadataQuality, ReviewRow, session_scope
-from galleryflow.notify import notify_review_gate
-from galleryflow.settings import Settings
-from galleryflow.status import RowStatus
-from tasks.review_gate import (
+from galleryflow.notifications import notify_review_gate
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus
+from galleryflow.review.forms import (
     DecisionOutcome,
     ReviewDecision,
-    apply_decisions,
     build_description,
     row_to_input,
     sort_for_review,
 )
+from tasks.review_gate import apply_decisions
 
 Regenerate = Callable[[list[int]], None]
 GateOpened = Callable[[str | None, str, int], None]  # (flow run id, pause key, rows on the page)

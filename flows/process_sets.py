@@ -29,11 +29,11 @@ from sqlalchemy import update
 
 from galleryflow.db import ImageSet, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.intake_queue import discover_sets
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import SetStatus
-from tasks.common import ChunkReport, FileOutcome, chunked
+from galleryflow.intake.queue import discover_sets
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import SetStatus
+from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
 from tasks.exif import ExifData, ExifInput, read_exif_chunk
 from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
 from tasks.review_rows import review_rows_chunk

@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from flows.gate import GateResult, review_gate
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import RowStatus
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import RowStatus
 from tasks.publish import PublishSummary, publish_approved, publishable_row_ids
 
 

@@ -28,13 +28,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from galleryflow import media
-from galleryflow.batch_outputs import BYTES_PER_PIXEL, OutputRegistry, cache_key
+from galleryflow.imaging import media
+from galleryflow.batch.outputs import BYTES_PER_PIXEL, OutputRegistry, cache_key
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
-from galleryflow.fsutil import atomic_path, free_bytes, sha256_file
-from galleryflow.presets import BatchParams, PresetError
-from galleryflow.progress import StageProgress
+from galleryflow.core.fsutil import atomic_path, free_bytes, sha256_file
+from galleryflow.batch.presets import BatchParams, PresetError
+from galleryflow.core.progress import StageProgress
 
 # Part of every cache key: bump when an operation's output changes for the same
 # input and parameters, so reruns redo the work instead of keeping stale files.

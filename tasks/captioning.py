@@ -4,7 +4,7 @@ For each row the real ``ollama`` client sends the model-ready image with a promp
 carrying the row's evidence (EXIF date and time of day, camera, GPS or the set's
 location, the set's subject hint) as a JSON *data* block, and asks for
 structured output: ``format`` is the JSON schema of :class:`Draft`. Every answer
-goes through the guardrails (:mod:`tasks.guardrails`). A draft that fails gets up
+goes through the guardrails (:mod:`galleryflow.captioning.guardrails`). A draft that fails gets up
 to ``settings.ollama.repair_attempts`` repair prompts naming its faults, then the
 fallback model (if configured and present) with the same budget, then the row is
 *blocked* with its reasons. Either way the proof (:mod:`tasks.proof`) records
@@ -12,7 +12,7 @@ what happened and the row moves ``scored → captioned → awaiting_review``.
 
 Requests: connection errors, timeouts and 5xx answers are retried with
 exponential backoff (``request_retries``, ``retry_backoff_seconds``); an error
-that persists raises :class:`~tasks.common.StageError`, which rolls the session
+that persists raises :class:`~galleryflow.core.stages.StageError`, which rolls the session
 back. Answers are cached by Prefect (:data:`ANSWER_CACHE`) on the image's
 sha256, the model and its digest, the prompt version, the evidence and the
 repair history, so a rerun after a rollback asks the model nothing it already
@@ -60,15 +60,15 @@ from blocks.ollama import (
     check_endpoint,
     resolve_endpoint,
 )
-from galleryflow.caching import VOLATILE_FIELDS, ContentInputs
+from galleryflow.core.caching import VOLATILE_FIELDS, ContentInputs
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ImageSet, PublishLog, ReviewRow
-from galleryflow.ledger import SessionLedger
-from galleryflow.progress import StageProgress
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import ProofStatus, RowStatus
-from tasks.common import ChunkReport, StageError
-from tasks.guardrails import (
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.progress import StageProgress
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import ProofStatus, RowStatus
+from galleryflow.core.stages import ChunkReport, StageError
+from galleryflow.captioning.guardrails import (
     DRAFT_FIELDS,
     Draft,
     DraftContext,
@@ -82,7 +82,7 @@ from tasks.guardrails import (
     time_of_day,
 )
 from tasks.model_resize import model_image_path, resize_rows
-from tasks.offline_captioner import OFFLINE_MODEL, caption_variants, image_stats, offline_draft
+from galleryflow.captioning.offline import OFFLINE_MODEL, caption_variants, image_stats, offline_draft
 from tasks.proof import RowProof, write_proof
 from tasks.rowstate import snapshot_row
 

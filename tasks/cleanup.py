@@ -37,9 +37,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.intake_queue import intake_root
-from galleryflow.settings import Settings
-from galleryflow.status import RowStatus, SetStatus
+from galleryflow.intake.queue import intake_root
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus, SetStatus
 
 Kind = Literal["work", "ledger", "partial", "results", "incoming"]
 FINAL = {RowStatus.PUBLISHED, RowStatus.REJECTED}
@@ -234,7 +234,7 @@ def _clear_row_paths(removed: list[str]) -> int:
 @task(name="clean-old-files", cache_policy=NO_CACHE)
 def clean_old_files(older_than_days: float, results_days: float, dry_run: bool) -> CleanupReport:
     from galleryflow.db import migrate
-    from galleryflow.settings import get_settings
+    from galleryflow.core.settings import get_settings
 
     settings = get_settings()
     migrate(settings.db_url)  # a fresh install may run cleanup before any set

@@ -20,11 +20,11 @@ import exifread
 from prefect import task
 from pydantic import BaseModel
 
-from galleryflow.caching import CONTENT
-from galleryflow.imaging import oriented_size, read_header
-from galleryflow.photo_facts import CameraFacts
-from galleryflow.progress import StageProgress
-from galleryflow.settings import get_settings
+from galleryflow.core.caching import CONTENT
+from galleryflow.imaging.decode import oriented_size, read_header
+from galleryflow.core.photo_facts import CameraFacts
+from galleryflow.core.progress import StageProgress
+from galleryflow.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
 from galleryflow.db import ImageSet, migrate, session_scope
-from galleryflow.fsutil import copy_verified, sha256_file
-from galleryflow.ledger import SessionLedger
-from galleryflow.progress import StageProgress
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import SetStatus
-from tasks.common import ChunkReport, StageError
+from galleryflow.core.fsutil import copy_verified, sha256_file
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.progress import StageProgress
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import SetStatus
+from galleryflow.core.stages import ChunkReport, StageError
 from tasks.validate import FileCheck, SetReport
 
 

@@ -1,7 +1,7 @@
 """Stage 6: the image the vision model sees.
 
 From each row's incoming copy: one draft-mode decode with EXIF orientation
-applied (:func:`galleryflow.imaging.open_reduced`), long edge bounded by
+applied (:func:`galleryflow.imaging.decode.open_reduced`), long edge bounded by
 ``settings.model_resize.long_edge`` (default 1024), JPEG at
 ``settings.model_resize.quality`` (85) into ``work/<set>/``, written atomically.
 The row's ``ollama_path`` points at it.
@@ -27,12 +27,12 @@ from sqlalchemy import select
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ReviewRow
-from galleryflow.fsutil import atomic_path
-from galleryflow.imaging import open_reduced
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import LOCKED_STATUSES, RowStatus
-from tasks.common import ChunkReport
+from galleryflow.core.fsutil import atomic_path
+from galleryflow.imaging.decode import open_reduced
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import LOCKED_STATUSES, RowStatus
+from galleryflow.core.stages import ChunkReport
 from tasks.rowstate import snapshot_row
 
 STAGE = "model_resize"

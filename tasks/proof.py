@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ImageSet, MetadataQuality, ReviewRow
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import get_settings
-from tasks.guardrails import DRAFT_FIELDS, Issue, name_stem, similarity
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import get_settings
+from galleryflow.captioning.guardrails import DRAFT_FIELDS, Issue, name_stem, similarity
 from tasks.rowstate import snapshot_proof
 
 NEAR_DUPLICATE_ROW_LIMIT = 800  # pairwise comparison beyond this would dominate the stage

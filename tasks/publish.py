@@ -63,12 +63,12 @@ from blocks.targets import (
 )
 from galleryflow.db import ImageSet, PublishLog, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.photo_facts import CameraFacts
-from galleryflow.progress import StageProgress
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import IllegalTransition, ProofStatus, RowStatus
-from tasks.common import ChunkReport, FileOutcome, chunked
-from tasks.derivatives import (
+from galleryflow.core.photo_facts import CameraFacts
+from galleryflow.core.progress import StageProgress
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
+from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
+from galleryflow.publishing.derivatives import (
     DerivativeError,
     DerivativeInput,
     Derivatives,
@@ -842,7 +842,7 @@ def write_site_index(settings: Settings | None = None) -> Path:
     """
     from html import escape as html
 
-    from galleryflow.fsutil import atomic_write_text
+    from galleryflow.core.fsutil import atomic_write_text
 
     settings = settings or get_settings()
     with resolve_gallery(settings).connect() as gallery:

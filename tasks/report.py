@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.status import RowStatus, SetStatus
+from galleryflow.core.status import RowStatus, SetStatus
 
 PROCESSED = (SetStatus.COMPLETED, SetStatus.AWAITING_REVIEW)
 DECIDED = (RowStatus.APPROVED, RowStatus.REJECTED, RowStatus.PUBLISHED)

@@ -21,10 +21,10 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
 from galleryflow.db import MetadataQuality, ReviewRow, session_scope
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import get_settings
-from galleryflow.status import LOCKED_STATUSES, ProofStatus, RowStatus
-from tasks.common import ChunkReport
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import get_settings
+from galleryflow.core.status import LOCKED_STATUSES, ProofStatus, RowStatus
+from galleryflow.core.stages import ChunkReport
 from tasks.exif import ExifData
 from tasks.intake import IntakeResult
 from tasks.rowstate import snapshot_proof, snapshot_row

@@ -26,9 +26,9 @@ from sqlalchemy import DateTime, delete, select, update
 
 from galleryflow.db import ImageSet, MetadataQuality, PublishLog, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.ledger import SessionLedger
-from galleryflow.settings import Settings
-from galleryflow.status import SetStatus
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import SetStatus
 
 log = logging.getLogger(__name__)
 

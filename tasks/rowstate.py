@@ -2,7 +2,7 @@
 
 A row inserted by this session (``created_session_id == session_id``) is simply
 deleted on rollback; any other row gets its column values recorded in the
-session's :class:`~galleryflow.ledger.SessionLedger` before its first change
+session's :class:`~galleryflow.core.ledger.SessionLedger` before its first change
 (first touch wins, so the snapshot is the state before the session).
 
 ``metadata_quality`` has no creator column: a proof row that did not exist
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import inspect
 
 from galleryflow.db.models import MetadataQuality, ReviewRow
-from galleryflow.ledger import SessionLedger
+from galleryflow.core.ledger import SessionLedger
 
 
 def column_values(obj: Any) -> dict[str, Any]:

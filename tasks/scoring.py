@@ -7,11 +7,11 @@ Per image, from ONE decode (JPEG draft mode, EXIF orientation applied, long edge
 - ``clip_aesthetic_score``: open_clip image embedding → LAION aesthetic MLP
   (about 1–10), in batches of ``scoring.batch_size``, or the fallback;
 - ``blur_score`` (Laplacian variance, higher is sharper), ``brightness_score``
-  (0–1), ``contrast_score`` (RMS, 0–0.5) and the pHash: see :mod:`galleryflow.quality`.
+  (0–1), ``contrast_score`` (RMS, 0–0.5) and the pHash: see :mod:`galleryflow.imaging.stats`.
 
 Each model score's source is ``"<library> <model> sha256:…"`` or
 ``"fallback: <reason>"``. The fallback formula (documented in
-:mod:`galleryflow.quality` and ``docs/scoring.md``) fills the same ranges and gives
+:mod:`galleryflow.imaging.stats` and ``docs/scoring.md``) fills the same ranges and gives
 the same values on every run. A file that cannot be scored by a model (CMYK,
 16-bit, palette, too small, or the model failed on it) gets the fallback with the
 reason; one that cannot be decoded now gets the worst fallback values; neither
@@ -40,12 +40,12 @@ from prefect import task
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from galleryflow.caching import CONTENT
+from galleryflow.core.caching import CONTENT
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.imaging import open_reduced
-from galleryflow.ledger import SessionLedger
-from galleryflow.progress import StageProgress
-from galleryflow.quality import (
+from galleryflow.imaging.decode import open_reduced
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.progress import StageProgress
+from galleryflow.imaging.stats import (
     WORST_AESTHETIC,
     WORST_BRISQUE,
     ImageStats,
@@ -54,7 +54,7 @@ from galleryflow.quality import (
     image_stats,
     phash,
 )
-from galleryflow.scoring_setup import (
+from galleryflow.scoring.setup import (
     ScoringDescription,
     ScoringIdentity,
     ScoringSetup,
@@ -63,10 +63,10 @@ from galleryflow.scoring_setup import (
     fallback_source,
     resolve_setup,
 )
-from galleryflow.settings import Settings, get_settings
-from galleryflow.status import LOCKED_STATUSES, RowStatus
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import LOCKED_STATUSES, RowStatus
 from tasks.rowstate import snapshot_row
-from tasks.common import ChunkReport, chunked
+from galleryflow.core.stages import ChunkReport, chunked
 
 STAGE = "scoring"
 _log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def _models(setup: ScoringSetup) -> tuple[Any, str | None, Any, str | None]:
     aesthetic_reason = None if setup.aesthetic_available else setup.identity.aesthetic
     brisque_reason = None if setup.brisque_available else setup.identity.brisque
     if setup.aesthetic_available or setup.brisque_available:
-        from galleryflow import scoring_models as sm
+        from galleryflow.scoring import models as sm
 
         if setup.aesthetic_available:
             try:

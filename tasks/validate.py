@@ -25,9 +25,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from galleryflow.fsutil import free_bytes
-from galleryflow.imaging import decode_check, read_header, suffix_matches
-from galleryflow.settings import Settings, ValidationSettings, get_settings
+from galleryflow.core.fsutil import free_bytes
+from galleryflow.imaging.decode import decode_check, read_header, suffix_matches
+from galleryflow.core.settings import Settings, ValidationSettings, get_settings
 
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ready"}
 

@@ -1,7 +1,7 @@
 """Real media files for the batch tests, generated on the spot (small, fast).
 
 Each writer makes a genuine file of its kind: JPEG with EXIF and GPS (via
-``galleryflow.samples``), PNG with alpha, 16-bit PNGs (grey through Pillow, RGB
+``galleryflow.intake.samples``), PNG with alpha, 16-bit PNGs (grey through Pillow, RGB
 written by hand since Pillow cannot write 48-bit PNG), CMYK JPEG, animated GIF,
 an MP4/WebM whose first second is black (encoded with PyAV), a Bayer DNG that
 LibRaw reads (written by hand: a TIFF with the DNG tags), and broken files.
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-from galleryflow.samples import SampleSpec, write_sample
+from galleryflow.intake.samples import SampleSpec, write_sample
 
 
 def jpeg(path: Path, size: tuple[int, int] = (640, 480), orientation: int = 1,

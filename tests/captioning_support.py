@@ -18,9 +18,9 @@ from PIL import ExifTags, Image
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ImageSet, ReviewRow
-from galleryflow.fsutil import sha256_file
-from galleryflow.settings import Settings
-from galleryflow.status import RowStatus
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus
 from tests.conftest import make_set
 from tests.services.ollama_stub import OllamaStub
 

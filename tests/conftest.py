@@ -27,8 +27,8 @@ os.environ.setdefault(
 
 import galleryflow  # noqa: E402,F401
 from galleryflow.db.engine import dispose_engines, migrate  # noqa: E402
-from galleryflow.samples import SampleSpec, write_sample  # noqa: E402
-from galleryflow.settings import Settings, get_settings, reset_settings  # noqa: E402
+from galleryflow.intake.samples import SampleSpec, write_sample  # noqa: E402
+from galleryflow.core.settings import Settings, get_settings, reset_settings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

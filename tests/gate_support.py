@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from flows.gate import add_gate_listener, remove_gate_listener
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.review_client import OpenGate, wait_for_gate
-from galleryflow.settings import Settings, get_settings, reset_settings
+from galleryflow.review.answer import OpenGate, wait_for_gate
+from galleryflow.core.settings import Settings, get_settings, reset_settings
 
 WAIT = 240.0  # seconds a step may take on a loaded 2-core machine before the test gives up
 

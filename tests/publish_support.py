@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import select
 
 from galleryflow.db import ImageSet, PublishLog, ReviewRow, session_scope
-from galleryflow.fsutil import copy_verified
-from galleryflow.settings import Settings
+from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.settings import Settings
 from tests.conftest import make_set
 
 PATHS = {
@@ -156,7 +156,7 @@ elif crash == "before_upsert":
 elif crash == "before_mark":
     publish._mark_published = die
 
-from galleryflow.settings import PublishSettings, get_settings
+from galleryflow.core.settings import PublishSettings, get_settings
 
 settings = get_settings()  # same GALLERYFLOW_HOME as the test (inherited environment)
 settings = settings.model_copy(update={"publish": PublishSettings(**cfg["publish"])})

@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.fsutil import sha256_file
-from galleryflow.settings import Settings, get_settings, reset_settings
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.settings import Settings, get_settings, reset_settings
 
 TINY_MODEL = "gf-tiny-vit"
 TINY_CONFIG = {
@@ -78,7 +78,7 @@ def write_tiny_clip(folder: Path, seed: int = 0) -> tuple[Path, Path]:
 def write_head(path: Path, input_size: int = TINY_CONFIG["embed_dim"], seed: int = 0) -> Path:
     import torch
 
-    from galleryflow.scoring_models import AestheticMLP
+    from galleryflow.scoring.models import AestheticMLP
 
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from galleryflow.batch_status import get_job, list_jobs
-from galleryflow.cli_batch import batch_app
+from galleryflow.batch.status import get_job, list_jobs
+from galleryflow.app.cli_batch import batch_app
 from tests import batch_media as gen
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -82,7 +82,7 @@ def test_rerun_skips_finished_outputs(tmp_path):
 
 def test_job_level_faults_fail_before_any_work(tmp_path, gf_home):
     from flows.batch import BatchJobError, batch_process
-    from galleryflow.presets import PresetError
+    from galleryflow.batch.presets import PresetError
 
     _photos(tmp_path / "in", 2)
     with pytest.raises(PresetError, match="resize needs width"):
@@ -181,7 +181,7 @@ def test_a_killed_job_is_reported_crashed_and_a_rerun_skips_what_it_finished(
             "--param", "format=png", "--param", "width=1000"]
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
            "GALLERYFLOW_BATCH__WORKERS": "1", "GALLERYFLOW_BATCH__CHUNK_SIZE": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "galleryflow.cli", "batch", "process", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "galleryflow.app.cli", "batch", "process", *args],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

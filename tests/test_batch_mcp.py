@@ -1,5 +1,5 @@
 """The MCP server through real MCP client sessions: a stdio client that spawns
-``python -m galleryflow.mcp_server`` (as an assistant would), and the SDK's
+``python -m galleryflow.app.mcp_server`` (as an assistant would), and the SDK's
 in-process client for the error paths."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
 
-from galleryflow.batch_status import get_job
+from galleryflow.batch.status import get_job
 from tests import batch_media as gen
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -43,7 +43,7 @@ def test_mcp_tools_over_stdio(tmp_path, gf_home):
     gen.text_named(images / "readme.jpg")
     gen.video(tmp_path / "clips" / "intro.mp4", black_seconds=0.5)
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "galleryflow.mcp_server"], cwd=str(tmp_path),
+        command=sys.executable, args=["-m", "galleryflow.app.mcp_server"], cwd=str(tmp_path),
         env={
             "GALLERYFLOW_HOME": str(gf_home.home),
             "GALLERYFLOW_CONFIG": str(tmp_path / "none.toml"),
@@ -96,7 +96,7 @@ def test_mcp_tools_over_stdio(tmp_path, gf_home):
 
 
 def test_mcp_in_process_session_errors_and_presets(tmp_path):
-    from galleryflow.mcp_server import build_server
+    from galleryflow.app.mcp_server import build_server
 
     async def session() -> None:
         async with Client(build_server()) as client:

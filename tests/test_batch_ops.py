@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from galleryflow import media
-from galleryflow.batch_outputs import OutputRegistry, glob_base, iter_inputs
-from galleryflow.fsutil import sha256_file
-from galleryflow.presets import PresetError, resolve
+from galleryflow.imaging import media
+from galleryflow.batch.outputs import OutputRegistry, glob_base, iter_inputs
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.batch.presets import PresetError, resolve
 from tasks.batch_ops import FileResult, JobSpec, _retry_io, run_chunk
 from tests import batch_media as gen
 

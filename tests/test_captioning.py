@@ -11,8 +11,8 @@ from sqlalchemy import delete, select
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import MetadataQuality, ReviewRow
-from galleryflow.settings import Settings
-from galleryflow.status import ProofStatus, RowStatus
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import (
     DRAFT_SCHEMA,
     PROMPT_VERSION,
@@ -20,7 +20,7 @@ from tasks.captioning import (
     prepare_plan,
     regenerate_rows,
 )
-from tasks.common import StageError
+from galleryflow.core.stages import StageError
 from tasks.model_resize import resize_rows
 from tests.captioning_support import FALLBACK, PRIMARY, insert_set, point_at, rows, stub  # noqa: F401
 from tests.services import free_port

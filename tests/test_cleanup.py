@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.settings import Settings
+from galleryflow.core.settings import Settings
 from tasks.cleanup import plan_and_clean
 
 DAY = 86400

@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.settings import Settings
+from galleryflow.core.settings import Settings
 from tasks.report import busy_seconds
 
 H = timedelta(hours=1)

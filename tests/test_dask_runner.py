@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.settings import Settings, get_settings, reset_settings
+from galleryflow.core.settings import Settings, get_settings, reset_settings
 from tests.conftest import make_set
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_the_threads_runner_is_the_default(gf_home: Settings):
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from galleryflow.runners import build_task_runner
+    from flows.runners import build_task_runner
 
     assert isinstance(build_task_runner(gf_home), ThreadPoolTaskRunner)
 
@@ -27,10 +27,10 @@ def test_a_small_set_runs_through_the_dask_runner(prefect_server_api: str, tmp_p
     import prefect_dask  # the test extra installs it
 
     from flows.process_sets import process_sets as base
-    from galleryflow.runners import deployable
+    from flows.runners import deployable
 
     from flows.gate import add_gate_listener, remove_gate_listener
-    from galleryflow.review_client import auto_approver
+    from galleryflow.review.answer import auto_approver
     from tests.captioning_support import PRIMARY
     from tests.services.ollama_stub import OllamaStub
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from galleryflow.deployments import fill_placeholders, load_project, served_deployments
-from galleryflow.settings import Settings
+from galleryflow.app.deployments import fill_placeholders, load_project, served_deployments
+from galleryflow.core.settings import Settings
 
 
 def test_prefect_yaml_declares_every_deployment(gf_home: Settings, monkeypatch: pytest.MonkeyPatch):
@@ -38,7 +38,7 @@ def test_served_deployments_match_prefect_yaml(gf_home: Settings, monkeypatch: p
     project = load_project(gf_home)
     monkeypatch.chdir(project.root)
     served = {d.name + ":" + d.entrypoint: d for d in served_deployments(project)}
-    urgent = served["urgent:galleryflow/runners.py:process_sets"]
+    urgent = served["urgent:flows/runners.py:process_sets"]
     assert urgent.parameters == {"intake_dir": "urgent"}
     assert urgent.schedules[0].schedule.interval == timedelta(minutes=15)
     assert "weekly:flows/cleanup.py:cleanup" in served and "daily:flows/daily_report.py:daily_report" in served

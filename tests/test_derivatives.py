@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms, IptcImagePlugin, JpegImagePlugin
 
-from galleryflow.samples import SampleSpec, write_sample
-from tasks.derivatives import (
+from galleryflow.intake.samples import SampleSpec, write_sample
+from galleryflow.publishing.derivatives import (
     DerivativeError,
     DerivativeInput,
     DerivativeSpec,

@@ -4,7 +4,7 @@ Each flow runs in a thread of its own (with the harness's context copied in, so
 it talks to the same API); the test plays the reviewer from the main thread the
 way the CLI does: it waits for the paused run's form, reads the pre-filled rows
 from Prefect, and resumes the run with an answer Prefect validates against the
-form's schema (``galleryflow.review_client``).
+form's schema (``galleryflow.review.answer``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 from flows.gate import GateStopped
 from flows.process_sets import RunSummary, process_sets
 from flows.review_publish import ReviewPublishSummary, review_publish
-from galleryflow.review_client import OpenGate, answer_gate, build_answer
-from galleryflow.settings import get_settings, reset_settings
-from galleryflow.status import RowStatus
+from galleryflow.review.answer import OpenGate, answer_gate, build_answer
+from galleryflow.core.settings import get_settings, reset_settings
+from galleryflow.core.status import RowStatus
 from tests.captioning_support import point_at, stub  # noqa: F401  (fixture)
 from tests.conftest import make_set
 from tests.gate_support import FlowThread, Reviewer, configure, db_rows, offline
@@ -255,8 +255,8 @@ def test_the_form_is_stored_after_the_pause_and_found_again_when_the_server_lose
     from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     from flows.gate import add_gate_listener, remove_gate_listener
-    from galleryflow.cli import app
-    from galleryflow.review_client import auto_approver
+    from galleryflow.app.cli import app
+    from galleryflow.review.answer import auto_approver
 
     offline(monkeypatch, GALLERYFLOW_REVIEW__PAGE_SIZE="1",
             GALLERYFLOW_REVIEW__TIMEOUT_SECONDS="200")
@@ -319,7 +319,7 @@ def test_the_form_is_stored_after_the_pause_and_found_again_when_the_server_lose
 def test_timeout_leaves_rows_waiting_then_review_publish_and_the_cli_finish_the_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reviewer: Reviewer,
 ) -> None:
-    from galleryflow.cli import app
+    from galleryflow.app.cli import app
 
     offline(monkeypatch, GALLERYFLOW_REVIEW__TIMEOUT_SECONDS="3")
     folder = make_set(tmp_path / "sets", "harbour", 3, size=(480, 320))
@@ -369,7 +369,7 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
 ) -> None:
     """`galleryflow demo --approve-all`'s listener: a real answer, sent from its own thread."""
     from flows.gate import add_gate_listener, remove_gate_listener
-    from galleryflow.review_client import auto_approver
+    from galleryflow.review.answer import auto_approver
     from tests.services.ollama_stub import Good as Answer
 
     point_at(configure(monkeypatch), stub)

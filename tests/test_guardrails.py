@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from galleryflow.settings import DraftLimits
-from tasks.guardrails import (
+from galleryflow.core.settings import DraftLimits
+from galleryflow.captioning.guardrails import (
     Draft,
     DraftContext,
     Evidence,

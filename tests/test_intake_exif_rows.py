@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.fsutil import copy_verified
-from galleryflow.ledger import SessionLedger
-from galleryflow.samples import SampleSpec, write_sample
-from galleryflow.settings import Settings
-from galleryflow.status import RowStatus
+from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.intake.samples import SampleSpec, write_sample
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus
 from tasks.exif import read_exif
 from tasks.intake import IntakeItem, copy_in
 from tasks.review_rows import upsert_rows
@@ -51,7 +51,7 @@ def test_copy_is_verified_and_original_untouched(sample_set: Path, gf_home: Sett
 
 
 def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Path, monkeypatch):
-    import galleryflow.fsutil as fsutil
+    import galleryflow.core.fsutil as fsutil
 
     dest = tmp_path / "incoming" / "a.jpg"
     real_sha = fsutil.sha256_file

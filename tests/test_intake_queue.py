@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from galleryflow.db import ImageSet, SeenContent, session_scope
-from galleryflow.intake_queue import (
+from galleryflow.intake.queue import (
     claim,
     content_digest,
     discover_sets,
@@ -22,7 +22,7 @@ from galleryflow.intake_queue import (
     release_claims,
     resolve_intake_dir,
 )
-from galleryflow.settings import Settings
+from galleryflow.core.settings import Settings
 from tests.conftest import make_set
 
 
@@ -136,7 +136,7 @@ def test_discover_takes_ready_unclaimed_sets_once(gf_home: Settings, tmp_path: P
     (queue / "empty").mkdir()
     (arriving / "readme.txt").write_text("x")
     settings = _settings(gf_home, 30)
-    with _Records("galleryflow.intake_queue") as log:
+    with _Records("galleryflow.intake.queue") as log:
         assert discover_sets(Path("queue"), settings) == [ready]
         assert "readme.txt" in log.text and "not image files, ignored" in log.text
         assert "quiet: still arriving" in log.text
@@ -152,8 +152,8 @@ def test_a_failed_scheduled_run_gives_its_sets_back(gf_home: Settings, prefect_a
     """A run that claimed a set and rolled it back releases it; the next run takes it."""
     import flows.process_sets as process_module
     from flows.process_sets import SetsFailed
-    from galleryflow.runners import deployable
-    from tasks.common import ChunkReport, StageError
+    from flows.runners import deployable
+    from galleryflow.core.stages import ChunkReport, StageError
 
     queue = gf_home.home / "intake" / "queue"
     (make_set(queue, "stormy", 2, size=(320, 240)) / ".ready").touch()

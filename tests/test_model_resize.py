@@ -10,11 +10,11 @@ from PIL import Image
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ReviewRow
-from galleryflow.fsutil import sha256_file
-from galleryflow.ledger import SessionLedger
-from galleryflow.samples import SampleSpec, write_sample
-from galleryflow.settings import Settings
-from galleryflow.status import RowStatus
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.ledger import SessionLedger
+from galleryflow.intake.samples import SampleSpec, write_sample
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus
 from tasks.model_resize import model_resize_chunk, resize_rows, set_dir_name
 from tests.captioning_support import insert_set, rows
 

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from prefect import flow
 
-from blocks.notify import NotificationError, NotificationWebhook
-from galleryflow.notify import notify_completion, notify_failure, notify_review_gate, send
-from galleryflow.settings import Settings
+from blocks.webhook import NotificationError, NotificationWebhook
+from galleryflow.notifications import notify_completion, notify_failure, notify_review_gate, send
+from galleryflow.core.settings import Settings
 from tests.services.webhook import webhook_receiver
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -86,7 +86,7 @@ def test_an_unreachable_webhook_names_the_host_not_the_secret_url(notify_block):
     url = f"http://127.0.0.1:{free_port()}/hooks/very-secret"
     block = notify_block(url, timeout_seconds=2)
     with pytest.raises(NotificationError) as info:
-        from blocks.notify import Notification
+        from blocks.webhook import Notification
 
         block.send(Notification(event="completed", title="t", text="t"))
     assert "127.0.0.1" in str(info.value) and "very-secret" not in str(info.value)
@@ -94,7 +94,7 @@ def test_an_unreachable_webhook_names_the_host_not_the_secret_url(notify_block):
 
 
 def test_events_can_be_narrowed_and_no_block_means_no_notification(notify_block, gf_home):
-    from blocks.notify import Notification
+    from blocks.webhook import Notification
 
     with webhook_receiver() as hook:
         assert send(Notification(event="completed", title="t", text="t")) is False  # no block yet

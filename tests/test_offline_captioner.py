@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from galleryflow.samples import SampleSpec, write_sample
-from galleryflow.settings import Settings
-from galleryflow.status import ProofStatus, RowStatus
+from galleryflow.intake.samples import SampleSpec, write_sample
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import caption_chunk, prepare_plan
-from tasks.common import StageError
-from tasks.guardrails import DraftContext, Evidence, check_draft, similarity
+from galleryflow.core.stages import StageError
+from galleryflow.captioning.guardrails import DraftContext, Evidence, check_draft, similarity
 from tasks.model_resize import resize_rows
-from tasks.offline_captioner import OFFLINE_MODEL, image_stats, offline_draft
+from galleryflow.captioning.offline import OFFLINE_MODEL, image_stats, offline_draft
 from tests.captioning_support import PRIMARY, insert_set, point_at, rows, stub  # noqa: F401
 from tests.services import free_port
 from tests.services.ollama_stub import OllamaStub
@@ -99,7 +99,7 @@ def test_offline_never_replaces_a_reachable_server(gf_home: Settings, stub: Olla
 
 
 def test_missing_facts_leave_no_stray_punctuation():
-    from tasks.offline_captioner import _sentence
+    from galleryflow.captioning.offline import _sentence
 
     assert _sentence("Harbour evening,", "", ":", "a dark frame") == "Harbour evening, a dark frame."
     assert _sentence("Lake,", "at dawn", "3 July:", "cool tones") == "Lake, at dawn 3 July: cool tones."

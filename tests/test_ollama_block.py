@@ -12,8 +12,8 @@ from blocks.ollama import (
     resolve_endpoint,
     same_model,
 )
-from galleryflow.settings import Settings
-from tasks.common import StageError
+from galleryflow.core.settings import Settings
+from galleryflow.core.stages import StageError
 
 
 def test_settings_defaults_need_no_block(gf_home: Settings) -> None:

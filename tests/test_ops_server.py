@@ -17,11 +17,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 from prefect.types._datetime import now as prefect_now
 
-from galleryflow.deployments import load_project, local_timezone
-from galleryflow.intake_queue import claim, content_digest, inspect_folder
-from galleryflow.ops_setup import SetupReport, run_setup
-from galleryflow.settings import Settings
-from galleryflow.watch import WatchService, deployment_run_starter
+from galleryflow.app.deployments import load_project, local_timezone
+from galleryflow.intake.queue import claim, content_digest, inspect_folder
+from galleryflow.app.setup import SetupReport, run_setup
+from galleryflow.core.settings import Settings
+from galleryflow.app.watch import WatchService, deployment_run_starter
 from tests.conftest import make_set
 from tests.services.prefect_ops import galleryflow_deployments, paused_deployments, runs_of, wait_final, worker
 
@@ -204,7 +204,7 @@ def test_watch_leaves_queue_sets_for_the_nightly_run(deployed: SetupReport, pref
     service.tick()
     assert service.started_runs == []
     # ... and the nightly run takes it (claims it) exactly once.
-    from galleryflow.intake_queue import discover_sets
+    from galleryflow.intake.queue import discover_sets
 
     assert discover_sets(Path("queue"), gf_home) == [folder]
     assert discover_sets(Path("queue"), gf_home) == []
@@ -216,8 +216,8 @@ def test_run_hands_the_sets_to_a_worker_and_waits_through_the_gate(
     a real worker runs it, the gate is answered through the API, the CLI reports the end."""
     from typer.testing import CliRunner
 
-    from galleryflow.cli import app
-    from galleryflow.review_client import answer_gate, build_answer, open_gates
+    from galleryflow.app.cli import app
+    from galleryflow.review.answer import answer_gate, build_answer, open_gates
     from tests.gate_support import db_rows
     from tests.services import free_port
 

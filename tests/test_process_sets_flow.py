@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 import flows.process_sets as process_module
 from flows.process_sets import SetsFailed, process_sets
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.settings import Settings
-from tasks.common import StageError
+from galleryflow.core.settings import Settings
+from galleryflow.core.stages import StageError
 from tasks.validate import SetValidationError
 from tests.captioning_support import stub  # noqa: F401  (fixture)
 from tests.conftest import make_set
@@ -26,7 +26,7 @@ def model_and_reviewer(gf_home: Settings, stub):
     """Stage 7 talks to the Ollama stand-in; the gate is answered through the API
     by approving every passing row (as `galleryflow demo --approve-all` does)."""
     from flows.gate import add_gate_listener, remove_gate_listener
-    from galleryflow.review_client import auto_approver
+    from galleryflow.review.answer import auto_approver
     from tests.captioning_support import point_at
 
     point_at(gf_home, stub)
@@ -92,7 +92,7 @@ def test_blocking_error_rolls_back_only_that_session(tmp_path: Path, gf_home: Se
             name = db.get(ImageSet, session_id).name
         if name == "doomed":
             raise StageError("model server unreachable after 3 retries")
-        from tasks.common import ChunkReport
+        from galleryflow.core.stages import ChunkReport
         return [ChunkReport(stage="fake")]
 
     real_stages = process_module.LATER_STAGES
@@ -132,7 +132,7 @@ def test_rollback_restores_refreshed_rows(tmp_path: Path, gf_home: Settings, mon
         assert row.status == "awaiting_review" and row.blur_score is not None  # stages 5-7 ran
         caption = row.caption
         row.blur_score = 123.0
-    from galleryflow.samples import SampleSpec, write_sample
+    from galleryflow.intake.samples import SampleSpec, write_sample
     write_sample(folder / "again-01.jpg", SampleSpec(name="n", width=900, height=600, seed=77))
     old_copy = (gf_home.incoming_dir / "again" / "again-01.jpg").read_bytes()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from galleryflow.settings import Settings
+from galleryflow.core.settings import Settings
 from tasks.captioning import caption_chunk, start_captioning
-from tasks.common import chunked
+from galleryflow.core.stages import chunked
 from tasks.model_resize import model_resize_chunk
 from tasks.proof import ProofSummary, artifact_key, publish_proof_artifacts
 from tests.captioning_support import PRIMARY, insert_set, point_at, rows, stub  # noqa: F401

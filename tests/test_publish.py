@@ -19,8 +19,8 @@ from blocks.targets import (
     SftpSession,
     SftpTarget,
 )
-from galleryflow.settings import Settings
-from tasks.derivatives import work_folder
+from galleryflow.core.settings import Settings
+from galleryflow.publishing.derivatives import work_folder
 from tasks.publish import (
     PublishConfigError,
     PublishIncomplete,
@@ -574,14 +574,14 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
         FlowRunFilterId,
     )
 
-    from galleryflow.settings import reset_settings
+    from galleryflow.core.settings import reset_settings
     from tasks.publish import ensure_publish_concurrency_limit
 
     monkeypatch.setenv("GALLERYFLOW_PUBLISH__FULL_LONG_EDGE", "640")
     monkeypatch.setenv("GALLERYFLOW_PUBLISH__RETRIES", "1")
     monkeypatch.setenv("GALLERYFLOW_PUBLISH__RETRY_DELAY_SECONDS", "0")
     reset_settings()
-    from galleryflow.settings import get_settings
+    from galleryflow.core.settings import get_settings
 
     settings = get_settings()
     ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec(), RowSpec(status="rejected")])

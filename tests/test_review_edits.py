@@ -8,8 +8,8 @@ import pytest
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import MetadataQuality, ReviewRow
-from galleryflow.settings import Settings
-from galleryflow.status import ProofStatus, RowStatus
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import DraftEdits, apply_edit, validate_edit
 from tests.captioning_support import insert_set, rows
 

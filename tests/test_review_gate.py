@@ -16,17 +16,17 @@ from prefect.input.run_input import create_v2_schema
 from sqlalchemy import select
 
 from galleryflow.db import MetadataQuality, ReviewRow, session_scope
-from galleryflow.settings import Settings
-from galleryflow.status import ProofStatus, RowStatus
-from tasks.review_gate import (
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import ProofStatus, RowStatus
+from galleryflow.review.forms import (
     ReviewDecision,
     ReviewRowInput,
-    apply_decisions,
     build_description,
     row_to_input,
     sort_for_review,
     spelling_flags,
 )
+from tasks.review_gate import apply_decisions
 from tests.captioning_support import insert_set, rows
 
 pytestmark = pytest.mark.usefixtures("db")
@@ -375,7 +375,7 @@ def test_answering_threads_use_the_callers_prefect_api() -> None:
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from galleryflow.review_client import with_api_context
+    from galleryflow.review.answer import with_api_context
 
     seen: dict[str, str | None] = {}
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from flows.process_sets import RunSummary, process_sets
-from galleryflow.status import RowStatus
+from galleryflow.core.status import RowStatus
 from tests.conftest import make_set
 from tests.gate_support import FlowThread, Reviewer, db_rows, offline
 from tests.gate_support import reviewer  # noqa: F401  (fixture)

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 from prefect import flow
 
-from galleryflow.fsutil import sha256_file
-from galleryflow.imaging import open_reduced
-from galleryflow.quality import (
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.imaging.decode import open_reduced
+from galleryflow.imaging.stats import (
     ImageStats,
     fallback_aesthetic,
     fallback_brisque,
@@ -29,9 +29,9 @@ from galleryflow.quality import (
     phash,
     phash_distance,
 )
-from galleryflow.settings import get_settings
+from galleryflow.core.settings import get_settings
 from tasks import scoring
-from tasks.common import ChunkReport
+from galleryflow.core.stages import ChunkReport
 from tasks.scoring import (
     ContentChanged,
     ScoreInput,
@@ -147,7 +147,7 @@ def test_fallback_values_identical_across_runs(photos, tmp_path):
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from galleryflow.fsutil import sha256_file\n"
+        "from galleryflow.core.fsutil import sha256_file\n"
         "from tasks.scoring import ScoreInput, score_images, scoring_setup\n"
         "paths = [Path(p) for p in sys.argv[1:]]\n"
         "items = [ScoreInput(sha256=sha256_file(p), path=p) for p in paths]\n"

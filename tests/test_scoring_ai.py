@@ -19,12 +19,12 @@ pytest.importorskip("pyiqa")
 
 import torch  # noqa: E402
 
-from galleryflow import scoring_models as sm  # noqa: E402
-from galleryflow.fsutil import sha256_file  # noqa: E402
-from galleryflow.imaging import open_reduced  # noqa: E402
-from galleryflow.quality import fallback_aesthetic, fallback_brisque, image_stats  # noqa: E402
-from galleryflow.settings import get_settings  # noqa: E402
-from tasks.common import ChunkReport  # noqa: E402
+from galleryflow.scoring import models as sm  # noqa: E402
+from galleryflow.core.fsutil import sha256_file  # noqa: E402
+from galleryflow.imaging.decode import open_reduced  # noqa: E402
+from galleryflow.imaging.stats import fallback_aesthetic, fallback_brisque, image_stats  # noqa: E402
+from galleryflow.core.settings import get_settings  # noqa: E402
+from galleryflow.core.stages import ChunkReport  # noqa: E402
 from tasks.scoring import ScoreInput, score_images, score_rows, scoring_setup  # noqa: E402
 from tests.conftest import make_set  # noqa: E402
 from tests.scoring_helpers import (  # noqa: E402

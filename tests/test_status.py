@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.status import IllegalTransition, RowStatus, can_transition, check_transition
+from galleryflow.core.status import IllegalTransition, RowStatus, can_transition, check_transition
 
 HAPPY_PATH = ["new", "scored", "captioned", "awaiting_review", "approved", "published"]
 

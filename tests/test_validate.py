@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from galleryflow.settings import Settings
+from galleryflow.core.settings import Settings
 from tasks.validate import check_file, validate_set_dirs
 from tests.conftest import make_set
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from galleryflow.status import ProofStatus, RowStatus, SetStatus, check_transition
+from galleryflow.core.status import ProofStatus, RowStatus, SetStatus, check_transition
 
 
 def utcnow() -> datetime:

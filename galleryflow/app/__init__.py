@@ -1,0 +1,1 @@
+"""Entry points: the CLI, the MCP server, the watch service, setup and deployments. The only part of galleryflow that imports flows/."""

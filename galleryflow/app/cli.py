@@ -1,0 +1,413 @@
+"""The ``galleryflow`` command line (typer + rich).
+
+Flows run in this process against the configured Prefect API (or Prefect's
+embedded server when none is configured), with a progress bar per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from galleryflow.core.settings import get_settings
+from galleryflow.app.terminal import ProgressBars, terminal_console
+
+app = typer.Typer(
+    name="galleryflow",
+    help="Photo sets to a published web gallery: AI drafts, a person approves.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = terminal_console()
+
+
+def _terminal_reviewer(bars: "ProgressBars"):  # type: ignore[no-untyped-def]
+    """Gate listener for `run`/`demo` without --approve-all: answer here, or elsewhere.
+
+    In a terminal the rows are shown and decided at a prompt (sent through the
+    Prefect API like the UI's form). Otherwise the run waits, and says how to
+    answer from the Prefect UI or `galleryflow review` (both need a Prefect
+    server: the embedded one lives only inside this process).
+    """
+    import threading
+
+    from galleryflow.review.answer import with_api_context, answer_gate, wait_for_gate
+
+    def listener(flow_run_id: str | None, key: str, rows: int) -> None:
+        if flow_run_id is None:
+            return
+
+        def answer() -> None:
+            gate = wait_for_gate(flow_run_id, key=key)
+            if gate is None:
+                return
+            bars.progress.stop()
+            console.print(_gate_table(gate))
+            if console.is_terminal:
+                answer_gate(gate, _interactive_answer(gate, reviewer=""))
+            else:
+                console.print(f"Review gate open ({rows} rows): answer it in the Prefect UI or with "
+                              f"`galleryflow review {flow_run_id}`.")
+            bars.progress.start()
+
+        threading.Thread(target=with_api_context(answer), name=f"review-{key}", daemon=True).start()
+
+    return listener
+
+
+def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str | None,
+                      strict: bool | None, approve_all: bool = False) -> Any:
+    from flows.gate import GateStopped, add_gate_listener, remove_gate_listener
+    from galleryflow.review.answer import auto_approver
+    from flows.runners import process_sets  # the configured task runner and hooks
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    with ProgressBars() as bars:
+        listener = auto_approver() if approve_all else _terminal_reviewer(bars)
+        add_gate_listener(listener)
+        try:
+            state = process_sets(
+                [str(p) for p in set_dirs], location=location, subject=subject, strict=strict,
+                return_state=True,
+            )
+        except GateStopped as exc:  # cancelled while the gate waited: nothing was published
+            console.print(f"[yellow bold]Run stopped[/]: {exc}. Decisions already sent are kept; "
+                          "the other rows wait for `galleryflow review` / review-publish.")
+            raise typer.Exit(1) from None
+        finally:
+            remove_gate_listener(listener)
+    return state
+
+
+def _print_run_result(state: Any) -> None:
+    from tasks.validate import SetValidationError
+
+    try:
+        summary = state.result()
+    except SetValidationError as exc:
+        console.print("[red bold]Validation failed[/]: nothing was written.")
+        _print_validation(exc.report)
+        raise typer.Exit(2)
+    except Exception as exc:
+        console.print(f"[red bold]Run failed[/]: {exc}")
+        _print_status(None, None)
+        raise typer.Exit(1)
+    _print_status(summary.flow_run_id, None)
+
+
+def _print_validation(report: Any) -> None:
+    table = Table(title="Validation", show_lines=False)
+    for column in ("set", "file", "verdict", "format", "size", "messages"):
+        table.add_column(column)
+    for row in report.rows():
+        style = {"excluded": "red", "ignored": "dim"}.get(row["verdict"], "")
+        table.add_row(*row.values(), style=style)
+    console.print(table)
+    for line in report.faults_text().splitlines():
+        console.print(f"[red]✗[/] {line}")
+
+
+def _server_configured() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: bool) -> bool:
+    """Start the urgent deployment for these sets; False when it is not deployed."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    settings = get_settings()
+    try:
+        flow_run = run_deployment(
+            settings.watch.urgent_deployment, timeout=0,
+            parameters={"set_dirs": [str(p.resolve()) for p in set_dirs], "intake_dir": None,
+                        **parameters},
+        )
+    except ObjectNotFound:
+        return False
+    from prefect.settings import PREFECT_UI_URL
+
+    console.print(f"Started run {flow_run.name} ({flow_run.id}) of {settings.watch.urgent_deployment}.")
+    if PREFECT_UI_URL.value():
+        console.print(f"Watch it and answer its review gate at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
+    console.print(f"or from here: galleryflow review {flow_run.id}")
+    if wait:
+        import time
+
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            while True:
+                state = client.read_flow_run(flow_run.id).state
+                if state and state.is_final():
+                    break
+                time.sleep(2)
+        console.print(f"Run {flow_run.name} ended {state.name}.")
+        _print_status(str(flow_run.id), None)
+        if not state.is_completed():
+            raise typer.Exit(1)
+    return True
+
+
+@app.command()
+def run(
+    set_dirs: Annotated[list[Path], typer.Argument(help="Set folders (one shoot each).")],
+    location: Annotated[Optional[str], typer.Option(help="Where the sets were shot.")] = None,
+    subject: Annotated[Optional[str], typer.Option(help="What the sets are about.")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--lenient",
+                                                   help="A bad file fails its set.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="With a Prefect server: wait for the run to end.")] = False,
+    here: Annotated[bool, typer.Option("--here", help="Run in this process even when a server is configured.")] = False,
+    approve_all: Annotated[bool, typer.Option("--approve-all",
+                                              help="In this process: approve every passing row at the gate.")] = False,
+) -> None:
+    """Start process-sets on SET_DIR....
+
+    With a Prefect server configured (PREFECT_API_URL) and `galleryflow setup` done,
+    the sets go to the urgent deployment and a worker runs them; answer the gate
+    in the UI or with `galleryflow review`. Otherwise (or with --here) the flow
+    runs in this process, gate included.
+    """
+    if not here and not approve_all and _server_configured():
+        params = {"location": location, "subject": subject, "strict": strict}
+        if _start_on_server(set_dirs, params, wait):
+            return
+        console.print("No process-sets deployment on the server (run `galleryflow setup`): "
+                      "running in this process instead.")
+    state = _run_process_sets(set_dirs, location, subject, strict, approve_all)
+    _print_run_result(state)
+
+
+@app.command()
+def demo(
+    approve_all: Annotated[bool, typer.Option("--approve-all",
+                                              help="Answer the review gate by approving every passing row.")] = False,
+    megapixels: Annotated[float, typer.Option(help="Size of the generated sample photos.")] = 6.0,
+) -> None:
+    """Generate sample sets and run the whole pipeline on them."""
+    import os
+
+    from galleryflow.intake.samples import demo_sets
+    from galleryflow.core.settings import reset_settings
+
+    # No vision model can be assumed on a fresh machine: the demo lets the offline
+    # captioner stand in when no Ollama answers (marked `offline` in every proof).
+    os.environ.setdefault("GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED", "true")
+    reset_settings()
+    settings = get_settings()
+    settings.ensure_dirs()
+    samples = settings.home / "samples"
+    if not samples.exists():
+        console.print(f"Generating sample sets in {samples} …")
+    folders = [samples / n for n in ("alpine-lakes", "harbour-evening")]
+    if not all(f.is_dir() for f in folders):
+        folders = demo_sets(samples, megapixels=megapixels)
+    console.print(f"Running process-sets on {', '.join(f.name for f in folders)} "
+                  f"(home: {settings.home})")
+    state = _run_process_sets(folders, location=None, subject=None, strict=None,
+                              approve_all=approve_all)
+    _print_run_result(state)
+    console.print(f"\nState DB:        {settings.db_url}\nIncoming copies: {settings.incoming_dir}"
+                  f"\nPublished site:  {settings.site_dir} (open index.html)"
+                  f"\nGallery DB:      {settings.gallery_db_url}")
+
+
+def _status_data(run_id: str | None) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from galleryflow.db import ImageSet, ReviewRow, session_scope
+    from galleryflow.db.engine import is_up_to_date
+
+    settings = get_settings()
+    if not Path(settings.db_url.split("///")[-1]).exists() and settings.db_url.startswith("sqlite"):
+        return {"sets": [], "rows": []}
+    if not is_up_to_date(settings.db_url):
+        from galleryflow.db import migrate
+
+        migrate(settings.db_url)
+    with session_scope() as db:
+        query = select(ImageSet).order_by(ImageSet.id)
+        if run_id:
+            query = query.where(ImageSet.flow_run_id == run_id)
+        sets = list(db.scalars(query))
+        if not run_id and sets:
+            latest = sets[-1].flow_run_id
+            sets = [s for s in sets if s.flow_run_id == latest] if latest else sets[-1:]
+        keys = {s.set_key for s in sets}
+        rows = list(db.scalars(select(ReviewRow).where(ReviewRow.set_key.in_(keys))
+                               .order_by(ReviewRow.set_key, ReviewRow.original_name))) if keys else []
+        return {
+            "sets": [
+                {"session_id": s.id, "set": s.name, "status": s.status, "flow_run_id": s.flow_run_id,
+                 "images": s.image_count, "excluded": s.excluded_count, "error": s.error,
+                 "stage_seconds": s.stage_seconds or {},
+                 "started_at": s.started_at.isoformat() if s.started_at else None}
+                for s in sets
+            ],
+            "rows": [_row_dict(r) for r in rows],
+        }
+
+
+STATUS_COLUMNS = ("file", "status", "proof", "taken", "camera", "size",
+                  "aesthetic", "brisque", "blur", "caption")
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "set": row.set_key, "file": row.original_name, "status": row.status,
+        "proof": row.proof_status,
+        "taken_at": row.taken_at.isoformat(sep=" ") if row.taken_at else None,
+        "taken": row.taken_at.strftime("%m-%d %H:%M") if row.taken_at else None,
+        "camera": row.camera_model or row.camera_make,
+        "size": f"{row.width}×{row.height}" if row.width else None,
+        "gps": [row.gps_lat, row.gps_lon] if row.gps_lat is not None else None,
+        "brisque": row.brisque_score, "brisque_source": row.brisque_source,
+        "aesthetic": row.clip_aesthetic_score, "aesthetic_source": row.clip_aesthetic_source,
+        "blur": row.blur_score, "caption": row.caption, "web_file_name": row.web_file_name,
+        "sha256": row.sha256,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _print_status(run_id: str | None, as_json: bool | None) -> None:
+    data = _status_data(run_id)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    if not data["sets"]:
+        console.print("No sets processed yet.")
+        return
+    sets = Table(title="Sets")
+    for column in ("session", "set", "status", "images", "excluded", "stages (s)", "error"):
+        sets.add_column(column)
+    for s in data["sets"]:
+        stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
+        style = "red" if s["status"] in ("rolled_back", "failed") else ""
+        sets.add_row(str(s["session_id"]), s["set"], s["status"], str(s["images"]),
+                     str(s["excluded"]), stages, s["error"] or "", style=style)
+    console.print(sets)
+    for set_name in dict.fromkeys(r["set"] for r in data["rows"]):
+        rows = Table(title=f"{set_name}: rows, best aesthetic score first")
+        for column in STATUS_COLUMNS:
+            rows.add_column(column, overflow="fold", max_width=50 if column == "caption" else None,
+                            justify="right" if column in ("aesthetic", "brisque", "blur") else "left")
+        ordered = sorted((r for r in data["rows"] if r["set"] == set_name),
+                         key=lambda r: (-(r["aesthetic"] or 0), r["file"]))
+        for r in ordered:
+            rows.add_row(*(_fmt(r[c]) for c in STATUS_COLUMNS))
+        console.print(rows)
+
+
+def _gate_table(gate: Any) -> Table:
+    table = Table(title=f"Review gate of run {gate.flow_run_name} ({gate.flow_run_id})")
+    for column in ("#", "file", "proof and scores", "caption", "alt text", "keywords", "web file name"):
+        table.add_column(column, overflow="fold",
+                         max_width=40 if column in ("caption", "alt text", "proof and scores") else None)
+    for i, row in enumerate(gate.rows, 1):
+        table.add_row(str(i), row.file, row.summary, row.caption, row.alt_text, row.keywords,
+                      row.web_file_name)
+    return table
+
+
+def _interactive_answer(gate: Any, reviewer: str) -> dict[str, Any]:
+    from rich.prompt import Prompt
+
+    from galleryflow.review.answer import build_answer
+
+    answer = build_answer(gate, reviewer=reviewer)
+    choices = {"a": "approve", "r": "reject", "g": "regenerate", "s": "undecided"}
+    for row in answer["rows"]:
+        console.print(f"\n[bold]{row['file']}[/]\n  caption:  {row['caption']}\n  alt text: {row['alt_text']}"
+                      f"\n  keywords: {row['keywords']}\n  file:     {row['web_file_name']}")
+        pick = Prompt.ask("  [a]pprove, [r]eject, re[g]enerate, [e]dit caption, [s]kip",
+                          choices=["a", "r", "g", "e", "s"], default="s", console=console)
+        if pick == "e":
+            row["caption"] = Prompt.ask("  new caption", default=row["caption"], console=console)
+            pick = Prompt.ask("  then [a]pprove or [s]kip", choices=["a", "s"], default="a", console=console)
+        row["decision"] = choices[pick]
+    return answer
+
+
+@app.command()
+def review(
+    run_id: Annotated[Optional[str], typer.Argument(help="The paused flow run (default: every paused gate).")] = None,
+    approve_all: Annotated[bool, typer.Option("--approve-all", help="Approve every row whose proof passed.")] = False,
+    approve: Annotated[Optional[list[str]], typer.Option("--approve", help="Approve this file (repeatable).")] = None,
+    reject: Annotated[Optional[list[str]], typer.Option("--reject", help="Reject this file (repeatable).")] = None,
+    reviewer: Annotated[str, typer.Option(help="Your name, for the record.")] = "",
+    end: Annotated[bool, typer.Option("--end", help="End the review after this page.")] = False,
+) -> None:
+    """Show a paused run's review gate and answer it (same input as the Prefect UI)."""
+    from galleryflow.review.answer import answer_gate, build_answer, open_gates
+
+    gates, formless = open_gates(run_id)
+    for lost in formless:
+        console.print(f"[yellow]Run {lost.flow_run_name} ({lost.flow_run_id}) is paused at review gate "
+                      f"{lost.key or '?'} but its form is not stored on the Prefect server.[/] "
+                      "The gate stores it again at its next poll; run this command again in a "
+                      "moment. If it stays missing, the run's worker is gone: cancel the run and "
+                      "use `galleryflow recover`.")
+    if not gates:
+        if formless:
+            raise typer.Exit(1)
+        console.print("No review gate is open" + (f" for run {run_id}." if run_id else "."))
+        raise typer.Exit(1 if run_id else 0)
+    for gate in gates:
+        console.print(_gate_table(gate))
+        if approve_all or approve or reject:
+            answer = build_answer(gate, approve_all=approve_all, approve=set(approve or []),
+                                  reject=set(reject or []), reviewer=reviewer, end_review=end)
+        elif console.is_terminal:
+            answer = _interactive_answer(gate, reviewer)
+        else:
+            console.print("Not a terminal: pass --approve-all, --approve FILE or --reject FILE.")
+            raise typer.Exit(2)
+        answer_gate(gate, answer)
+        decided = sum(r["decision"] != "undecided" for r in answer["rows"])
+        # The bulk choice is applied by the gate to rows left undecided, against the
+        # proof in the DB; the form's summary says which of them passed.
+        bulk = sum(r["decision"] == "undecided" and r["summary"].startswith("proof passed")
+                   for r in answer["rows"]) if approve_all else 0
+        console.print(f"Sent {decided + bulk} decisions"
+                      f"{f' ({bulk} by bulk approval of rows whose proof passed)' if bulk else ''} "
+                      f"to run {gate.flow_run_id}.")
+
+
+@app.command()
+def status(
+    run_id: Annotated[Optional[str], typer.Argument(help="A flow run id (default: the latest run).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show sets, rows and their statuses."""
+    _print_status(run_id, as_json)
+
+
+from galleryflow.app.cli_batch import batch_app, mcp_command  # noqa: E402
+
+app.add_typer(batch_app, name="batch")
+app.command("mcp", help="Serve the batch tools to an AI assistant (MCP over stdio).")(mcp_command)
+
+from galleryflow.app.cli_ops import register as _register_ops  # noqa: E402  (setup, serve, watch)
+_register_ops(app)
+
+
+def main() -> None:  # pragma: no cover - console script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

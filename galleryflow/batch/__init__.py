@@ -1,0 +1,1 @@
+"""Batch jobs: presets and operations, outputs, job status."""

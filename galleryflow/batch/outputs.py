@@ -1,0 +1,152 @@
+"""Where a batch job's outputs go, and how a rerun knows they are already done.
+
+- Inputs are *streamed* from the glob (never listed in full), so a pattern that
+  matches a million files costs no more memory than one that matches ten.
+- An output keeps its input's path relative to the glob's fixed prefix, so a
+  recursive ``photos/**/*.jpg`` keeps its folders and most name clashes vanish.
+- Names are *claimed* in ``<output>/.galleryflow-batch/claims/``: a small record
+  per output name saying which input owns it, created with an atomic hard link
+  (fails if the name is taken, even across threads and processes). A name that
+  exists on disk and is not ours (an input, the user's own file) is never used:
+  the output gets ``-1``, ``-2``… instead. A rerun finds its own claim and reuses
+  the name.
+- The claim also records the *cache key* (input sha256 + resolved parameters +
+  ops version) and the output's size once written: a rerun with the same key and
+  a complete output skips the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from galleryflow.core.fsutil import atomic_write_text
+
+STATE_DIR = ".galleryflow-batch"
+_WILDCARDS = set("*?[")
+
+
+def glob_base(pattern: str) -> Path:
+    """The pattern's fixed leading folders: ``photos/2026/**/*.jpg`` → ``photos/2026``."""
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if _WILDCARDS & set(part):
+            break
+        fixed.append(part)
+    if not fixed:
+        return Path(".").resolve()
+    return Path(*fixed).resolve()
+
+
+def iter_inputs(pattern: str, exclude: Path | None = None) -> Iterator[Path]:
+    """Files matching ``pattern`` (``**`` recursive), one at a time, sorted per folder
+    level only by the OS. Hidden files and anything under ``exclude`` (the output
+    folder, when it lies inside the input tree) are left out."""
+    exclude_resolved = exclude.resolve() if exclude else None
+    for name in glob.iglob(os.path.expanduser(pattern), recursive=True):
+        path = Path(name)
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        resolved = path.resolve()
+        if exclude_resolved and resolved.is_relative_to(exclude_resolved):
+            continue
+        yield resolved
+
+
+def cache_key(input_sha256: str, operation: str, params: dict[str, Any], version: str) -> str:
+    """Content + parameters + code version: equal keys make equal outputs."""
+    canonical = json.dumps({"sha256": input_sha256, "op": operation, "params": params,
+                            "version": version}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Claim(BaseModel):
+    """The record behind one output name."""
+
+    input: str
+    output: str
+    key: str | None = None
+    size: int | None = None
+
+
+class OutputRegistry:
+    """Claims output names under one output directory (safe across threads and processes)."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.output_dir = output_dir.resolve()
+        self.claims_dir = self.output_dir / STATE_DIR / "claims"
+
+    def _claim_file(self, output: Path) -> Path:
+        rel = output.relative_to(self.output_dir).as_posix()
+        return self.claims_dir / (hashlib.sha1(rel.encode()).hexdigest() + ".json")
+
+    def desired(self, source: Path, base: Path, suffix: str) -> Path:
+        try:
+            rel = source.relative_to(base)
+        except ValueError:
+            rel = Path(source.name)
+        return (self.output_dir / rel).with_suffix(suffix)
+
+    def claim(self, source: Path, desired: Path, max_tries: int = 1000) -> tuple[Path, Claim]:
+        """The output path for ``source``: ``desired`` if free or already ours, else
+        ``name-1.ext``, ``name-2.ext``… Never a path that exists and is not ours."""
+        self.claims_dir.mkdir(parents=True, exist_ok=True)
+        source_str = str(source)
+        for n in range(max_tries):
+            candidate = desired if n == 0 else desired.with_name(f"{desired.stem}-{n}{desired.suffix}")
+            record = self.read(candidate)
+            if record is not None:
+                if record.input == source_str:
+                    return candidate, record
+                continue  # another input owns this name
+            if candidate.exists() or candidate.resolve() == source:
+                continue  # an input or a file that is not ours: never overwrite it
+            record = Claim(input=source_str, output=str(candidate))
+            if self._create(candidate, record):
+                return candidate, record
+        raise FileExistsError(f"no free output name for {source.name} after {max_tries} tries")
+
+    def _create(self, output: Path, record: Claim) -> bool:
+        target = self._claim_file(output)
+        fd, tmp = tempfile.mkstemp(prefix=".claim.", suffix=".part", dir=self.claims_dir)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(record.model_dump_json())
+            os.link(tmp, target)  # atomic, and fails when the name is taken
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def read(self, output: Path) -> Claim | None:
+        try:
+            return Claim.model_validate_json(self._claim_file(output).read_text())
+        except FileNotFoundError:
+            return None
+
+    def complete(self, output: Path, record: Claim, key: str) -> bool:
+        """True when ``output`` is the finished result of ``key`` (a rerun can skip it)."""
+        if record.key != key or record.size is None:
+            return False
+        try:
+            return output.stat().st_size == record.size
+        except FileNotFoundError:
+            return False
+
+    def record_done(self, output: Path, record: Claim, key: str) -> None:
+        record = record.model_copy(update={"key": key, "size": output.stat().st_size})
+        atomic_write_text(self._claim_file(output), record.model_dump_json())
+
+
+# Output bytes per pixel, generous (noisy photos at high quality), for disk estimates.
+BYTES_PER_PIXEL = {"jpeg": 0.6, "webp": 0.45, "avif": 0.3, "png": 3.2}

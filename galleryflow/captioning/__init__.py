@@ -1,0 +1,1 @@
+"""Stage 7, plain Python: guardrails (normalise, then judge) and the offline captioner."""

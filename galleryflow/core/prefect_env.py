@@ -1,0 +1,82 @@
+"""Prefect defaults galleryflow fills in where the user has chosen none.
+
+Prefect 3 reads ``PREFECT_*`` settings when it is first imported. Importing
+``galleryflow`` calls :func:`configure_prefect_env`, which puts the defaults in the
+environment and, when Prefect was imported first, has Prefect read its settings
+again (``prefect.context.refresh_global_settings_context``, Prefect's own way to
+pick up environment changes) — so the order of the two imports changes nothing.
+The defaults:
+
+- a generous start-up timeout for the embedded (ephemeral) server, whose first
+  start runs its own migrations and can take well over Prefect's default on a
+  small machine;
+- analytics off;
+- task results persisted under ``GALLERYFLOW_HOME/results``, so task caching
+  works across runs (Prefect's default keeps results in memory only);
+- when no Prefect server is configured, the embedded server's database under
+  ``GALLERYFLOW_HOME/prefect/`` instead of the user's global
+  ``~/.prefect/prefect.db``. That file belongs to whatever Prefect the user runs
+  elsewhere: once a newer Prefect has migrated it, the Prefect galleryflow was
+  tested with cannot open it ("No such revision") and its embedded server never
+  comes up; and galleryflow must not migrate it under the user's other tools
+  either. The user's profiles and their own server are left as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+}
+
+API_URL = "PREFECT_API_URL"
+# Both names Prefect accepts for the server's database (the second is the 2.x one).
+DATABASE_URLS = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+
+
+def configure_prefect_env() -> None:
+    for key, value in _DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    home = gallery_home()
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "results"))
+    profile = active_profile_settings()
+    chosen = {**profile, **os.environ}
+    if not chosen.get(API_URL) and not any(chosen.get(name) for name in DATABASE_URLS):
+        database = home / "prefect" / "prefect.db"
+        # SQLite creates the file, not its folder.
+        database.parent.mkdir(parents=True, exist_ok=True)
+        os.environ[DATABASE_URLS[0]] = f"sqlite+aiosqlite:///{database}"
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+
+
+def gallery_home() -> Path:
+    return Path(os.environ.get("GALLERYFLOW_HOME", ".galleryflow")).expanduser().resolve()
+
+
+def active_profile_settings() -> dict[str, str]:
+    """The settings of the user's active Prefect profile, read without importing Prefect.
+
+    Written here rather than asked of Prefect because importing ``prefect`` fixes
+    its settings at that moment: the defaults above must be in the environment
+    first. Only the profile file is read (never created); an unreadable one counts
+    as empty, the way Prefect then starts with its defaults.
+    """
+    prefect_home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH", prefect_home / "profiles.toml")).expanduser()
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    name = os.environ.get("PREFECT_PROFILE") or document.get("active") or "ephemeral"
+    profile = document.get("profiles", {}).get(name, {})
+    return {str(k): str(v) for k, v in profile.items()} if isinstance(profile, dict) else {}

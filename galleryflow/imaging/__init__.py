@@ -1,0 +1,1 @@
+"""The image stack: sniff, decode (draft), orient, reduce; batch inputs (stills, RAW, video); statistics."""

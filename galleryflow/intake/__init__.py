@@ -1,0 +1,1 @@
+"""Intake folders (queue/, urgent/) and the demo's sample sets."""

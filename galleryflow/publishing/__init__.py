@@ -1,0 +1,1 @@
+"""Publishing, plain Python: web derivatives and their metadata."""

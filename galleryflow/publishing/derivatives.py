@@ -1,0 +1,363 @@
+"""Web derivatives for publishing: a full-size JPEG and a thumbnail per approved row.
+
+From the incoming copy (never the original), decoded once:
+
+- JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the web size allows it
+  (DESIGN.md: ~3× faster for a 2000-px result); the thumbnail is reduced from the
+  full-size image, so one decode serves both;
+- EXIF orientation applied to the pixels (the output says orientation 1);
+- colour converted to sRGB through the embedded ICC profile (PIL.ImageCms), and
+  the sRGB profile embedded, so browsers that ignore profiles still show it right;
+- caption, alt text and keywords embedded twice, because sites and photo tools
+  read one or the other: IPTC IIM in a Photoshop APP13 segment (Caption-Abstract
+  2:120, Keywords 2:25, Headline 2:105, ObjectName 2:05, UTF-8 declared in 1:90)
+  and XMP (dc:description, dc:subject, dc:title, photoshop:Headline,
+  Iptc4xmpCore:AltTextAccessibility);
+- EXIF reduced to an allow-list of photographic facts; GPS only when asked to
+  keep it. The source's own XMP/IPTC/maker notes are never copied (they can
+  carry location too).
+
+Outputs go to ``work/publish/<row id>/`` under a name derived from a content key
+(source sha256, metadata, sizes, code version), written atomically. A rerun after
+a crash finds them and reuses them; identical inputs give byte-identical files,
+which is what lets a resumed publish recognise an upload it already made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import threading
+from functools import lru_cache
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from PIL import ExifTags, Image, ImageCms, ImageOps
+from pydantic import BaseModel, Field
+
+from galleryflow.core.fsutil import atomic_path, sha256_file
+from galleryflow.imaging.decode import draft_request, to_rgb
+
+# Bump when the output of this module changes, so cached work files are not reused.
+FORMAT_VERSION = "1"
+
+
+class DerivativeError(RuntimeError):
+    """The web images for one row could not be built (message names file and fault)."""
+
+
+class DerivativeSpec(BaseModel):
+    full_long_edge: int = Field(ge=16)
+    thumb_long_edge: int = Field(ge=16)
+    quality: int = Field(ge=1, le=95)
+    keep_gps: bool = False
+
+
+class DerivativeInput(BaseModel):
+    row_id: int
+    source_path: Path  # the incoming copy
+    sha256: str  # of the incoming copy: part of the key
+    object_name: str  # the web file name without suffix (IPTC ObjectName, dc:title)
+    headline: str | None = None
+    caption: str | None = None
+    alt_text: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+
+class WebImage(BaseModel):
+    path: Path
+    width: int
+    height: int
+    size: int
+    sha256: str
+
+
+class Derivatives(BaseModel):
+    key: str
+    image: WebImage
+    thumbnail: WebImage
+    reused: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------- keys, paths
+
+
+def derivative_key(item: DerivativeInput, spec: DerivativeSpec) -> str:
+    payload = item.model_dump(mode="json", exclude={"row_id", "source_path"})
+    payload.update(spec=spec.model_dump(mode="json"), version=FORMAT_VERSION)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def work_folder(work_dir: Path, row_id: int) -> Path:
+    return work_dir / "publish" / str(row_id)
+
+
+def derivative_paths(work_dir: Path, item: DerivativeInput, key: str) -> tuple[Path, Path]:
+    folder = work_folder(work_dir, item.row_id)
+    return folder / f"{key[:20]}.jpg", folder / f"{key[:20]}-thumb.jpg"
+
+
+# --------------------------------------------------------------------------- colour
+
+
+@lru_cache(maxsize=1)
+def srgb_profile_bytes() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+_transform_lock = threading.Lock()
+
+
+@lru_cache(maxsize=32)
+def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    target = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    # NOCACHE: lcms's one-pixel cache is not thread-safe, and derivatives run in threads.
+    return ImageCms.buildTransform(
+        source,
+        target,
+        mode,
+        "RGB",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL,
+        flags=ImageCms.Flags.NOCACHE,
+    )
+
+
+def to_srgb(img: Image.Image, icc: bytes | None, name: str) -> tuple[Image.Image, list[str]]:
+    """Convert ``img`` from its embedded profile to sRGB; RGB out. Returns warnings."""
+    if icc and img.mode in ("RGB", "CMYK", "L"):
+        try:
+            with _transform_lock:  # building is cheap but lru_cache is not atomic
+                transform = _transform(icc, img.mode)
+            return ImageCms.applyTransform(img, transform), []
+        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+            # A broken profile: publish as if sRGB, and say so rather than fail the row.
+            return to_rgb(img), [f"{name}: embedded ICC profile unusable ({exc}); treated as sRGB"]
+    return to_rgb(img), []
+
+
+# ----------------------------------------------------------------------------- EXIF
+
+_B = ExifTags.Base
+_IFD0_KEEP = [_B.Make, _B.Model, _B.DateTime, _B.Artist, _B.Copyright]
+_EXIF_KEEP_NAMES = [
+    "DateTimeOriginal",
+    "DateTimeDigitized",
+    "OffsetTime",
+    "OffsetTimeOriginal",
+    "OffsetTimeDigitized",
+    "SubsecTimeOriginal",
+    "ExposureTime",
+    "FNumber",
+    "ExposureProgram",
+    "ISOSpeedRatings",
+    "ExposureBiasValue",
+    "MeteringMode",
+    "Flash",
+    "FocalLength",
+    "FocalLengthIn35mmFilm",
+    "LensMake",
+    "LensModel",
+    "LensSpecification",
+    "WhiteBalance",
+    "ExposureMode",
+    "SceneCaptureType",
+]
+_EXIF_KEEP = [getattr(_B, n) for n in _EXIF_KEEP_NAMES if hasattr(_B, n)]
+
+
+def web_exif(source: Image.Exif, keep_gps: bool) -> bytes:
+    """An allow-listed EXIF block: camera facts, orientation 1, sRGB, GPS only if kept."""
+    out = Image.Exif()
+    for tag in _IFD0_KEEP:
+        if tag in source:
+            out[tag] = source[tag]
+    out[_B.Orientation] = 1
+    out[_B.Software] = "galleryflow"
+    src_exif = source.get_ifd(ExifTags.IFD.Exif)
+    dst_exif = out.get_ifd(ExifTags.IFD.Exif)
+    for tag in _EXIF_KEEP:
+        if tag in src_exif:
+            dst_exif[tag] = src_exif[tag]
+    dst_exif[_B.ColorSpace] = 1  # sRGB
+    if keep_gps:
+        gps = source.get_ifd(ExifTags.IFD.GPSInfo)
+        if gps:
+            out.get_ifd(ExifTags.IFD.GPSInfo).update(gps)
+    return out.tobytes()
+
+
+# ------------------------------------------------------------------------ IPTC / XMP
+
+
+def _clip_utf8(text: str, limit: int) -> bytes:
+    """UTF-8 bytes of ``text`` cut to ``limit`` without splitting a character."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _iim(record: int, dataset: int, value: bytes) -> bytes:
+    if len(value) > 0x7FFF:
+        raise ValueError("IIM dataset too long")
+    return b"\x1c" + bytes((record, dataset)) + struct.pack(">H", len(value)) + value
+
+
+def iptc_iim(
+    object_name: str, headline: str | None, caption: str | None, keywords: list[str]
+) -> bytes:
+    """IPTC IIM datasets (record 1 and 2) with the IIM length limits applied."""
+    data = _iim(1, 90, b"\x1b%G")  # coded character set: UTF-8
+    data += _iim(2, 0, b"\x00\x04")  # record version 4
+    data += _iim(2, 5, _clip_utf8(object_name, 64))  # ObjectName
+    if headline:
+        data += _iim(2, 105, _clip_utf8(headline, 256))  # Headline
+    for keyword in keywords:
+        data += _iim(2, 25, _clip_utf8(keyword, 64))  # Keywords (repeatable)
+    if caption:
+        data += _iim(2, 120, _clip_utf8(caption, 2000))  # Caption-Abstract
+    return data
+
+
+def photoshop_app13(iim: bytes) -> bytes:
+    """A complete APP13 marker segment holding ``iim`` as 8BIM resource 0x0404."""
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\x00\x00"  # empty Pascal name, padded
+    resource += struct.pack(">I", len(iim)) + iim + (b"\x00" if len(iim) % 2 else b"")
+    payload = b"Photoshop 3.0\x00" + resource
+    if len(payload) + 2 > 0xFFFF:
+        raise ValueError("IPTC block too large for one APP13 segment")
+    return b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _xml_text(text: str) -> str:
+    # XML 1.0 forbids most control characters; drop them rather than write bad XML.
+    cleaned = "".join(ch for ch in text if ch in "\t\n\r" or ord(ch) >= 0x20)
+    return escape(cleaned)
+
+
+def _alt(tag: str, text: str | None) -> str:
+    if not text:
+        return ""
+    return (
+        f'   <{tag}><rdf:Alt><rdf:li xml:lang="x-default">{_xml_text(text)}</rdf:li>'
+        f"</rdf:Alt></{tag}>\n"
+    )
+
+
+def xmp_packet(
+    object_name: str,
+    headline: str | None,
+    caption: str | None,
+    alt_text: str | None,
+    keywords: list[str],
+) -> bytes:
+    subject = ""
+    if keywords:
+        items = "".join(f"<rdf:li>{_xml_text(k)}</rdf:li>" for k in keywords)
+        subject = f"   <dc:subject><rdf:Bag>{items}</rdf:Bag></dc:subject>\n"
+    head = (
+        f"   <photoshop:Headline>{_xml_text(headline)}</photoshop:Headline>\n" if headline else ""
+    )
+    body = (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+        ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        '  <rdf:Description rdf:about=""\n'
+        '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
+        '    xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"\n'
+        '    xmlns:Iptc4xmpCore="http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/">\n'
+        + _alt("dc:title", object_name)
+        + _alt("dc:description", caption)
+        + subject
+        + head
+        + _alt("Iptc4xmpCore:AltTextAccessibility", alt_text)
+        + "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n"
+        '<?xpacket end="w"?>'
+    )
+    return body.encode("utf-8")
+
+
+# ------------------------------------------------------------------------- decoding
+
+
+def _decode(path: Path, long_edge: int) -> tuple[Image.Image, bytes | None, Image.Exif]:
+    """Decode once (draft where possible), orientation applied; keep the ICC and EXIF."""
+    with Image.open(path) as img:
+        icc = img.info.get("icc_profile")
+        exif = img.getexif()
+        if img.format in ("JPEG", "MPO"):
+            img.draft(img.mode, draft_request(img.size, long_edge))
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+    return oriented, icc, exif
+
+
+def _reduce(img: Image.Image, long_edge: int) -> Image.Image:
+    if max(img.size) > long_edge:
+        img = img.copy()
+        img.thumbnail((long_edge, long_edge), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img
+
+
+def _write_jpeg(img: Image.Image, dest: Path, quality: int, **extra: bytes) -> WebImage:
+    with atomic_path(dest) as tmp:
+        img.save(
+            tmp,
+            "JPEG",
+            quality=quality,
+            optimize=True,
+            progressive=True,
+            icc_profile=srgb_profile_bytes(),
+            **{k: v for k, v in extra.items() if v},
+        )
+    return WebImage(
+        path=dest,
+        width=img.width,
+        height=img.height,
+        size=dest.stat().st_size,
+        sha256=sha256_file(dest),
+    )
+
+
+def _existing(path: Path) -> WebImage:
+    with Image.open(path) as img:
+        width, height = img.size
+    return WebImage(
+        path=path, width=width, height=height, size=path.stat().st_size, sha256=sha256_file(path)
+    )
+
+
+def make_derivatives(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Derivatives:
+    """Build (or reuse) the row's web image and thumbnail in ``work_dir/publish/<row>/``."""
+    key = derivative_key(item, spec)
+    full_path, thumb_path = derivative_paths(work_dir, item, key)
+    if full_path.is_file() and thumb_path.is_file():
+        try:
+            return Derivatives(
+                key=key, image=_existing(full_path), thumbnail=_existing(thumb_path), reused=True
+            )
+        except OSError:
+            pass  # damaged leftovers: rebuild below (the writes replace them atomically)
+    source = item.source_path
+    if not source.is_file():
+        raise DerivativeError(f"{source}: the incoming copy is missing; rerun intake for this set")
+    try:
+        img, icc, exif = _decode(source, spec.full_long_edge)
+        rgb, warnings = to_srgb(img, icc, source.name)
+        full = _reduce(rgb, spec.full_long_edge)
+        thumb = _reduce(full, spec.thumb_long_edge)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DerivativeError(f"{source}: cannot decode for the web images: {exc}") from exc
+    iim = iptc_iim(item.object_name, item.headline, item.caption, item.keywords)
+    xmp = xmp_packet(item.object_name, item.headline, item.caption, item.alt_text, item.keywords)
+    try:
+        app13 = photoshop_app13(iim)
+        image = _write_jpeg(
+            full, full_path, spec.quality, exif=web_exif(exif, spec.keep_gps), xmp=xmp, extra=app13
+        )
+        # The thumbnail carries the same words (sites index thumbnails too), no EXIF.
+        thumbnail = _write_jpeg(thumb, thumb_path, spec.quality, xmp=xmp, extra=app13)
+    except (OSError, ValueError) as exc:
+        raise DerivativeError(f"{source}: cannot write the web images: {exc}") from exc
+    return Derivatives(key=key, image=image, thumbnail=thumbnail, warnings=warnings)

@@ -1,0 +1,1 @@
+"""The review gate's forms and answering a paused gate through the Prefect API."""

@@ -1,0 +1,1 @@
+"""Stage 5's models: which weights, their loading, batched scoring."""
