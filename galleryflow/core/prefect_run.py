@@ -1,0 +1,110 @@
+"""Prefect plumbing written once: the run's logger, the current run id, and the
+global concurrency limits galleryflow throttles with.
+
+The limits are *global* concurrency limits held with ``prefect.concurrency.sync.
+concurrency`` around the work they guard. (A task tag such as ``publish`` is not
+enough: since Prefect 3.4.19 a tag limit is the global limit named ``tag:<tag>``,
+so a global limit named ``publish`` and a task tagged ``publish`` have nothing to
+do with each other, and neither throttles.)
+
+Acquisition waits a bounded time: a slot can leak — a lease is freed by the
+server's Repossessor, which an ephemeral Prefect server (the demo, ``run --here``,
+Prefect's test harness) does not run — and an unbounded wait would hang the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Literal
+
+from galleryflow.core.stages import StageError
+
+log = logging.getLogger("galleryflow")
+
+LimitName = Literal["ollama", "scoring", "publish"]
+# What each limit guards (and so what its slots mean), for `galleryflow setup`'s report.
+LIMITS: dict[LimitName, str] = {
+    "ollama": "chunks talking to the vision model server at once",
+    "scoring": "scoring chunks (CLIP / BRISQUE on the CPU or GPU) at once",
+    "publish": "publish chunks uploading to the site at once",
+}
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current run's logger (so the Prefect UI shows the line), else galleryflow's."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def flow_run_id() -> str | None:
+    """The id of the flow run this code runs in (a task's parent flow run), or None."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        return str(flow_ctx.flow_run.id)
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None and task_ctx.task_run.flow_run_id is not None:
+        return str(task_ctx.task_run.flow_run_id)
+    return None
+
+
+def ensure_limit(name: LimitName, slots: int) -> bool:
+    """Create the global concurrency limit ``name`` if it does not exist; True if created.
+
+    An existing limit is left as it is (``galleryflow setup`` is the place that
+    changes one). Failing to reach the server is logged, never raised: the limit is
+    protection, not a reason to stop a stage.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                return False
+            except ObjectNotFound:
+                pass
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=max(1, slots)))
+            except ObjectAlreadyExists:
+                return False
+    except Exception as exc:
+        run_logger().warning("could not check or create the concurrency limit %r: %s", name, exc)
+        return False
+    run_logger().info("created the global concurrency limit %r with %d slot(s)", name, slots)
+    return True
+
+
+@contextmanager
+def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
+    """Hold one slot of the global limit ``name``, waiting at most ``wait_seconds``.
+
+    A missing limit does not block (``strict=False``); a slot not free in time is
+    a :class:`StageError` that says how to inspect and free a leaked one.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(name, occupy=1, strict=False,
+                                            timeout_seconds=wait_seconds))
+        except TimeoutError as exc:
+            raise StageError(
+                f"no free slot of the global concurrency limit {name!r} after "
+                f"{wait_seconds:.0f} s: another run holds it, or a run that crashed left it "
+                f"taken. Check with `prefect global-concurrency-limit inspect {name}`; free a "
+                f"leaked slot with `prefect global-concurrency-limit update {name} "
+                "--active-slots 0`"
+            ) from exc
+        yield
