@@ -240,19 +240,7 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
                 report.add(row.original_name, "failed", str(exc))
                 return
         write_outcome(session, row, outcome, ledger, plan)
-        if outcome.passed:
-            note = f"drafted by {outcome.model}"
-            if outcome.repair_attempts:
-                note += f" after {outcome.repair_attempts} repair(s)"
-            if outcome.fallback_used and outcome.generation_mode != "offline":
-                note += " (fallback model)"
-            report.add(row.original_name, "warning" if outcome.generation_mode == "offline" else "ok",
-                       note + (" — OFFLINE captioner" if outcome.generation_mode == "offline" else ""))
-        else:
-            reasons = "; ".join(sorted({i["message"] for i in outcome.issues
-                                        if i.get("severity") == "error"
-                                        and i.get("attempt") == outcome.requests}))
-            report.add(row.original_name, "warning", f"blocked for review: {reasons}")
+        report.add(row.original_name, *outcome.report_line())
 
 
 @task(name="caption-chunk", tags=["captioning"], retries=0)

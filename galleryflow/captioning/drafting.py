@@ -48,6 +48,21 @@ class RowOutcome(BaseModel):
     generation_mode: str = "model"
     requests: int = 0
 
+    def report_line(self) -> tuple[str, str]:
+        """The chunk report's outcome and message for the row."""
+        if self.passed:
+            note = f"drafted by {self.model}"
+            if self.repair_attempts:
+                note += f" after {self.repair_attempts} repair(s)"
+            if self.fallback_used and self.generation_mode != "offline":
+                note += " (fallback model)"
+            return ("warning" if self.generation_mode == "offline" else "ok",
+                    note + (" — OFFLINE captioner" if self.generation_mode == "offline" else ""))
+        reasons = "; ".join(sorted({i["message"] for i in self.issues
+                                    if i.get("severity") == "error"
+                                    and i.get("attempt") == self.requests}))
+        return "warning", f"blocked for review: {reasons}"
+
 
 def _fault_lines(evaluation: Evaluation) -> list[str]:
     return [f"{i.field}: {i.message}" for i in evaluation.errors]
