@@ -13,13 +13,9 @@ from galleryflow.db.engine import session_scope
 from galleryflow.db.models import MetadataQuality, ReviewRow
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
-from tasks.captioning import (
-    DRAFT_SCHEMA,
-    PROMPT_VERSION,
-    caption_chunk,
-    prepare_plan,
-    regenerate_rows,
-)
+from galleryflow.captioning.plan import prepare_plan
+from galleryflow.captioning.prompts import DRAFT_SCHEMA, PROMPT_VERSION
+from tasks.captioning import caption_chunk, regenerate_rows
 from galleryflow.core.stages import StageError
 from tasks.model_resize import resize_rows
 from tests.captioning_support import FALLBACK, PRIMARY, insert_set, point_at, rows, stub  # noqa: F401

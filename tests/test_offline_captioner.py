@@ -11,7 +11,8 @@ import pytest
 from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
-from tasks.captioning import caption_chunk, prepare_plan
+from galleryflow.captioning.plan import prepare_plan
+from tasks.captioning import caption_chunk
 from galleryflow.core.stages import StageError
 from galleryflow.captioning.guardrails import DraftContext, Evidence, check_draft, similarity
 from tasks.model_resize import resize_rows

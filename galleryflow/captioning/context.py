@@ -1,0 +1,78 @@
+"""What a draft for one row is compared with (:func:`build_context`): the set's other
+captions and the web names already taken; the only captioning module that queries
+the database, read-only, so the guardrails themselves stay pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from galleryflow.captioning.guardrails import DraftContext, Evidence, name_stem
+from galleryflow.captioning.rows import edited_fields, row_draft_values
+from galleryflow.core.settings import Settings
+from galleryflow.core.status import RowStatus
+from galleryflow.db.models import PublishLog, ReviewRow
+
+# Rows whose captions a new caption must not repeat: everything but the discarded.
+_COMPARED_STATUSES = [s.value for s in RowStatus if s not in (RowStatus.REJECTED, RowStatus.FAILED)]
+
+
+class TakenNames(Collection[str]):
+    """Web-name stems used by other rows or already published: asked of the DB when checked.
+
+    Only membership is answered; iterating it yields nothing (it is never listed).
+    """
+
+    def __init__(self, session: Session, row_id: int) -> None:
+        self.session = session
+        self.row_id = row_id
+
+    def __contains__(self, stem: object) -> bool:
+        if not isinstance(stem, str):
+            return False
+        rows = self.session.scalar(
+            select(func.count()).select_from(ReviewRow).where(
+                ReviewRow.id != self.row_id,
+                or_(func.lower(ReviewRow.web_file_name) == stem,
+                    func.lower(ReviewRow.web_file_name).like(f"{stem}.%")),
+            )
+        )
+        if rows:
+            return True
+        published = self.session.scalars(
+            select(PublishLog.remote_path).where(
+                PublishLog.review_id != self.row_id,
+                func.lower(PublishLog.remote_path).like(f"%{stem}.%"),
+            )
+        ).all()
+        return any(name_stem(path) == stem for path in published if path)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def build_context(session: Session, row: ReviewRow, evidence: Evidence, settings: Settings,
+                  human: bool = False) -> DraftContext:
+    """What a draft for ``row`` is compared with: the set's other captions, taken names."""
+    others = session.execute(
+        select(ReviewRow.caption, ReviewRow.alt_text).where(
+            ReviewRow.set_key == row.set_key, ReviewRow.id != row.id,
+            ReviewRow.status.in_(_COMPARED_STATUSES),
+        )
+    ).all()
+    current = row_draft_values(row)
+    locked = {} if human else {name: current[name] for name in edited_fields(row)}
+    return DraftContext.model_construct(
+        evidence=evidence,
+        other_captions=[c for c, _ in others if c],
+        other_alt_texts=[a for _, a in others if a],
+        taken_names=TakenNames(session, row.id),
+        limits=settings.ollama.limits,
+        locked=locked,
+    )
