@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
@@ -32,6 +32,7 @@ from sqlalchemy import update
 
 from galleryflow.imaging import encode as encoder
 from galleryflow.imaging import formats, geometry, media
+from galleryflow.imaging.decode import decode
 from galleryflow.imaging.geometry import Plan
 from galleryflow.batch.outputs import BYTES_PER_PIXEL, OutputRegistry, cache_key
 from galleryflow.db.engine import session_scope
@@ -44,8 +45,7 @@ from galleryflow.core.progress import StageProgress
 # input and parameters, so reruns redo the work instead of keeping stale files.
 OPS_VERSION = "1"
 
-SUFFIX = {key: formats.suffix(key) for key in formats.OUTPUT_KEYS}
-LOSSY = formats.LOSSY_KEYS
+LOSSY = formats.LOSSY_KEYS  # output keys with a quality setting (jpeg, webp, avif)
 _RESAMPLE = geometry.RESAMPLE
 
 
@@ -109,9 +109,7 @@ def load_font(name: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont
 
 @functools.lru_cache(maxsize=8)
 def _load_logo(path: str, mtime: float) -> Image.Image:
-    with Image.open(path) as logo:
-        logo.load()
-        return ImageOps.exif_transpose(logo).convert("RGBA")
+    return decode(Path(path)).image.convert("RGBA")
 
 
 def _place(canvas: tuple[int, int], mark: tuple[int, int], position: str,
@@ -278,7 +276,7 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
                                    f"{spec.operation} works on images; videos can only be thumbnailed")
         probe = _retry_io(lambda: media.probe(path))
         fmt = output_format(p, probe.format, spec.operation)
-        desired = registry.desired(path, Path(spec.base_dir), SUFFIX[fmt])
+        desired = registry.desired(path, Path(spec.base_dir), formats.suffix(fmt))
         output, claim = registry.claim(path, desired)
         key = cache_key(_retry_io(lambda: sha256_file(path)), spec.operation,
                         p.model_dump(mode="json"), OPS_VERSION)

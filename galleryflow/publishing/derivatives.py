@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field
 
 from galleryflow.core.fsutil import sha256_file
 from galleryflow.imaging.colour import srgb_profile_bytes, to_rgb, to_srgb
-from galleryflow.imaging.decode import decode
+from galleryflow.imaging.decode import decode, read_header
 from galleryflow.imaging.encode import write
 from galleryflow.imaging.geometry import reduce
 
@@ -259,8 +259,8 @@ def _write_jpeg(img: Image.Image, dest: Path, quality: int, **extra: bytes) -> W
 
 
 def _existing(path: Path) -> WebImage:
-    with Image.open(path) as img:
-        width, height = img.size
+    header = read_header(path)
+    width, height = header.width, header.height
     return WebImage(
         path=path, width=width, height=height, size=path.stat().st_size, sha256=sha256_file(path)
     )
