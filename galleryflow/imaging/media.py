@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from galleryflow.imaging import colour
-from galleryflow.imaging.decode import UnsupportedFormat, decode, read_header
+from galleryflow.imaging.decode import DECODES, UnsupportedFormat, decode, read_header
 from galleryflow.imaging.formats import INPUT_FORMATS, extensions, kind_of
 
 # errno values worth a retry: the network share blinked, the disk was busy.
@@ -188,6 +188,7 @@ def _load_raw(path: Path, want: tuple[int, int] | None) -> Source:
             # most half the sensor size on both sides.
             half = bool(want) and want[0] * 2 <= max(sizes.width, sizes.height) and \
                 want[1] * 2 <= max(sizes.width, sizes.height)
+            DECODES.count_call("galleryflow.imaging", "raw half-size" if half else "raw full")
             rgb = raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half)
     except rawpy.LibRawFileUnsupportedError as exc:
         raise MediaError("Unsupported format", "not a RAW file LibRaw can read") from exc
@@ -235,6 +236,7 @@ def _load_video(path: Path, want: tuple[int, int] | None, samples: int) -> Sourc
             stream = _video_stream(container)
             stream.thread_type = "AUTO"
             best: tuple[float, Image.Image, float] | None = None
+            DECODES.count_call("galleryflow.imaging", "video frames")
             for seconds, frame in _candidate_frames(container, stream, samples):
                 img = frame.to_image()
                 score = frame_score(img)
