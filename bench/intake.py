@@ -11,6 +11,11 @@ weights here) and drafts the offline captioner (no Ollama here), so the figures
 for those stages are image decoding and statistics, not model time; the review
 gate is answered through the API as `--approve-all` does, then the approved rows
 are published to a local folder.
+
+It also prints, per run, how many times each photo was decoded and hashed, by
+stage and call path (``galleryflow.imaging.decode.DECODES`` and
+``galleryflow.core.fsutil.HASHES``): the pipeline's target for stages 1–6 is two
+decodes (validation's 1/8 check, one shared reduced decode) and one hash.
 """
 
 from __future__ import annotations
@@ -39,6 +44,62 @@ def _generate(folder: Path, count: int, megapixels: float) -> None:
             write_sample(path, SampleSpec(name=path.name, width=width, height=height,
                                           taken_at=datetime(2026, 6, 1, 6) + timedelta(minutes=13 * i),
                                           camera=CAMERAS[i % 4], seed=i, gps=(45.0, 7.0, 300.0)))
+
+
+# Which stage a call path belongs to, by the module that asked.
+STAGES = [
+    ("tasks.validate", "1 validate"), ("tasks.intake", "2 intake"), ("tasks.exif", "3 exif"),
+    ("tasks.review_rows", "4 review rows"), ("tasks.scoring", "5 scoring"),
+    ("tasks.model_resize", "6 model resize"), ("tasks.captioning", "7 captioning"),
+    ("galleryflow.captioning", "7 captioning"), ("tasks.publish", "9 publish"),
+    ("galleryflow.publishing", "9 publish"),
+]
+
+
+def _stage(path: str) -> str:
+    module = path.split(" › ", 1)[0]
+    return next((label for prefix, label in STAGES if module.startswith(prefix)), "other")
+
+
+class _CountingHashlib:
+    """tasks.scoring hashes the photo itself (hashlib, not fsutil): count those too."""
+
+    def __init__(self, real, tally, key: str) -> None:  # type: ignore[no-untyped-def]
+        self._real, self._tally, self._key = real, tally, key
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._real, name)
+
+    def sha256(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._tally.add(self._key)
+        return self._real.sha256(*args, **kwargs)
+
+
+def count_work() -> tuple:  # type: ignore[type-arg]
+    """The decode and hash tallies, with tasks.scoring's own hashing counted too."""
+    import hashlib
+
+    import tasks.scoring
+    from galleryflow.core.fsutil import HASHES
+    from galleryflow.imaging.decode import DECODES
+
+    if not isinstance(tasks.scoring.hashlib, _CountingHashlib):
+        tasks.scoring.hashlib = _CountingHashlib(  # type: ignore[assignment]
+            hashlib, HASHES, "tasks.scoring › hashlib.sha256 [check before scoring]")
+    return DECODES, HASHES
+
+
+def print_work(label: str, n: int, decodes: dict[str, int], hashes: dict[str, int]) -> None:
+    """Decodes and hashes per photo: each call path, then the total of stages 1–6."""
+    print(f"\n{label}: decodes and hashes per photo ({n} photos)")
+    rows = sorted([(_stage(k), "decode", k, v) for k, v in decodes.items()]
+                  + [(_stage(k), "hash", k, v) for k, v in hashes.items()])
+    for stage, kind, key, count in rows:
+        print(f"  {stage:<15} {kind:<7} {count / n:5.2f}  {key}")
+    early = [r for r in rows if r[0][0] in "123456"]
+    for kind in ("decode", "hash"):
+        total = sum(r[3] for r in early if r[1] == kind) / n
+        print(f"  stages 1–6: {total:.2f} {kind}{'es' if kind == 'hash' else 's'} per photo")
 
 
 def main() -> None:
@@ -83,11 +144,16 @@ def main() -> None:
 
     warm_up()
     add_gate_listener(auto_approver("bench"))
+    decodes, hashes = count_work()
     rows = []
+    work = []
     for label in ("cold run", "rerun"):
+        decodes.reset()
+        hashes.reset()
         start = time.perf_counter()
         summary = process_sets([str(folder)])
         wall = time.perf_counter() - start
+        work.append((label, decodes.snapshot(), hashes.snapshot()))
         stages = dict(summary.sets[0].stage_seconds)
         published = len(summary.publish.published) if summary.publish else 0
         rows.append((f"{label}", wall, stages))
@@ -102,6 +168,8 @@ def main() -> None:
                               for v in stages.values())
         print(f"{label:<10} {wall:>7.2f} {n / wall:>7.1f}   {per_stage}")
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
+    for label, decoded, hashed in work:
+        print_work(label, n, decoded, hashed)
 
 
 if __name__ == "__main__":

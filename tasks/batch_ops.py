@@ -1,7 +1,10 @@
 """Batch operations: decode → resize → watermark → encode, per file, in chunks.
 
-The steps are small pure functions on Pillow images (:func:`resize`,
-:func:`watermark`, :func:`encode`, :func:`compress`); :func:`process_file` runs
+The steps are small pure functions on Pillow images; decoding, geometry, colour
+and encoding are the one image stack's (:mod:`galleryflow.imaging`: ``media``,
+``geometry``, ``encode``, ``formats``), this module adds the batch parameters,
+the watermark and the compress search (:func:`resize`, :func:`watermark`,
+:func:`encode`, :func:`compress`); :func:`process_file` runs
 one input through them and never raises: whatever goes wrong becomes a
 :class:`FileResult` with a plain-words error naming the file. :func:`process_chunk`
 is the Prefect task: a chunk of files (a task run costs ~12 ms, so never one per
@@ -15,20 +18,22 @@ speed 8 rather than Pillow's 6 (5x faster, still smaller than WebP).
 from __future__ import annotations
 
 import functools
-import io
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from galleryflow.imaging import media
+from galleryflow.imaging import encode as encoder
+from galleryflow.imaging import formats, geometry, media
+from galleryflow.imaging.decode import decode
+from galleryflow.imaging.geometry import Plan
 from galleryflow.batch.outputs import BYTES_PER_PIXEL, OutputRegistry, cache_key
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
@@ -40,11 +45,8 @@ from galleryflow.core.progress import StageProgress
 # input and parameters, so reruns redo the work instead of keeping stale files.
 OPS_VERSION = "1"
 
-SUFFIX = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "avif": ".avif"}
-_PILLOW_FORMAT = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
-_SAME_FORMAT = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "AVIF": "avif"}
-LOSSY = frozenset({"jpeg", "webp", "avif"})
-_RESAMPLE = Image.Resampling.LANCZOS
+LOSSY = formats.LOSSY_KEYS  # output keys with a quality setting (jpeg, webp, avif)
+_RESAMPLE = geometry.RESAMPLE
 
 
 class JobSpec(BaseModel):
@@ -82,64 +84,13 @@ class ChunkSummary(BaseModel):
 
 # ---------------------------------------------------------------- geometry
 
-@dataclass(frozen=True)
-class Plan:
-    """The output size decided from the *original* size, so a draft decode (which
-    may round) never changes the result by a pixel."""
-
-    size: tuple[int, int]
-    decode: tuple[int, int]  # the least the decoder must deliver
-    mode: str  # none | fit | crop | fill | pad
-    inner: tuple[int, int] | None = None  # pad: the fitted picture inside the canvas
-
-
-def _fit_size(sw: int, sh: int, w: int | None, h: int | None, upscale: bool) -> tuple[int, int]:
-    if w and h:
-        scale = min(w / sw, h / sh)
-    elif w:
-        scale = w / sw
-    else:
-        scale = (h or sh) / sh
-    if not upscale:
-        scale = min(scale, 1.0)
-    return max(1, round(sw * scale)), max(1, round(sh * scale))
-
-
 def plan_resize(sw: int, sh: int, p: BatchParams) -> Plan:
-    """Output size for a ``sw``×``sh`` image (display orientation)."""
-    if p.width is None and p.height is None:
-        return Plan((sw, sh), (sw, sh), "none")
-    if p.fit == "fit" or not (p.width and p.height):
-        size = _fit_size(sw, sh, p.width, p.height, p.upscale)
-        return Plan(size, size, "fit")
-    w, h = p.width, p.height
-    if p.fit == "crop":
-        scale = max(w / sw, h / sh)
-        if scale > 1 and not p.upscale:
-            # Too small to fill the box: crop the box's shape at 1:1 instead of enlarging.
-            return Plan((max(1, round(w / scale)), max(1, round(h / scale))), (sw, sh), "crop")
-        return Plan((w, h), (max(1, round(sw * scale)), max(1, round(sh * scale))), "crop")
-    if p.fit == "fill":
-        size = (w, h) if p.upscale else (min(w, sw), min(h, sh))
-        return Plan(size, size, "fill")
-    inner = _fit_size(sw, sh, w, h, p.upscale)
-    return Plan((w, h), inner, "pad", inner)
+    """Output size for a ``sw``×``sh`` image (display orientation): ``geometry.plan_resize``."""
+    return geometry.plan_resize(sw, sh, p.width, p.height, p.fit, p.upscale)
 
 
 def resize(img: Image.Image, plan: Plan, background: str = "#ffffff") -> Image.Image:
-    if plan.mode == "none" or (plan.mode in ("fit", "fill") and img.size == plan.size):
-        return img
-    if plan.mode in ("fit", "fill"):
-        return img.resize(plan.size, _RESAMPLE, reducing_gap=3.0)
-    if plan.mode == "crop":
-        return ImageOps.fit(img, plan.size, _RESAMPLE, centering=(0.5, 0.5))
-    assert plan.inner is not None
-    inner = img if img.size == plan.inner else img.resize(plan.inner, _RESAMPLE, reducing_gap=3.0)
-    colour = ImageColor.getrgb(background)
-    canvas = Image.new(inner.mode if inner.mode in ("RGB", "RGBA") else "RGB", plan.size,
-                       colour if inner.mode != "RGBA" else (*colour[:3], 0))
-    canvas.paste(inner, ((plan.size[0] - inner.width) // 2, (plan.size[1] - inner.height) // 2))
-    return canvas
+    return geometry.resize(img, plan, background)
 
 
 # ---------------------------------------------------------------- watermark
@@ -158,9 +109,7 @@ def load_font(name: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont
 
 @functools.lru_cache(maxsize=8)
 def _load_logo(path: str, mtime: float) -> Image.Image:
-    with Image.open(path) as logo:
-        logo.load()
-        return ImageOps.exif_transpose(logo).convert("RGBA")
+    return decode(Path(path)).image.convert("RGBA")
 
 
 def _place(canvas: tuple[int, int], mark: tuple[int, int], position: str,
@@ -219,10 +168,9 @@ def output_format(p: BatchParams, source_format: str, operation: str) -> str:
         return p.format
     if operation == "thumbnail":
         return "jpeg"
-    if source_format in _SAME_FORMAT:
-        return _SAME_FORMAT[source_format]
-    # GIF, TIFF, BMP keep losslessness as PNG; RAW and video frames become JPEG.
-    return "png" if source_format in ("GIF", "TIFF", "BMP") else "jpeg"
+    # Itself where we write it; GIF, TIFF, BMP keep losslessness as PNG; RAW and
+    # video frames become JPEG.
+    return formats.default_output(source_format)
 
 
 def _metadata(source: media.Source, p: BatchParams) -> dict[str, Any]:
@@ -244,40 +192,17 @@ def _metadata(source: media.Source, p: BatchParams) -> dict[str, Any]:
     return meta
 
 
-def _flatten(img: Image.Image, background: str) -> Image.Image:
-    if img.mode == "RGBA":
-        base = Image.new("RGB", img.size, ImageColor.getrgb(background)[:3])
-        base.paste(img, mask=img.getchannel("A"))
-        return base
-    return img if img.mode in ("RGB", "L") else img.convert("RGB")
-
-
 def encode(img: Image.Image, fmt: str, p: BatchParams, meta: dict[str, Any],
            quality: int | None = None) -> bytes:
-    """The encoded bytes; ``quality`` overrides the parameters' (compress search)."""
+    """The encoded bytes; ``quality`` overrides the parameters' (compress search).
+
+    Only what :func:`_metadata` decided reaches the file (``imaging.encode``)."""
     q = quality if quality is not None else p.quality_for(fmt)
-    # Pillow's encoders fall back to the image's own info (ICC, EXIF): only what
-    # _metadata decided may reach the file.
-    img.info = {}
-    kwargs: dict[str, Any] = dict(meta)
-    if fmt == "jpeg":
-        img = _flatten(img, p.background)
-        # 4:4:4 chroma at high quality: red edges and fine colour detail stay crisp.
-        kwargs.update(quality=q, optimize=p.optimize, progressive=p.progressive,
-                      subsampling=0 if q >= 90 else 2)
-    elif fmt == "webp":
-        kwargs.update(quality=q, lossless=p.lossless, method=p.webp_method)
-    elif fmt == "avif":
-        # Pillow's AVIF has no lossless switch: q100 with full chroma is the closest.
-        kwargs.update(quality=100 if p.lossless else q, speed=p.avif_speed,
-                      subsampling="4:4:4" if p.lossless or q >= 90 else "4:2:0")
-    elif fmt == "png":
-        kwargs.update(compress_level=p.png_compress_level)
-        if img.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "P"):
-            img = img.convert("RGB")
-    buffer = io.BytesIO()
-    img.save(buffer, _PILLOW_FORMAT[fmt], **kwargs)
-    return buffer.getvalue()
+    return encoder.encode(img, fmt, quality=q if fmt in LOSSY else None, lossless=p.lossless,
+                          optimize=p.optimize, progressive=p.progressive,
+                          webp_method=p.webp_method, avif_speed=p.avif_speed,
+                          png_compress_level=p.png_compress_level, background=p.background,
+                          **meta)
 
 
 def compress(img: Image.Image, fmt: str, p: BatchParams, meta: dict[str, Any]
@@ -327,9 +252,7 @@ def _retry_io(fn, attempts: int = 3, delay: float = 0.2):  # type: ignore[no-unt
 
 
 def display_size(probe: media.Probe) -> tuple[int, int]:
-    if probe.orientation in (5, 6, 7, 8):
-        return probe.height, probe.width
-    return probe.width, probe.height
+    return geometry.oriented_size(probe.width, probe.height, probe.orientation)
 
 
 def estimate_output_bytes(probe: media.Probe, operation: str, p: BatchParams) -> int:
@@ -353,7 +276,7 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
                                    f"{spec.operation} works on images; videos can only be thumbnailed")
         probe = _retry_io(lambda: media.probe(path))
         fmt = output_format(p, probe.format, spec.operation)
-        desired = registry.desired(path, Path(spec.base_dir), SUFFIX[fmt])
+        desired = registry.desired(path, Path(spec.base_dir), formats.suffix(fmt))
         output, claim = registry.claim(path, desired)
         key = cache_key(_retry_io(lambda: sha256_file(path)), spec.operation,
                         p.model_dump(mode="json"), OPS_VERSION)
@@ -400,7 +323,7 @@ def _keep_original(path: Path, probe: media.Probe, fmt: str, p: BatchParams, dat
                    input_bytes: int, notes: list[str]) -> bytes | None:
     """Compress never makes a file larger: keep the original bytes when that is a
     faithful result (same format, no metadata to strip), else write nothing."""
-    same_format = _SAME_FORMAT.get(probe.format) == fmt
+    same_format = formats.same_output(probe.format) == fmt
     if same_format and not (p.strip_metadata or p.strip_gps):
         notes.append(f"kept the original: re-encoding gave {_kb(len(data))} ≥ {_kb(input_bytes)}")
         return path.read_bytes()

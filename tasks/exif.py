@@ -21,7 +21,8 @@ from prefect import task
 from pydantic import BaseModel
 
 from galleryflow.core.caching import CONTENT
-from galleryflow.imaging.decode import oriented_size, read_header
+from galleryflow.imaging.decode import read_header
+from galleryflow.imaging.geometry import oriented_size
 from galleryflow.core.photo_facts import CameraFacts
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import get_settings

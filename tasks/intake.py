@@ -2,7 +2,9 @@
 
 Originals are only ever read. Each copy is written to a temporary name, its
 sha256 verified against what was read from the source, and renamed into place;
-an interrupted copy leaves no partial file under the final name. A rerun copies
+an interrupted copy leaves no partial file under the final name. The source is
+hashed while it is copied (one read): that sha256 is the photo's identity from
+here on, carried by every later stage instead of hashing the file again. A rerun copies
 nothing twice: a file already in ``incoming/`` with the same content is kept.
 
 A file already in ``incoming/`` with *different* content (the photographer
@@ -110,10 +112,14 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> Inta
     source = Path(item.source_path)
     dest = settings.incoming_dir / item.set_name / item.name
     if dest.exists():
-        source_sha = sha256_file(source)
-        if sha256_file(dest) == source_sha:
-            return IntakeResult(**item.model_dump(), sha256=source_sha, incoming_path=str(dest),
-                                size=dest.stat().st_size, copied=False)
+        # A copy of another size is another file: no need to hash either to know it
+        # (the copy below hashes the source while reading it, once).
+        if dest.stat().st_size == source.stat().st_size:
+            source_sha = sha256_file(source)
+            if sha256_file(dest) == source_sha:
+                return IntakeResult(**item.model_dump(), sha256=source_sha,
+                                    incoming_path=str(dest), size=dest.stat().st_size,
+                                    copied=False)
         ledger.backup_file(dest)
     ledger.record_created_file(dest)
     try:

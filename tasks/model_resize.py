@@ -27,8 +27,8 @@ from sqlalchemy import select
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ReviewRow
-from galleryflow.core.fsutil import atomic_path
 from galleryflow.imaging.decode import open_reduced
+from galleryflow.imaging.encode import write
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import LOCKED_STATUSES, RowStatus
@@ -67,8 +67,7 @@ def write_model_image(source: Path, target: Path, long_edge: int, quality: int) 
     model needs nothing else from the file.
     """
     image = open_reduced(source, long_edge)
-    with atomic_path(target) as tmp:
-        image.save(tmp, "JPEG", quality=quality)
+    write(image, target, "jpeg", quality=quality, optimize=False)
     return image.size
 
 

@@ -26,7 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from galleryflow.core.fsutil import free_bytes
-from galleryflow.imaging.decode import decode_check, read_header, suffix_matches
+from galleryflow.imaging.decode import decode_check, read_header
+from galleryflow.imaging.formats import suffix_matches
 from galleryflow.core.settings import Settings, ValidationSettings, get_settings
 
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ready"}

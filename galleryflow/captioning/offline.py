@@ -24,65 +24,49 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
 from galleryflow.captioning.guardrails import Draft, Evidence, keywords_with_evidence, slugify
+from galleryflow.imaging.colour import to_rgb
+from galleryflow.imaging.decode import decode
+from galleryflow.imaging.geometry import reduce
+from galleryflow.imaging.stats import ImageStats
+from galleryflow.imaging.stats import image_stats as measure
 
 OFFLINE_MODEL = "offline-captioner"
+STATS_LONG_EDGE = 128  # the statistics describe the whole frame: a small copy is enough
 
-
-class ImageStats(BaseModel):
-    brightness: float  # 0–255 mean luma
-    contrast: float  # luma standard deviation
-    warmth: float  # mean(R) − mean(B)
-    colourfulness: float  # Hasler & Süsstrunk
-    dominant: str  # colour name of the most common saturated hue, or "grey"
-    upper_minus_lower: float  # mean luma of the upper half minus the lower half
-    detail: float  # mean absolute luma gradient
-    orientation: str  # landscape | portrait | square
-
-
-_HUES = [
-    (15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (195, "teal"),
-    (255, "blue"), (290, "purple"), (335, "magenta"), (360, "red"),
-]
-
-
-def _hue_name(degrees: float) -> str:
-    return next(name for limit, name in _HUES if degrees < limit)
+__all__ = ["OFFLINE_MODEL", "ImageStats", "caption_variants", "image_stats", "offline_draft"]
 
 
 def image_stats(path: Path) -> ImageStats:
-    """Statistics of the (model-ready) image, from a 128-px copy."""
-    with Image.open(path) as img:
-        img.draft("RGB", (256, 256))
-        small = img.convert("RGB")
-        small.thumbnail((128, 128))
-        width, height = img.size
-    rgb = np.asarray(small, dtype=np.float32)
-    luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg, yb = r - g, 0.5 * (r + g) - b
-    colourfulness = float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-    hsv = np.asarray(small.convert("HSV"), dtype=np.float32)
-    saturated = (hsv[..., 1] > 60) & (hsv[..., 2] > 50)
-    if saturated.mean() > 0.08:
-        hist, _ = np.histogram(hsv[..., 0][saturated] * 360 / 255, bins=36, range=(0, 360))
-        dominant = _hue_name(float(np.argmax(hist) * 10 + 5))
-    else:
-        dominant = "grey"
-    half = luma.shape[0] // 2
-    detail = float(np.abs(np.diff(luma, axis=1)).mean() + np.abs(np.diff(luma, axis=0)).mean())
-    ratio = width / height if height else 1.0
-    return ImageStats(
-        brightness=float(luma.mean()), contrast=float(luma.std()),
-        warmth=float(r.mean() - b.mean()), colourfulness=colourfulness, dominant=dominant,
-        upper_minus_lower=float(luma[:half].mean() - luma[half:].mean()) if half else 0.0,
-        detail=detail,
-        orientation="square" if 0.9 < ratio < 1.1 else ("landscape" if ratio > 1 else "portrait"),
-    )
+    """Statistics of the (model-ready) image, appearance included
+    (:mod:`galleryflow.imaging.stats`: tonal values 0–1), from one small decode.
+
+    The copy is the one the words' thresholds were tuned on: a draft decode of at
+    least twice the size a side, then Pillow's thumbnail defaults (bicubic, gap 2)
+    to 128 px. A different reduction moves ~1 % of photos across a threshold
+    (a "dim" frame becomes "dark"), so it stays this one.
+    """
+    decoded = decode(path, min_size=(2 * STATS_LONG_EDGE, 2 * STATS_LONG_EDGE))
+    small = reduce(to_rgb(decoded.image), STATS_LONG_EDGE, copy=False,
+                   resample=Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return measure(small, appearance=True)
+
+
+def _of255(level: float) -> float:
+    """A threshold chosen on the 0–255 scale, in ImageStats' 0–1 units."""
+    return level / 255.0
+
+
+# Thresholds of the words (chosen on 8-bit values; ImageStats gives fractions of 255).
+_DARK, _DIM, _BRIGHT = _of255(60), _of255(105), _of255(165)
+_STRONG_CONTRAST, _SOFT_CONTRAST = _of255(60), _of255(30)
+_WARM = _of255(15)
+_LIGHTER_ABOVE = _of255(25)
+_FINE_DETAIL, _SMOOTH = _of255(18), _of255(6)
+_VIVID, _MUTED = 45, 15  # colourfulness keeps its published 0–255 definition
 
 
 class _Words(BaseModel):
@@ -103,20 +87,25 @@ class _Words(BaseModel):
 
 def _words(evidence: Evidence, stats: ImageStats) -> _Words:
     b = stats.brightness
+    warmth = stats.warmth or 0.0
+    upper = stats.upper_minus_lower or 0.0
+    detail = stats.detail or 0.0
     taken = evidence.taken_at
     return _Words(
         place=evidence.location or evidence.subject_hint or evidence.set_name or "this set",
-        light="dark" if b < 60 else "dim" if b < 105 else "bright" if b > 165 else "evenly lit",
-        contrast="strong contrast" if stats.contrast > 60 else
-        "soft contrast" if stats.contrast < 30 else "moderate contrast",
-        tone="warm" if stats.warmth > 15 else "cool" if stats.warmth < -15 else "neutral",
-        colour=stats.dominant,
-        vividness="vivid" if stats.colourfulness > 45 else
-        "muted" if stats.colourfulness < 15 else "natural",
-        layout="a lighter upper half over a darker lower half" if stats.upper_minus_lower > 25 else
-        "a darker upper half over a lighter lower half" if stats.upper_minus_lower < -25 else
+        light="dark" if b < _DARK else "dim" if b < _DIM else "bright" if b > _BRIGHT
+        else "evenly lit",
+        contrast="strong contrast" if stats.contrast > _STRONG_CONTRAST else
+        "soft contrast" if stats.contrast < _SOFT_CONTRAST else "moderate contrast",
+        tone="warm" if warmth > _WARM else "cool" if warmth < -_WARM else "neutral",
+        colour=stats.dominant or "grey",
+        vividness="vivid" if stats.colourfulness > _VIVID else
+        "muted" if stats.colourfulness < _MUTED else "natural",
+        layout="a lighter upper half over a darker lower half" if upper > _LIGHTER_ABOVE else
+        "a darker upper half over a lighter lower half" if upper < -_LIGHTER_ABOVE else
         "light spread evenly from top to bottom",
-        texture="finely textured" if stats.detail > 18 else "smooth" if stats.detail < 6 else "textured",
+        texture="finely textured" if detail > _FINE_DETAIL else "smooth" if detail < _SMOOTH
+        else "textured",
         orientation=stats.orientation,
         when=f"in the {evidence.time_of_day}" if evidence.time_of_day else "",
         date=f"on {taken.day} {taken:%B %Y}" if taken else "",

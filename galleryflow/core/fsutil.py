@@ -3,6 +3,9 @@
 Every file galleryflow writes goes to a temporary name in the destination folder
 and is renamed into place (``os.replace`` is atomic within one file system), so a
 crash never leaves a partial file under a final name.
+
+Hashing a photo costs a full read, so every hash is counted in :data:`HASHES`
+(by call path, see :class:`Tally`); ``bench/intake.py`` prints hashes per photo.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +24,63 @@ from pathlib import Path
 CHUNK = 1024 * 1024
 
 
+class Tally:
+    """Counts of expensive work (hashes, decodes) by call path; thread-safe, cheap.
+
+    A key is the *call path*: the first module outside the counting package, then
+    the counting functions it went through, e.g. ``tasks.intake › copy_verified``.
+    Benchmarks read :meth:`snapshot` and :meth:`reset` between runs; nothing in
+    the pipeline depends on the counts.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def count_call(self, inside: str, kind: str = "", n: int = 1) -> None:
+        """Count one event under the current call path (see :func:`call_path`)."""
+        key = call_path(inside, depth=2)
+        self.add(f"{key} [{kind}]" if kind else key, n)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+def call_path(inside: str, depth: int = 1) -> str:
+    """``caller-module › f › g``: the functions of modules under ``inside`` on the
+    stack (outermost first), after the first module outside it that called them."""
+    frame = sys._getframe(depth)
+    names: list[str] = []
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "?")
+        if module != inside and not module.startswith(inside + "."):
+            break
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    caller = frame.f_globals.get("__name__", "?") if frame is not None else "?"
+    return " › ".join([caller, *reversed(names)])
+
+
+HASHES = Tally("hashes")
+"""Every full sha256 of a file's bytes computed here, by call path."""
+
+
 def sha256_file(path: Path) -> str:
+    HASHES.count_call(__name__)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
@@ -66,6 +128,7 @@ def copy_verified(src: Path, dest: Path, mode: int = 0o644) -> str:
     nothing is left at ``dest``.
     """
     with atomic_path(dest) as tmp:
+        HASHES.count_call(__name__, "while copying")
         digest = hashlib.sha256()
         with open(src, "rb") as reader, open(tmp, "wb") as writer:
             for block in iter(lambda: reader.read(CHUNK), b""):

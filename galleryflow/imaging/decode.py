@@ -1,36 +1,53 @@
-"""Shared image primitives: sniff, decode once (draft mode), orient, reduce.
+"""Reading images: sniff the header, check that the data decodes, and decode once
+(draft mode, EXIF orientation applied, reduced) — the one read path every
+consumer uses.
 
 Performance notes (DESIGN.md, measured on 24-MP JPEGs, one core): a full decode
 is ~0.22 s; JPEG draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale, which
 makes a 1280-px result ~3× faster and a 320-px one ~4×, with no visible loss.
-So every consumer that wants a smaller image asks :func:`open_reduced` for it
-and derives everything else (model input, thumbnail, pHash, scoring input) from
-that one reduced copy.
+So every consumer that wants a smaller image says so (``long_edge`` or
+``min_size``) and the decoder skips the detail that would be thrown away; a
+consumer derives everything else it needs from that one reduced copy.
 
 ``Image.verify()`` passes truncated JPEGs, so validation decodes (draft is
 enough). ``LOAD_TRUNCATED_IMAGES`` stays off: a truncated file is an error.
+
+Every pixel decode is counted in :data:`DECODES` by call path and kind
+(``check``: validation's 1/8 decode; ``reduced``: a draft-mode decode below the
+stored size; ``full``); ``bench/intake.py`` prints decodes per photo.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, Union
 
 from PIL import Image, ImageOps
+
+from galleryflow.core.fsutil import Tally
+from galleryflow.imaging.colour import to_rgb
+from galleryflow.imaging.formats import DRAFT_FORMATS, EXIF_FORMATS
+from galleryflow.imaging.geometry import QUARTER_TURNS, draft_request, reduce
 
 # Pillow's own bomb guard is a backstop; validate applies the configured limit first.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
-FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "JPEG": (".jpg", ".jpeg", ".jpe"),
-    "MPO": (".jpg", ".jpeg"),
-    "PNG": (".png",),
-    "WEBP": (".webp",),
-    "TIFF": (".tif", ".tiff"),
-    "GIF": (".gif",),
-    "AVIF": (".avif",),
-}
+Source = Union[Path, IO[bytes]]
+
+DECODES = Tally("decodes")
+"""Every pixel decode, by call path and kind (check, reduced, full)."""
+
+ORIENTATION_TAG = 0x0112
+_PACKAGE = "galleryflow.imaging"  # a decode is counted under the consumer that asked for it
+
+
+class UnsupportedFormat(ValueError):
+    """The file is an image, of a format the caller does not take (nothing decoded)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(f"{fmt} images are not supported")
+        self.format = fmt
 
 
 @dataclass(frozen=True)
@@ -39,37 +56,21 @@ class ImageHeader:
     width: int
     height: int
     mode: str
+    orientation: int = 1  # read only when asked (``read_header(..., orientation=True)``)
 
 
-def read_header(path: Path) -> ImageHeader:
-    """Format and size from the header only (no pixel decode)."""
+def read_header(path: Source, orientation: bool = False) -> ImageHeader:
+    """Format, stored size and mode from the header only (no pixel decode); the EXIF
+    orientation too when asked."""
     with Image.open(path) as img:
-        return ImageHeader(format=img.format or "?", width=img.width, height=img.height, mode=img.mode)
+        turn = 1
+        if orientation and img.format in EXIF_FORMATS:
+            turn = int(img.getexif().get(ORIENTATION_TAG, 1) or 1)
+        return ImageHeader(format=img.format or "?", width=img.width, height=img.height,
+                           mode=img.mode, orientation=turn)
 
 
-def suffix_matches(path: Path, fmt: str) -> bool:
-    return path.suffix.lower() in FORMAT_SUFFIXES.get(fmt, (f".{fmt.lower()}",))
-
-
-def draft_request(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
-    """The draft size that keeps the long edge >= ``long_edge`` with the image's aspect.
-
-    ``draft`` picks the largest DCT scale whose result covers the request in *both*
-    sides, so asking for (L, L) would decode a 3:2 photo at twice the scale needed
-    (a 24-MP JPEG bound to 1024 px: 1/2 scale instead of 1/4, ~2× the time). EXIF
-    orientation needs no care here: a rotation keeps the long edge the long edge.
-    """
-    w, h = size
-    m = max(w, h)
-    return max(1, math.ceil(long_edge * w / m)), max(1, math.ceil(long_edge * h / m))
-
-
-def _draft(img: Image.Image, long_edge: int | None) -> None:
-    if long_edge and img.format in ("JPEG", "MPO"):
-        img.draft("RGB", draft_request(img.size, long_edge))
-
-
-def decode_check(path: Path) -> None:
+def decode_check(path: Source) -> None:
     """Decode the whole file; raise if it is damaged.
 
     A JPEG is decoded at the smallest DCT scale (1/8): libjpeg still reads every
@@ -77,50 +78,83 @@ def decode_check(path: Path) -> None:
     as in a full decode, at about half the cost.
     """
     with Image.open(path) as img:
-        if img.format in ("JPEG", "MPO"):
-            img.draft("RGB", (1, 1))
+        if img.format in DRAFT_FORMATS:
+            img.draft(img.mode, (1, 1))
+        DECODES.count_call(_PACKAGE, "check")
         img.load()
 
 
-def open_reduced(path: Path, long_edge: int | None) -> Image.Image:
-    """Decode once, EXIF orientation applied, RGB, long edge at most ``long_edge``."""
-    with Image.open(path) as img:
-        _draft(img, long_edge)
+@dataclass
+class Decoded:
+    """One decoded image: oriented pixels in their decoded mode, and what came with them."""
+
+    image: Image.Image  # EXIF orientation applied; its own EXIF has no Orientation tag
+    format: str  # Pillow's format name
+    stored_size: tuple[int, int]  # width × height in the file, before draft and orientation
+    exif: Image.Exif  # the file's EXIF as stored (a TIFF's own tags included)
+    frames: int = 1  # > 1: animated, ``image`` is the first frame
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def icc_profile(self) -> bytes | None:
+        return self.info.get("icc_profile") or None
+
+    @property
+    def xmp(self) -> bytes | None:
+        xmp = self.info.get("xmp")
+        return xmp.encode("utf-8") if isinstance(xmp, str) else xmp
+
+
+def _draft_box(img: Image.Image, long_edge: int | None,
+               min_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """What to ask libjpeg for, in the stored frame (``min_size`` is in display orientation)."""
+    if long_edge:
+        return draft_request(img.size, long_edge)
+    if min_size:
+        w, h = min_size
+        if img.getexif().get(ORIENTATION_TAG, 1) in QUARTER_TURNS:
+            w, h = h, w  # the request is in the stored frame
+        if w < img.width or h < img.height:
+            return w, h
+    return None
+
+
+def decode(src: Source, *, long_edge: int | None = None,
+           min_size: tuple[int, int] | None = None,
+           formats: frozenset[str] | None = None) -> Decoded:
+    """Read ``src`` once: header, draft (JPEG), pixels, EXIF orientation.
+
+    ``long_edge``: the caller will bound the long edge to this, so a JPEG may be
+    decoded at the largest DCT scale that still covers it (aspect kept).
+    ``min_size``: the caller needs at least this width × height (display
+    orientation). Without either the image is decoded at full size.
+    ``formats``: the Pillow formats the caller takes; any other raises
+    :class:`UnsupportedFormat` after reading the header only.
+    """
+    with Image.open(src) as img:
+        fmt = img.format or "?"
+        if formats is not None and fmt not in formats:
+            raise UnsupportedFormat(fmt)
+        stored = img.size
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            img.seek(0)
+        if fmt in DRAFT_FORMATS:
+            box = _draft_box(img, long_edge, min_size)
+            if box is not None:
+                img.draft(img.mode, box)
+        DECODES.count_call(_PACKAGE, "reduced" if img.size != stored else "full")
         img.load()
+        info = dict(img.info)
+        # A new, plain image (turned, or a copy): the caller owns it and nothing of
+        # the file object (draft, its tags as EXIF) comes along.
         oriented = ImageOps.exif_transpose(img)
-    rgb = to_rgb(oriented)
-    if long_edge and max(rgb.size) > long_edge:
-        rgb.thumbnail((long_edge, long_edge), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return rgb
+        exif = img.getexif()  # read (and cached) by exif_transpose while the file was open
+    return Decoded(image=oriented, format=fmt, stored_size=stored, exif=exif, frames=frames,
+                   info=info)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB from any mode Pillow decodes: palette, alpha, CMYK, 16-bit grey, float."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit: scale to 8 bits rather than clipping everything above 255 to white.
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray((arr / top * 255.0).clip(0, 255).astype("uint8")).convert("RGB")
-    if img.mode == "F":
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.float64)
-        span = (arr.max() - arr.min()) or 1.0
-        return Image.fromarray(((arr - arr.min()) / span * 255).astype("uint8")).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
-
-
-def oriented_size(width: int, height: int, orientation: int | None) -> tuple[int, int]:
-    """Display size after the EXIF orientation is applied (5–8 swap the sides)."""
-    if orientation in (5, 6, 7, 8):
-        return height, width
-    return width, height
+def open_reduced(src: Source, long_edge: int | None) -> Image.Image:
+    """Decode once, EXIF orientation applied, RGB, long edge at most ``long_edge``."""
+    rgb = to_rgb(decode(src, long_edge=long_edge).image)
+    return reduce(rgb, long_edge, copy=False)

@@ -1,10 +1,11 @@
-"""Reading batch inputs: still images (Pillow), camera RAW (rawpy) and video (PyAV).
+"""Reading batch inputs: still images, camera RAW (rawpy) and video (PyAV), on top
+of :mod:`galleryflow.imaging.decode` and :mod:`galleryflow.imaging.colour`.
 
 One entry point, :func:`load_source`, gives every operation the same thing: an
 oriented Pillow image plus the metadata worth carrying over (EXIF, XMP, ICC). It
-decodes no more than needed: JPEG draft mode when the result will be smaller,
-RAW half-size demosaic when that is still at least as large as the output, and
-for video only the frames it scores.
+decodes no more than needed: JPEG draft mode when the result will be smaller
+(``decode(min_size=...)``), RAW half-size demosaic when that is still at least as
+large as the output, and for video only the frames it scores.
 
 Errors become :class:`MediaError` with plain words a photographer understands
 (``Unsupported format``, ``Corrupted file``, ``Permission denied``) via
@@ -14,19 +15,14 @@ Errors become :class:`MediaError` with plain words a photographer understands
 from __future__ import annotations
 
 import errno
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from galleryflow.imaging import decode as imaging  # noqa: F401  (sets Pillow's bomb guard)
-
-RAW_SUFFIXES = frozenset({".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng",
-                          ".orf", ".rw2", ".raf", ".pef", ".srw"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"})
-# Pillow formats a batch accepts as input (besides RAW and video).
-IMAGE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "AVIF", "GIF", "TIFF", "BMP", "HEIF"})
+from galleryflow.imaging import colour
+from galleryflow.imaging.decode import DECODES, UnsupportedFormat, decode, read_header
+from galleryflow.imaging.formats import INPUT_FORMATS, extensions, kind_of
 
 # errno values worth a retry: the network share blinked, the disk was busy.
 TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT,
@@ -65,12 +61,8 @@ class Probe:
 
 
 def classify(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in RAW_SUFFIXES:
-        return "raw"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    return "image"
+    """``raw``, ``video`` or ``image``, by suffix (:func:`formats.kind_of`)."""
+    return kind_of(path)
 
 
 # ---------------------------------------------------------------- probing (headers only)
@@ -85,12 +77,10 @@ def probe(path: Path) -> Probe:
             kind = "image"  # a mislabelled file: let Pillow have a look
     if kind == "video":
         return _probe_video(path)
-    with Image.open(path) as img:
-        if img.format not in IMAGE_FORMATS:
-            raise MediaError("Unsupported format", f"{img.format} images are not supported")
-        orientation = img.getexif().get(0x0112, 1) if img.format in ("JPEG", "MPO", "TIFF",
-                                                                     "WEBP", "PNG", "AVIF") else 1
-        return Probe("image", img.format or "?", img.width, img.height, int(orientation or 1))
+    header = read_header(path, orientation=True)
+    if header.format not in INPUT_FORMATS:
+        raise MediaError("Unsupported format", f"{header.format} images are not supported")
+    return Probe("image", header.format, header.width, header.height, header.orientation)
 
 
 def _probe_raw(path: Path) -> Probe:
@@ -143,82 +133,49 @@ def load_source(path: Path, want: tuple[int, int] | None = None, colour: str = "
     return _load_image(path, want, colour)
 
 
-def _load_image(path: Path, want: tuple[int, int] | None, colour: str) -> Source:
+def _load_image(path: Path, want: tuple[int, int] | None, colour_mode: str) -> Source:
     notes: list[str] = []
     try:
-        img = Image.open(path)
+        decoded = decode(path, min_size=want, formats=INPUT_FORMATS)
     except UnidentifiedImageError as exc:
         raise MediaError("Unsupported format", "not an image Pillow can read") from exc
-    with img:
-        fmt = img.format or "?"
-        if fmt not in IMAGE_FORMATS:
-            raise MediaError("Unsupported format", f"{fmt} images are not supported")
-        expected = imaging.FORMAT_SUFFIXES.get(fmt, ())
-        if expected and path.suffix.lower() not in expected and fmt != "MPO":
-            notes.append(f"file is really {fmt} (named {path.suffix or 'without suffix'})")
-        if getattr(img, "n_frames", 1) > 1:
-            notes.append(f"animated ({img.n_frames} frames): first frame used")
-            img.seek(0)
-        if want and fmt in ("JPEG", "MPO"):
-            _draft_for(img, want)
-        img.load()
-        info = dict(img.info)
-        oriented = ImageOps.exif_transpose(img)  # also drops the Orientation tag
-        exif = oriented.getexif() if fmt not in ("GIF", "BMP") else None
-    icc = info.get("icc_profile")
-    image, icc_out = _normalise_colour(oriented, icc, colour)
-    xmp = info.get("xmp")
-    if isinstance(xmp, str):
-        xmp = xmp.encode("utf-8")
-    return Source(image=image, kind="image", format=fmt, exif=exif or None, xmp=xmp,
+    except UnsupportedFormat as exc:
+        raise MediaError("Unsupported format", str(exc)) from exc
+    fmt = decoded.format
+    if path.suffix.lower() not in extensions(fmt) and fmt != "MPO":
+        notes.append(f"file is really {fmt} (named {path.suffix or 'without suffix'})")
+    if decoded.frames > 1:
+        notes.append(f"animated ({decoded.frames} frames): first frame used")
+    # The oriented image's EXIF block (Orientation dropped); a TIFF's own tags, which
+    # describe the file (strips, sizes), never go into an output.
+    exif = decoded.image.getexif() if fmt not in ("GIF", "BMP") else None
+    image, icc_out, warning = _normalise_colour(decoded.image, decoded.icc_profile, colour_mode)
+    if warning:
+        notes.append(warning)
+    return Source(image=image, kind="image", format=fmt, exif=exif or None, xmp=decoded.xmp,
                   icc_profile=icc_out, notes=notes)
 
 
-def _draft_for(img: Image.Image, want: tuple[int, int]) -> None:
-    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that is still >= ``want``."""
-    w, h = want
-    if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-        w, h = h, w  # the request is in the stored frame
-    if w < img.width or h < img.height:
-        img.draft(img.mode, (w, h))
-
-
-_SRGB = ImageCms.createProfile("sRGB")
-
-
-def _is_srgb(icc: bytes) -> bool:
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        desc = ImageCms.getProfileDescription(profile) or ""
-    except (OSError, ImageCms.PyCMSError):
-        return False
-    return "srgb" in desc.lower().replace(" ", "")
-
-
-def _normalise_colour(img: Image.Image, icc: bytes | None, colour: str
-                      ) -> tuple[Image.Image, bytes | None]:
-    """RGB(A) pixels; converted to sRGB through the profile unless asked to keep it.
+def _normalise_colour(img: Image.Image, icc: bytes | None, colour_mode: str
+                      ) -> tuple[Image.Image, bytes | None, str | None]:
+    """RGB(A) or L pixels; converted to sRGB through the profile unless asked to keep it.
 
     CMYK always goes through its profile (no output format we write holds CMYK);
-    16-bit greys scale to 8 bits rather than clipping (``imaging.to_rgb``).
+    16-bit greys scale to 8 bits rather than clipping (``colour.to_rgb``). Returns
+    (image, the profile the output keeps, a warning about an unusable profile).
     """
-    converts = icc is not None and (colour == "srgb" or img.mode == "CMYK") and not _is_srgb(icc)
-    if converts:
-        try:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))  # type: ignore[arg-type]
-            mode = "RGBA" if "A" in img.getbands() and img.mode != "CMYK" else "RGB"
-            base = img if img.mode in ("RGB", "RGBA", "CMYK", "L") else img.convert(mode)
-            out = ImageCms.profileToProfile(base, src, _SRGB, outputMode=mode)
-            assert out is not None
-            return out, None
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass  # a broken profile: fall back to a plain conversion, drop the profile
-        icc = None
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        return img.convert("RGBA"), icc
+    warning = None
+    if icc is not None and (colour_mode == "srgb" or img.mode == "CMYK"):
+        result = colour.to_srgb(img, icc)
+        if result.converted:
+            return result.image, None, None
+        if result.warning:  # unusable: plain conversion, the profile dropped
+            warning, icc = result.warning, None
+    if colour.has_alpha(img):
+        return img.convert("RGBA"), icc, warning
     if img.mode == "L":
-        return img, icc
-    return imaging.to_rgb(img), icc
+        return img, icc, warning
+    return colour.to_rgb(img), icc, warning
 
 
 def _load_raw(path: Path, want: tuple[int, int] | None) -> Source:
@@ -231,6 +188,7 @@ def _load_raw(path: Path, want: tuple[int, int] | None) -> Source:
             # most half the sensor size on both sides.
             half = bool(want) and want[0] * 2 <= max(sizes.width, sizes.height) and \
                 want[1] * 2 <= max(sizes.width, sizes.height)
+            DECODES.count_call("galleryflow.imaging", "raw half-size" if half else "raw full")
             rgb = raw.postprocess(use_camera_wb=True, output_bps=8, half_size=half)
     except rawpy.LibRawFileUnsupportedError as exc:
         raise MediaError("Unsupported format", "not a RAW file LibRaw can read") from exc
@@ -278,6 +236,7 @@ def _load_video(path: Path, want: tuple[int, int] | None, samples: int) -> Sourc
             stream = _video_stream(container)
             stream.thread_type = "AUTO"
             best: tuple[float, Image.Image, float] | None = None
+            DECODES.count_call("galleryflow.imaging", "video frames")
             for seconds, frame in _candidate_frames(container, stream, samples):
                 img = frame.to_image()
                 score = frame_score(img)

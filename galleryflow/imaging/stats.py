@@ -1,7 +1,12 @@
 """Image statistics, the perceptual hash and the deterministic fallback scores.
 
-Pure numpy + Pillow (no torch), so every install can score: these run on the one
-reduced, oriented RGB copy that stage 5 decodes per image.
+Pure numpy + Pillow (no torch), so every install can score: these run on one
+reduced, oriented RGB copy (stage 5's scoring input; the offline captioner's
+128-px copy of the model-ready image). There is ONE :class:`ImageStats`.
+
+Units: every tonal measure is a fraction of full scale, 0–1 (a mean of 128 on
+8-bit pixels is 0.502). The two measures taken from the literature keep their
+published definitions on 8-bit values, as their descriptions say.
 
 Statistics (on the luma ``L`` of the reduced copy, ITU-R 601 as Pillow's ``"L"``):
 
@@ -9,7 +14,18 @@ Statistics (on the luma ``L`` of the reduced copy, ITU-R 601 as Pillow's ``"L"``
 - ``contrast``   = std(L) / 255 (RMS contrast), in 0–0.5;
 - ``blur``       = variance of the 4-neighbour Laplacian of L (0–255 scale), the
   classic focus measure: *higher is sharper*; below ~100 at 512 px looks soft;
-- ``colourfulness`` = Hasler & Süsstrunk's M on RGB, roughly 0–150.
+- ``colourfulness`` = Hasler & Süsstrunk's M on RGB (0–255 scale), roughly 0–150.
+
+Appearance (``image_stats(img, appearance=True)``; what the offline captioner
+describes), in the same 0–1 units:
+
+- ``warmth`` = (mean(R) − mean(B)) / 255, in −1–1 (warm light > 0);
+- ``dominant`` = the colour name of the most common saturated hue, or ``"grey"``
+  when under 8 % of the pixels are saturated;
+- ``upper_minus_lower`` = (mean L of the upper half − of the lower half) / 255;
+- ``detail`` = mean absolute luma step between neighbours (across + down) / 255;
+- ``orientation`` (from the size): ``landscape``, ``portrait`` or ``square``
+  (aspect within 0.9–1.1).
 
 Fallback formula (used when weights are absent or a model cannot score an image),
 with ``clip01(v) = min(max(v, 0), 1)``::
@@ -47,14 +63,25 @@ FALLBACK_VERSION = "fallback-v1"
 
 
 class ImageStats(BaseModel):
-    """What the statistics say about one reduced image."""
+    """What the statistics say about one reduced image (units: the module docstring)."""
 
     width: int
     height: int
-    brightness: float
-    contrast: float
-    blur: float
-    colourfulness: float
+    brightness: float  # mean luma, 0–1
+    contrast: float  # luma standard deviation, 0–0.5
+    blur: float  # Laplacian variance, 0–255 scale: higher is sharper
+    colourfulness: float  # Hasler & Süsstrunk M, 0–255 scale, ~0–150
+    # Appearance: only with ``image_stats(img, appearance=True)``.
+    warmth: float | None = None  # (mean R − mean B), −1–1
+    dominant: str | None = None  # colour name of the most common saturated hue, or "grey"
+    upper_minus_lower: float | None = None  # mean luma, upper half − lower half, −1–1
+    detail: float | None = None  # mean absolute luma gradient, 0–1
+
+    @property
+    def orientation(self) -> str:
+        """``landscape``, ``portrait`` or ``square`` (aspect within 0.9–1.1)."""
+        ratio = self.width / self.height if self.height else 1.0
+        return "square" if 0.9 < ratio < 1.1 else ("landscape" if ratio > 1 else "portrait")
 
 
 def _clip01(value: float) -> float:
@@ -84,18 +111,52 @@ def colourfulness(rgb: np.ndarray) -> float:
     return float(spread + 0.3 * mean)
 
 
-def image_stats(img: Image.Image) -> ImageStats:
-    """Brightness, contrast, blur and colourfulness of an RGB image."""
+_HUES = [
+    (15, "red"), (45, "orange"), (70, "yellow"), (160, "green"), (195, "teal"),
+    (255, "blue"), (290, "purple"), (335, "magenta"), (360, "red"),
+]
+
+
+def hue_name(degrees: float) -> str:
+    return next(name for limit, name in _HUES if degrees < limit)
+
+
+def dominant_colour(rgb: Image.Image) -> str:
+    """The name of the most common saturated hue (10° bins), or ``grey`` when under
+    8 % of the pixels are saturated (S > 60/255 and V > 50/255)."""
+    hsv = np.asarray(rgb.convert("HSV"), dtype=np.float32)
+    saturated = (hsv[..., 1] > 60) & (hsv[..., 2] > 50)
+    if saturated.mean() <= 0.08:
+        return "grey"
+    hist, _ = np.histogram(hsv[..., 0][saturated] * 360 / 255, bins=36, range=(0, 360))
+    return hue_name(float(np.argmax(hist) * 10 + 5))
+
+
+def image_stats(img: Image.Image, appearance: bool = False) -> ImageStats:
+    """Brightness, contrast, blur and colourfulness of an RGB image; with
+    ``appearance`` also warmth, dominant colour, light distribution and detail."""
     rgb = img if img.mode == "RGB" else img.convert("RGB")
     luma = _luma(rgb)
-    return ImageStats(
+    pixels = np.asarray(rgb)
+    stats = ImageStats(
         width=rgb.width,
         height=rgb.height,
         brightness=round(float(luma.mean()) / 255.0, DECIMALS),
         contrast=round(float(luma.std()) / 255.0, DECIMALS),
         blur=round(laplacian_variance(luma), DECIMALS),
-        colourfulness=round(colourfulness(np.asarray(rgb)), DECIMALS),
+        colourfulness=round(colourfulness(pixels), DECIMALS),
     )
+    if appearance:
+        half = luma.shape[0] // 2
+        red, blue = pixels[..., 0].astype(np.float64), pixels[..., 2].astype(np.float64)
+        steps = np.abs(np.diff(luma, axis=1)).mean() if luma.shape[1] > 1 else 0.0
+        steps += np.abs(np.diff(luma, axis=0)).mean() if luma.shape[0] > 1 else 0.0
+        upper_lower = float(luma[:half].mean() - luma[half:].mean()) if half else 0.0
+        stats.warmth = round(float(red.mean() - blue.mean()) / 255.0, DECIMALS)
+        stats.dominant = dominant_colour(rgb)
+        stats.upper_minus_lower = round(upper_lower / 255.0, DECIMALS)
+        stats.detail = round(float(steps) / 255.0, DECIMALS)
+    return stats
 
 
 def _components(stats: ImageStats) -> tuple[float, float, float, float]:

@@ -1,13 +1,15 @@
 """Web derivatives for publishing: a full-size JPEG and a thumbnail per approved row.
 
-From the incoming copy (never the original), decoded once:
+From the incoming copy (never the original), decoded once, through the one image
+stack (:mod:`galleryflow.imaging`):
 
 - JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the web size allows it
   (DESIGN.md: ~3× faster for a 2000-px result); the thumbnail is reduced from the
   full-size image, so one decode serves both;
 - EXIF orientation applied to the pixels (the output says orientation 1);
-- colour converted to sRGB through the embedded ICC profile (PIL.ImageCms), and
-  the sRGB profile embedded, so browsers that ignore profiles still show it right;
+- colour converted to sRGB through the embedded ICC profile (``imaging.colour``;
+  a profile that is already sRGB needs no conversion), alpha flattened on white,
+  and the sRGB profile embedded, so browsers that ignore profiles still show it right;
 - caption, alt text and keywords embedded twice, because sites and photo tools
   read one or the other: IPTC IIM in a Photoshop APP13 segment (Caption-Abstract
   2:120, Keywords 2:25, Headline 2:105, ObjectName 2:05, UTF-8 declared in 1:90)
@@ -26,22 +28,24 @@ which is what lets a resumed publish recognise an upload it already made.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import struct
-import threading
-from functools import lru_cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from PIL import ExifTags, Image, ImageCms, ImageOps
+from PIL import ExifTags, Image
 from pydantic import BaseModel, Field
 
-from galleryflow.core.fsutil import atomic_path, sha256_file
-from galleryflow.imaging.decode import draft_request, to_rgb
+from galleryflow.core.fsutil import sha256_file
+from galleryflow.imaging.colour import srgb_profile_bytes, to_rgb, to_srgb
+from galleryflow.imaging.decode import decode, read_header
+from galleryflow.imaging.encode import write
+from galleryflow.imaging.geometry import reduce
 
 # Bump when the output of this module changes, so cached work files are not reused.
-FORMAT_VERSION = "1"
+# 2: the one image stack (sRGB-tagged sources are not re-transformed, an RGBA
+# source's profile is applied, 4:4:4 chroma at quality >= 90, no source comment).
+FORMAT_VERSION = "2"
 
 
 class DerivativeError(RuntimeError):
@@ -98,45 +102,6 @@ def work_folder(work_dir: Path, row_id: int) -> Path:
 def derivative_paths(work_dir: Path, item: DerivativeInput, key: str) -> tuple[Path, Path]:
     folder = work_folder(work_dir, item.row_id)
     return folder / f"{key[:20]}.jpg", folder / f"{key[:20]}-thumb.jpg"
-
-
-# --------------------------------------------------------------------------- colour
-
-
-@lru_cache(maxsize=1)
-def srgb_profile_bytes() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
-_transform_lock = threading.Lock()
-
-
-@lru_cache(maxsize=32)
-def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
-    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    target = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-    # NOCACHE: lcms's one-pixel cache is not thread-safe, and derivatives run in threads.
-    return ImageCms.buildTransform(
-        source,
-        target,
-        mode,
-        "RGB",
-        renderingIntent=ImageCms.Intent.PERCEPTUAL,
-        flags=ImageCms.Flags.NOCACHE,
-    )
-
-
-def to_srgb(img: Image.Image, icc: bytes | None, name: str) -> tuple[Image.Image, list[str]]:
-    """Convert ``img`` from its embedded profile to sRGB; RGB out. Returns warnings."""
-    if icc and img.mode in ("RGB", "CMYK", "L"):
-        try:
-            with _transform_lock:  # building is cheap but lru_cache is not atomic
-                transform = _transform(icc, img.mode)
-            return ImageCms.applyTransform(img, transform), []
-        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
-            # A broken profile: publish as if sRGB, and say so rather than fail the row.
-            return to_rgb(img), [f"{name}: embedded ICC profile unusable ({exc}); treated as sRGB"]
-    return to_rgb(img), []
 
 
 # ----------------------------------------------------------------------------- EXIF
@@ -278,39 +243,12 @@ def xmp_packet(
     return body.encode("utf-8")
 
 
-# ------------------------------------------------------------------------- decoding
-
-
-def _decode(path: Path, long_edge: int) -> tuple[Image.Image, bytes | None, Image.Exif]:
-    """Decode once (draft where possible), orientation applied; keep the ICC and EXIF."""
-    with Image.open(path) as img:
-        icc = img.info.get("icc_profile")
-        exif = img.getexif()
-        if img.format in ("JPEG", "MPO"):
-            img.draft(img.mode, draft_request(img.size, long_edge))
-        img.load()
-        oriented = ImageOps.exif_transpose(img)
-    return oriented, icc, exif
-
-
-def _reduce(img: Image.Image, long_edge: int) -> Image.Image:
-    if max(img.size) > long_edge:
-        img = img.copy()
-        img.thumbnail((long_edge, long_edge), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return img
+# ------------------------------------------------------------------------- writing
 
 
 def _write_jpeg(img: Image.Image, dest: Path, quality: int, **extra: bytes) -> WebImage:
-    with atomic_path(dest) as tmp:
-        img.save(
-            tmp,
-            "JPEG",
-            quality=quality,
-            optimize=True,
-            progressive=True,
-            icc_profile=srgb_profile_bytes(),
-            **{k: v for k, v in extra.items() if v},
-        )
+    write(img, dest, "jpeg", quality=quality, optimize=True, progressive=True,
+          icc_profile=srgb_profile_bytes(), **extra)
     return WebImage(
         path=dest,
         width=img.width,
@@ -321,8 +259,8 @@ def _write_jpeg(img: Image.Image, dest: Path, quality: int, **extra: bytes) -> W
 
 
 def _existing(path: Path) -> WebImage:
-    with Image.open(path) as img:
-        width, height = img.size
+    header = read_header(path)
+    width, height = header.width, header.height
     return WebImage(
         path=path, width=width, height=height, size=path.stat().st_size, sha256=sha256_file(path)
     )
@@ -342,11 +280,15 @@ def make_derivatives(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path
     source = item.source_path
     if not source.is_file():
         raise DerivativeError(f"{source}: the incoming copy is missing; rerun intake for this set")
+    warnings: list[str] = []
     try:
-        img, icc, exif = _decode(source, spec.full_long_edge)
-        rgb, warnings = to_srgb(img, icc, source.name)
-        full = _reduce(rgb, spec.full_long_edge)
-        thumb = _reduce(full, spec.thumb_long_edge)
+        decoded = decode(source, long_edge=spec.full_long_edge)
+        exif = decoded.exif  # as stored: web_exif allow-lists it and writes orientation 1
+        srgb = to_srgb(decoded.image, decoded.icc_profile)
+        if srgb.warning:  # publish as if sRGB, and say so rather than fail the row
+            warnings.append(f"{source.name}: {srgb.warning}")
+        full = reduce(to_rgb(srgb.image), spec.full_long_edge, copy=False)
+        thumb = reduce(full, spec.thumb_long_edge)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DerivativeError(f"{source}: cannot decode for the web images: {exc}") from exc
     iim = iptc_iim(item.object_name, item.headline, item.caption, item.keywords)
