@@ -42,8 +42,8 @@ from galleryflow.core.settings import get_settings  # noqa: E402
 from tasks.captioning import caption_chunk, start_captioning  # noqa: E402
 from galleryflow.core.stages import chunked  # noqa: E402
 from tasks.model_resize import model_resize_chunk, resize_rows  # noqa: E402
-from tests.captioning_support import PRIMARY, insert_set, point_at  # noqa: E402
-from tests.services.ollama_stub import Good, OllamaStub, Slow  # noqa: E402
+from galleryflow.intake.samples import insert_set  # noqa: E402
+from _ollama_stub import PRIMARY, Good, OllamaStub, Slow, point_at  # noqa: E402  (bench/)
 
 
 class InFlightSampler:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from galleryflow.batch.status import get_job, list_jobs
 from galleryflow.app.cli_batch import batch_app
-from tests import batch_media as gen
+from tests.fixtures import photos as gen
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 

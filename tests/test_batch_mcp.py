@@ -14,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from PIL import Image
 
 from galleryflow.batch.status import get_job
-from tests import batch_media as gen
+from tests.fixtures import photos as gen
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 

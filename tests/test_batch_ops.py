@@ -19,7 +19,7 @@ from galleryflow.batch.outputs import OutputRegistry, glob_base, iter_inputs
 from galleryflow.core.fsutil import sha256_file
 from galleryflow.batch.presets import PresetError, resolve
 from tasks.batch_ops import FileResult, JobSpec, _retry_io, run_chunk
-from tests import batch_media as gen
+from tests.fixtures import photos as gen
 
 
 def run(inputs: list[Path], out: Path, operation: str | None = None, preset: str | None = None,

@@ -18,7 +18,8 @@ from galleryflow.captioning.prompts import DRAFT_SCHEMA, PROMPT_VERSION
 from tasks.captioning import caption_chunk, regenerate_rows
 from galleryflow.core.stages import StageError
 from tasks.model_resize import resize_rows
-from tests.captioning_support import FALLBACK, PRIMARY, insert_set, point_at, rows, stub  # noqa: F401
+from tests.fixtures.ollama import FALLBACK, PRIMARY, point_at
+from tests.fixtures.rows import insert_set, rows
 from tests.services import free_port
 from tests.services.ollama_stub import Answer, Disconnect, Good, HttpError, OllamaStub, Raw, Slow
 

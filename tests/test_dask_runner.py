@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from galleryflow.db import ReviewRow, session_scope
 from galleryflow.core.settings import Settings, get_settings, reset_settings
-from tests.conftest import make_set
+from tests.fixtures.photos import make_set
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_a_small_set_runs_through_the_dask_runner(prefect_server_api: str, tmp_p
 
     from flows.gate import add_gate_listener, remove_gate_listener
     from galleryflow.review.answer import auto_approver
-    from tests.captioning_support import PRIMARY
+    from tests.fixtures.ollama import PRIMARY
     from tests.services.ollama_stub import OllamaStub
 
     stub = OllamaStub(models=(PRIMARY,)).start()

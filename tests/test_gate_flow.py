@@ -29,10 +29,10 @@ from flows.review_publish import ReviewPublishSummary, review_publish
 from galleryflow.review.answer import OpenGate, answer_gate, build_answer
 from galleryflow.core.settings import get_settings, reset_settings
 from galleryflow.core.status import RowStatus
-from tests.captioning_support import point_at, stub  # noqa: F401  (fixture)
-from tests.conftest import make_set
-from tests.gate_support import FlowThread, Reviewer, configure, db_rows, offline
-from tests.gate_support import reviewer  # noqa: F401  (fixture)
+from tests.fixtures.ollama import point_at
+from tests.fixtures.photos import make_set
+from tests.fixtures.review import FlowThread, Reviewer, configure, offline
+from tests.fixtures.rows import db_rows
 from tests.services.ollama_stub import Good, OllamaStub
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
@@ -70,7 +70,7 @@ def test_a_set_from_intake_to_sftp_and_mariadb_with_edit_and_reject(
     """Stages 1–9 with decisions sent through the Prefect API, published for real."""
     from blocks.gallery_db import GalleryDatabase
     from blocks.targets import SftpTarget
-    from tests.publish_support import sftp_target_fields
+    from tests.fixtures.services import sftp_target_fields
 
     base = sftp_server.fresh_dir()
     SftpTarget(**sftp_target_fields(sftp_server, base)).save("gate-site", overwrite=True)

@@ -23,7 +23,7 @@ from galleryflow.intake.queue import (
     resolve_intake_dir,
 )
 from galleryflow.core.settings import Settings
-from tests.conftest import make_set
+from tests.fixtures.photos import make_set
 
 
 def _age(folder: Path, seconds: float) -> None:

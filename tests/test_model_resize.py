@@ -16,7 +16,7 @@ from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
 from tasks.model_resize import model_resize_chunk, resize_rows, set_dir_name
-from tests.captioning_support import insert_set, rows
+from tests.fixtures.rows import insert_set, rows
 
 pytestmark = pytest.mark.usefixtures("db")
 

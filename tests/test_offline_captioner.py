@@ -17,7 +17,8 @@ from galleryflow.core.stages import StageError
 from galleryflow.captioning.guardrails import DraftContext, Evidence, check_draft, similarity
 from tasks.model_resize import resize_rows
 from galleryflow.captioning.offline import OFFLINE_MODEL, image_stats, offline_draft
-from tests.captioning_support import PRIMARY, insert_set, point_at, rows, stub  # noqa: F401
+from tests.fixtures.ollama import PRIMARY, point_at
+from tests.fixtures.rows import insert_set, rows
 from tests.services import free_port
 from tests.services.ollama_stub import OllamaStub
 

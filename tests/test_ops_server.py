@@ -22,7 +22,7 @@ from galleryflow.intake.queue import claim, content_digest, inspect_folder
 from galleryflow.app.setup import SetupReport, run_setup
 from galleryflow.core.settings import Settings
 from galleryflow.app.watch import WatchService, deployment_run_starter
-from tests.conftest import make_set
+from tests.fixtures.photos import make_set
 from tests.services.prefect_ops import galleryflow_deployments, paused_deployments, runs_of, wait_final, worker
 
 pytestmark = pytest.mark.integration
@@ -218,7 +218,7 @@ def test_run_hands_the_sets_to_a_worker_and_waits_through_the_gate(
 
     from galleryflow.app.cli import app
     from galleryflow.review.answer import answer_gate, build_answer, open_gates
-    from tests.gate_support import db_rows
+    from tests.fixtures.rows import db_rows
     from tests.services import free_port
 
     env = {"PREFECT_API_URL": prefect_server_api, "GALLERYFLOW_HOME": str(gf_home.home),

@@ -15,8 +15,7 @@ from galleryflow.db import ImageSet, ReviewRow, session_scope
 from galleryflow.core.settings import Settings
 from galleryflow.core.stages import StageError
 from tasks.validate import SetValidationError
-from tests.captioning_support import stub  # noqa: F401  (fixture)
-from tests.conftest import make_set
+from tests.fixtures.photos import make_set
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "model_and_reviewer")
 
@@ -27,7 +26,7 @@ def model_and_reviewer(gf_home: Settings, stub):
     by approving every passing row (as `galleryflow demo --approve-all` does)."""
     from flows.gate import add_gate_listener, remove_gate_listener
     from galleryflow.review.answer import auto_approver
-    from tests.captioning_support import point_at
+    from tests.fixtures.ollama import point_at
 
     point_at(gf_home, stub)
     gf_home.review.poll_interval_seconds = 1

@@ -12,7 +12,8 @@ from tasks.captioning import caption_chunk, start_captioning
 from galleryflow.core.stages import chunked
 from tasks.model_resize import model_resize_chunk
 from tasks.proof import ProofSummary, artifact_key, publish_proof_artifacts
-from tests.captioning_support import PRIMARY, insert_set, point_at, rows, stub  # noqa: F401
+from tests.fixtures.ollama import point_at
+from tests.fixtures.rows import insert_set, rows
 from tests.services.ollama_stub import Good, OllamaStub
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")

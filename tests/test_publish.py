@@ -32,14 +32,9 @@ from tasks.publish import (
     resolve_gallery,
     resolve_target,
 )
-from tests.publish_support import (
-    RowSpec,
-    add_rows,
-    log_entries,
-    rows_by_id,
-    run_child_until_killed,
-    sftp_target_fields,
-)
+from tests.fixtures.crash import run_child_until_killed
+from tests.fixtures.rows import RowSpec, drafted, insert_set, log_entries, rows_by_id
+from tests.fixtures.services import sftp_target_fields
 from tests.services import free_port
 
 
@@ -114,7 +109,8 @@ MIXED = [
 
 
 def test_only_approved_rows_with_a_passing_proof_are_published(settings, tmp_path, uploads):
-    ids = add_rows(settings, tmp_path, MIXED)
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted(MIXED)).row_ids
     target, gallery = _local(settings), _sqlite_gallery(settings)
     report = publish_rows(ids, settings=settings, target=target, gallery=gallery)
 
@@ -170,7 +166,8 @@ def test_only_approved_rows_with_a_passing_proof_are_published(settings, tmp_pat
 
 def test_publish_approved_summarises_and_cleans_work_files(settings, tmp_path, monkeypatch):
     monkeypatch.setattr("tasks.publish.get_settings", lambda: settings)
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec(), RowSpec(status="rejected")])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec(), RowSpec(status="rejected")])).row_ids
     # a model-ready copy from stage 6 lives in work/ too; publish cleans it for published rows
     model_copy = settings.work_dir / "model" / "x.jpg"
     model_copy.parent.mkdir(parents=True)
@@ -201,7 +198,8 @@ def test_full_publish_over_sftp_into_mariadb(
     db, gf_home, tmp_path, sftp_server, mariadb_url, uploads
 ):
     settings = _settings(gf_home)
-    ids = add_rows(settings, tmp_path, MIXED)
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted(MIXED)).row_ids
     base = sftp_server.fresh_dir()
     target = SftpTarget(**sftp_target_fields(sftp_server, base))
     gallery = GalleryDatabase(url=mariadb_url, table="gallery")
@@ -247,7 +245,8 @@ def test_full_publish_over_sftp_into_mariadb(
 
 def test_keep_gps_publishes_the_location(db, gf_home, tmp_path):
     settings = _settings(gf_home, keep_gps=True)
-    ids = add_rows(settings, tmp_path, [RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec()])).row_ids
     gallery = _sqlite_gallery(settings)
     publish_rows(ids, settings=settings, target=_local(settings), gallery=gallery)
     with Image.open(settings.site_dir / "lake-shore-dawn-01.jpg") as img:
@@ -257,7 +256,8 @@ def test_keep_gps_publishes_the_location(db, gf_home, tmp_path):
 
 
 def test_a_target_block_can_keep_gps_over_the_settings(settings, tmp_path):
-    ids = add_rows(settings, tmp_path, [RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec()])).row_ids
     target = LocalFolderTarget(root=str(settings.site_dir), keep_gps=True, full_long_edge=320)
     publish_rows(ids, settings=settings, target=target, gallery=_sqlite_gallery(settings))
     with Image.open(settings.site_dir / "lake-shore-dawn-01.jpg") as img:
@@ -273,15 +273,17 @@ def test_a_file_name_that_would_escape_the_remote_base_is_refused(
     db, gf_home, tmp_path, sftp_server
 ):
     settings = _settings(gf_home)
-    ids = add_rows(
+    ids = insert_set(
         settings,
-        tmp_path,
-        [
+        tmp_path / "sets",
+        "lake-shore",
+        size=(960, 640),
+        per_row=drafted([
             RowSpec(web_file_name="../../escaped"),
             RowSpec(),
             RowSpec(web_file_name="/etc/cron.d/evil"),
-        ],
-    )
+        ]),
+    ).row_ids
     base = sftp_server.fresh_dir()
     target = SftpTarget(**sftp_target_fields(sftp_server, base))
     report = publish_rows(ids, settings=settings, target=target, gallery=_sqlite_gallery(settings))
@@ -318,12 +320,12 @@ def test_publish_file_name_rules():
 
 def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
     gallery, target = _sqlite_gallery(settings), _local(settings)
-    first = add_rows(settings, tmp_path / "a", [RowSpec(web_file_name="sunrise")], set_name="set-a")
+    first = insert_set(settings, tmp_path / "a" / "sets", "set-a", size=(960, 640),
+                       per_row=drafted([RowSpec(web_file_name="sunrise")])).row_ids
     publish_rows(first, settings=settings, target=target, gallery=gallery)
     before = (settings.site_dir / "sunrise.jpg").read_bytes()
-    second = add_rows(
-        settings, tmp_path / "b", [RowSpec(web_file_name="sunrise")], set_name="set-b"
-    )
+    second = insert_set(settings, tmp_path / "b" / "sets", "set-b", size=(960, 640),
+                        per_row=drafted([RowSpec(web_file_name="sunrise")])).row_ids
     report = publish_rows(second, settings=settings, target=target, gallery=gallery)
     assert report.outcomes[0].outcome == "failed"
     assert "already belongs to set-a/set-a-01.jpg" in report.outcomes[0].message
@@ -332,9 +334,10 @@ def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
 
 
 def test_duplicate_names_within_one_publish(settings, tmp_path):
-    ids = add_rows(
-        settings, tmp_path, [RowSpec(web_file_name="same"), RowSpec(web_file_name="same")]
-    )
+    ids = insert_set(
+        settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+        per_row=drafted([RowSpec(web_file_name="same"), RowSpec(web_file_name="same")]),
+    ).row_ids
     report = publish_rows(
         ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings)
     )
@@ -343,7 +346,8 @@ def test_duplicate_names_within_one_publish(settings, tmp_path):
 
 
 def test_a_missing_incoming_copy_fails_that_row_only(settings, tmp_path):
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec()])).row_ids
     Path(rows_by_id(settings, ids)[ids[0]].incoming_path).unlink()
     report = publish_rows(
         ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings)
@@ -355,7 +359,8 @@ def test_a_missing_incoming_copy_fails_that_row_only(settings, tmp_path):
 @pytest.mark.integration
 def test_an_unknown_host_key_stops_the_publish(db, gf_home, tmp_path, sftp_server):
     settings = _settings(gf_home)
-    ids = add_rows(settings, tmp_path, [RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec()])).row_ids
     target = SftpTarget(
         **sftp_target_fields(
             sftp_server, sftp_server.fresh_dir(), known_hosts="", known_hosts_file=None
@@ -373,7 +378,8 @@ def test_an_unknown_host_key_stops_the_publish(db, gf_home, tmp_path, sftp_serve
 
 @pytest.mark.integration
 def test_a_gallery_database_that_is_down_leaves_rows_approved(settings, tmp_path, uploads):
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec()])).row_ids
     down = GalleryDatabase(
         url=f"mysql+pymysql://site@127.0.0.1:{free_port()}/site", connect_timeout=2
     )
@@ -389,7 +395,8 @@ def test_a_gallery_database_that_is_down_leaves_rows_approved(settings, tmp_path
 
 
 def test_gallery_lost_between_upload_and_upsert(settings, tmp_path, uploads, monkeypatch):
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec()])).row_ids
     target, gallery = _local(settings), _sqlite_gallery(settings)
 
     def lost(self, records, now):
@@ -418,7 +425,8 @@ def test_upload_killed_mid_file_leaves_no_partial_file_under_the_final_name(
     db, gf_home, tmp_path, sftp_server, uploads
 ):
     settings = _settings(gf_home, full_long_edge=960)  # big enough for several blocks
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec()])).row_ids
     base = sftp_server.fresh_dir()
     fields = sftp_target_fields(sftp_server, base)
     gallery_fields = dict(url=settings.gallery_db_url, table="gallery")
@@ -454,7 +462,8 @@ def test_upload_killed_mid_file_leaves_no_partial_file_under_the_final_name(
 
 
 def test_local_publish_killed_before_rename(settings, tmp_path):
-    ids = add_rows(settings, tmp_path, [RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec()])).row_ids
     fields = dict(root=str(settings.site_dir), public_base_url="https://x.org/g")
     gallery_fields = dict(url=settings.gallery_db_url, table="gallery")
     run_child_until_killed(
@@ -483,7 +492,8 @@ def test_crash_between_upload_and_upsert_then_rerun(
     db, gf_home, tmp_path, sftp_server, mariadb_url, uploads, crash
 ):
     settings = _settings(gf_home)
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec(), RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec(), RowSpec()])).row_ids
     base = sftp_server.fresh_dir()
     fields = sftp_target_fields(sftp_server, base)
     gallery_fields = dict(url=mariadb_url, table="gallery")
@@ -545,7 +555,8 @@ def test_sftp_without_a_block_is_a_configuration_error(gf_home):
 
 
 def test_cleanup_never_touches_files_outside_work(settings, tmp_path):
-    ids = add_rows(settings, tmp_path, [RowSpec()])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec()])).row_ids
     publish_rows(ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings))
     from galleryflow.db import ReviewRow, session_scope
 
@@ -584,7 +595,8 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
     from galleryflow.core.settings import get_settings
 
     settings = get_settings()
-    ids = add_rows(settings, tmp_path, [RowSpec(), RowSpec(), RowSpec(status="rejected")])
+    ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
+                     per_row=drafted([RowSpec(), RowSpec(), RowSpec(status="rejected")])).row_ids
 
     @flow(name="publish-test")
     def run(row_ids: list[int]) -> list[str]:
@@ -610,7 +622,8 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
 
     # A gallery that is down: the chunk is retried (a network error), then the run fails
     # with the rows still approved.
-    more = add_rows(settings, tmp_path / "more", [RowSpec()], set_name="harbour")
+    more = insert_set(settings, tmp_path / "more" / "sets", "harbour", size=(960, 640),
+                      per_row=drafted([RowSpec()])).row_ids
     monkeypatch.setenv(
         "GALLERYFLOW_PUBLISH__GALLERY_URL", f"mysql+pymysql://site@127.0.0.1:{free_port()}/site"
     )

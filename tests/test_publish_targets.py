@@ -20,7 +20,7 @@ from blocks.targets import (
     remote_path,
     safe_name,
 )
-from tests.publish_support import sftp_target_fields
+from tests.fixtures.services import sftp_target_fields
 from tests.services import free_port
 
 

@@ -11,7 +11,7 @@ from galleryflow.db.models import MetadataQuality, ReviewRow
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import DraftEdits, apply_edit, validate_edit
-from tests.captioning_support import insert_set, rows
+from tests.fixtures.rows import insert_set, rows
 
 pytestmark = pytest.mark.usefixtures("db")
 

@@ -27,7 +27,7 @@ from galleryflow.review.forms import (
     spelling_flags,
 )
 from tasks.review_gate import apply_decisions
-from tests.captioning_support import insert_set, rows
+from tests.fixtures.rows import insert_set, rows
 
 pytestmark = pytest.mark.usefixtures("db")
 

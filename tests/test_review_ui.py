@@ -21,9 +21,9 @@ import pytest
 
 from flows.process_sets import RunSummary, process_sets
 from galleryflow.core.status import RowStatus
-from tests.conftest import make_set
-from tests.gate_support import FlowThread, Reviewer, db_rows, offline
-from tests.gate_support import reviewer  # noqa: F401  (fixture)
+from tests.fixtures.photos import make_set
+from tests.fixtures.review import FlowThread, Reviewer, offline
+from tests.fixtures.rows import db_rows
 from tests.services import unavailable
 
 pytestmark = pytest.mark.integration

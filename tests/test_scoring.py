@@ -41,15 +41,9 @@ from tasks.scoring import (
     score_rows,
     scoring_setup,
 )
-from tests.conftest import make_set
-from tests.scoring_helpers import (
-    blurred_copy,
-    configure_scoring,
-    insert_set,
-    isolate_weight_caches,
-    read_rows,
-    write_odd_images,
-)
+from tests.fixtures.photos import blurred_copy, make_set, write_odd_images
+from tests.fixtures.rows import insert_set, read_rows
+from tests.fixtures.weights import configure_scoring, isolate_weight_caches
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -244,11 +238,13 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
     odd = write_odd_images(tmp_path / "odd", photos[0])
     files = photos + [tmp_path / "odd" / "cmyk.jpg", tmp_path / "odd" / "truncated.jpg"]
     locked = {photos[1].name: "approved"}
-    session_id, row_ids = insert_set(files, settings, statuses=locked)
+    inserted = insert_set(settings, files=files, status="new", statuses=locked, exif=False)
+    session_id, row_ids = inserted.session_id, inserted.row_ids
     # A row whose incoming copy vanished: it fails with a reason, the others go on.
     vanished = tmp_path / "vanished.jpg"
     vanished.write_bytes(photos[2].read_bytes())
-    _, (vanished_id,) = insert_set([vanished], settings, set_name="other-set")
+    (vanished_id,) = insert_set(settings, name="other-set", files=[vanished], status="new",
+                                exif=False).row_ids
     Path(read_rows([vanished_id])["vanished.jpg"].incoming_path).unlink()
 
     reports = scoring_flow(row_ids + [vanished_id], session_id, chunk_size=3)
@@ -284,7 +280,8 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
 @pytest.mark.integration
 def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monkeypatch):
     settings = get_settings()
-    session_id, row_ids = insert_set(photos, settings)
+    inserted = insert_set(settings, files=photos, status="new", exif=False)
+    session_id, row_ids = inserted.session_id, inserted.row_ids
     computed: list[int] = []
     real = scoring.score_images
 
@@ -318,7 +315,8 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
 @pytest.mark.integration
 def test_changed_content_fails_that_row_only(prefect_api, db, photos):
     settings = get_settings()
-    session_id, row_ids = insert_set(photos, settings)
+    inserted = insert_set(settings, files=photos, status="new", exif=False)
+    session_id, row_ids = inserted.session_id, inserted.row_ids
     changed = read_rows(row_ids)[photos[0].name]
     Path(changed.incoming_path).write_bytes(photos[1].read_bytes())  # not what intake hashed
 

@@ -26,17 +26,15 @@ from galleryflow.imaging.stats import fallback_aesthetic, fallback_brisque, imag
 from galleryflow.core.settings import get_settings  # noqa: E402
 from galleryflow.core.stages import ChunkReport  # noqa: E402
 from tasks.scoring import ScoreInput, score_images, score_rows, scoring_setup  # noqa: E402
-from tests.conftest import make_set  # noqa: E402
-from tests.scoring_helpers import (  # noqa: E402
+from tests.fixtures.photos import make_set, write_odd_images  # noqa: E402
+from tests.fixtures.rows import insert_set, read_rows  # noqa: E402
+from tests.fixtures.weights import (  # noqa: E402
     TINY_MODEL,
     configure_scoring,
-    insert_set,
     isolate_weight_caches,
-    read_rows,
     tiny_weights,
     write_brisque_params,
     write_head,
-    write_odd_images,
 )
 
 pytestmark = pytest.mark.ai
@@ -212,7 +210,8 @@ def scoring_flow(row_ids: list[int], session_id: int) -> list[ChunkReport]:
 def test_model_scores_land_in_the_db(prefect_api, db, weights, photos, tmp_path):
     expected = write_odd_images(tmp_path / "odd", photos[0])
     files = photos + [tmp_path / "odd" / "palette.png"]
-    session_id, row_ids = insert_set(files, weights)
+    inserted = insert_set(weights, files=files, status="new", exif=False)
+    session_id, row_ids = inserted.session_id, inserted.row_ids
     reports = scoring_flow(row_ids, session_id)
     rows = read_rows(row_ids)
     direct = {r.sha256: r for r in score_images(_inputs(files), scoring_setup(weights))}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from galleryflow.core.settings import Settings
 from tasks.validate import check_file, validate_set_dirs
-from tests.conftest import make_set
+from tests.fixtures.photos import make_set
 
 
 def _one(report, name):

@@ -4,18 +4,35 @@ Used by ``galleryflow demo``, the tests and the benchmarks, so every one of them
 works on a fresh machine with no photos of its own. Images are procedural
 landscapes (sky gradient, sun, hills, noise texture) so JPEG sizes, decode times
 and quality scores behave like photographs rather than flat colour.
+
+- :func:`write_sample`: one JPEG from a :class:`SampleSpec`;
+- :func:`make_set`: a small set of them (one shoot: times, GPS on every other photo);
+- :func:`demo_sets`: the demo's two sets and its bad files;
+- :func:`insert_set`: a set put straight into galleryflow's DB as stages 1–4 leave
+  it (incoming copies, one ``review_queue`` row each), for the tests and benchmarks
+  that start at a later stage.
 """
 
 from __future__ import annotations
 
 import random
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
+
+from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.status import RowStatus
+from galleryflow.db import ImageSet, ReviewRow, session_scope
+
+if TYPE_CHECKING:
+    from galleryflow.core.settings import Settings
 
 CAMERAS = [
     ("Canon", "Canon EOS R6", "RF24-105mm F4 L IS USM"),
@@ -130,6 +147,21 @@ def write_sample(path: Path, spec: SampleSpec, exif: bool = True) -> Path:
     return path
 
 
+def make_set(root: Path, name: str, count: int, size: tuple[int, int] = (960, 640),
+             start: datetime = datetime(2026, 6, 14, 9, 0), gps: bool = True) -> Path:
+    """A small set ``root/name`` of real, textured JPEGs with EXIF; fast enough for unit
+    tests. Photos are 30 minutes apart from ``start``; every other one has GPS."""
+    folder = root / name
+    for i in range(count):
+        spec = SampleSpec(
+            name=f"{name}-{i + 1:02d}.jpg", width=size[0], height=size[1],
+            taken_at=start + timedelta(minutes=30 * i), seed=zlib.crc32(f"{name}/{i}".encode()) % 10_000,
+            gps=(46.5 + i * 0.01, 7.9, 1500.0) if gps and i % 2 == 0 else None,
+        )
+        write_sample(folder / spec.name, spec)
+    return folder
+
+
 def demo_sets(root: Path, megapixels: float = 6.0, per_set: int = 6, bad_files: bool = True) -> list[Path]:
     """Write the demo's sample sets under ``root``; returns the set folders."""
     aspect = 1.5
@@ -164,3 +196,131 @@ def demo_sets(root: Path, megapixels: float = 6.0, per_set: int = 6, bad_files: 
         # A PNG saved as .jpg: goes on under its real format, with a warning.
         Image.new("RGB", (1200, 800), (120, 140, 160)).save(bad / "mislabelled-scan.jpg", "PNG")
     return folders
+
+
+# --- sample sets as rows ---------------------------------------------------------------
+
+
+@dataclass
+class InsertedSet:
+    """A set put into the DB by :func:`insert_set`: its session (the ``image_set`` row),
+    its rows in file order, its key and the folder it came from."""
+
+    session_id: int
+    row_ids: list[int]
+    set_key: str
+    folder: Path
+
+
+# The legal steps from ``new`` to each status. A seeded row reaches its status through
+# the status machine (ReviewRow checks every assignment), as the stages would move it.
+_STEPS: dict[str, tuple[str, ...]] = {
+    RowStatus.NEW: (),
+    RowStatus.SCORED: ("scored",),
+    RowStatus.CAPTIONED: ("scored", "captioned"),
+    RowStatus.AWAITING_REVIEW: ("scored", "captioned", "awaiting_review"),
+    RowStatus.APPROVED: ("scored", "captioned", "awaiting_review", "approved"),
+    RowStatus.REJECTED: ("scored", "captioned", "awaiting_review", "rejected"),
+    RowStatus.PUBLISHED: ("scored", "captioned", "awaiting_review", "approved", "published"),
+    RowStatus.FAILED: ("failed",),
+}
+
+
+def read_fields(path: Path) -> dict[str, Any]:
+    """Format, pixel size, orientation, date, camera, lens and GPS position of a photo,
+    read from its EXIF with Pillow: the columns a seeded row gets from its file."""
+    with Image.open(path) as img:
+        exif = img.getexif()
+        width, height = img.size
+        image_format = img.format
+    ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    fields: dict[str, Any] = {"image_format": image_format, "width": width, "height": height,
+                              "orientation": exif.get(ExifTags.Base.Orientation)}
+    stamp = ifd.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+    if stamp:
+        fields["taken_at"] = datetime.strptime(stamp, "%Y:%m:%d %H:%M:%S")
+    fields["camera_make"] = exif.get(ExifTags.Base.Make)
+    fields["camera_model"] = exif.get(ExifTags.Base.Model)
+    fields["lens"] = ifd.get(ExifTags.Base.LensModel)
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    if gps.get(ExifTags.GPS.GPSLatitude):
+        def deg(values: tuple) -> float:
+            d, m, s = (float(v) for v in values)
+            return d + m / 60 + s / 3600
+        fields["gps_lat"] = deg(gps[ExifTags.GPS.GPSLatitude])
+        fields["gps_lon"] = deg(gps[ExifTags.GPS.GPSLongitude])
+    return fields
+
+
+def insert_set(
+    settings: Settings,
+    root: Path | None = None,
+    name: str = "test-set",
+    count: int | None = None,
+    *,
+    files: Sequence[Path] | None = None,
+    size: tuple[int, int] = (640, 480),
+    status: str = RowStatus.SCORED,
+    statuses: Mapping[str, str] | None = None,
+    exif: bool = True,
+    location: str | None = None,
+    subject: str | None = None,
+    per_row: Sequence[Mapping[str, Any]] = (),
+    **row_values: Any,
+) -> InsertedSet:
+    """A set in galleryflow's DB as stages 1–4 leave it, without running them.
+
+    The photos are a new :func:`make_set` of ``count`` images of ``size`` under
+    ``root/name`` (``count`` defaults to ``len(per_row)``, else 3), or the given
+    ``files`` (any kind of file: odd images, broken ones) in their order. Each is
+    copied, verified, to ``incoming/<name>/`` and gets one ``review_queue`` row of an
+    ``image_set`` session named ``name`` (with ``location`` and ``subject``).
+
+    - ``status``: every row's status, reached by legal transitions from ``new``;
+      ``statuses`` overrides it per file name, a ``status`` in ``per_row`` per row.
+    - ``exif``: the columns read from each file (format, size, date, camera, lens,
+      GPS position; see :func:`read_fields`) and its byte size. ``False`` for files
+      that are no photos: their rows carry names, paths and sha256 only.
+    - ``per_row``: column values row by row (file order), over ``row_values``, which
+      every row gets.
+    """
+    if files is None:
+        if root is None:
+            raise ValueError("insert_set needs a root to write the set in, or files")
+        count = count if count is not None else (len(per_row) or 3)
+        folder = make_set(root, name, count, size=size)
+        sources = sorted(folder.glob("*.jpg"))
+    else:
+        if root is not None or count is not None:
+            raise ValueError("insert_set takes files, or a root and a count to write them")
+        sources = list(files)
+        folder = sources[0].parent
+    if per_row and len(per_row) != len(sources):
+        raise ValueError(f"per_row has {len(per_row)} entries for {len(sources)} files")
+    incoming = settings.incoming_dir / name
+    with session_scope(settings.db_url) as session:
+        image_set = ImageSet(set_key=name, name=name, source_dir=str(folder), location=location,
+                             subject=subject, image_count=len(sources))
+        session.add(image_set)
+        session.flush()
+        rows = []
+        for index, source in enumerate(sources):
+            values = {**row_values, **(per_row[index] if per_row else {})}
+            target = values.pop("status", (statuses or {}).get(source.name, status))
+            copy = incoming / source.name
+            sha = copy_verified(source, copy)
+            if exif:
+                values = {**read_fields(source), "file_size": source.stat().st_size, **values}
+            row = ReviewRow(
+                set_key=name, original_name=source.name, image_set_id=image_set.id,
+                created_session_id=image_set.id, sha256=sha, source_path=str(source),
+                incoming_path=str(copy), **values,
+            )
+            row.status = RowStatus.NEW
+            for step in _STEPS[RowStatus(target)]:
+                row.status = step  # through the status machine, one legal step at a time
+            session.add(row)
+            rows.append(row)
+        session.flush()
+        return InsertedSet(session_id=image_set.id, row_ids=[r.id for r in rows], set_key=name,
+                           folder=folder)

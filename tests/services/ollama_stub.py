@@ -21,6 +21,12 @@ given JSON object), :class:`Raw` (verbatim text: garbage), :class:`Slow`
 :class:`HttpError`, :class:`Disconnect` (drop the connection). Models can be
 missing (404, as Ollama answers) and the running-model list reports a
 configurable GPU/CPU split.
+
+:func:`point_at` aims galleryflow's settings at a running stand-in (models
+:data:`PRIMARY` and :data:`FALLBACK`, fast retries, short timeouts).
+
+The module imports nothing from the tests package, so ``bench/`` loads it from this
+file (``bench/_ollama_stub.py``) without importing ``tests``.
 """
 
 from __future__ import annotations
@@ -38,11 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from PIL import Image
 
-from tests.services import free_port
+if TYPE_CHECKING:
+    from galleryflow.core.settings import Settings
 
 # --------------------------------------------------------------------------- replies
 
@@ -278,8 +285,8 @@ class OllamaStub:
         class Handler(_Handler):
             owner = stub
 
-        self.port = free_port()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # a free port
+        self.port = self._server.server_address[1]
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-stub",
                                         daemon=True)
@@ -460,3 +467,22 @@ class _Handler(BaseHTTPRequestHandler):
 def ollama_stub(**kwargs: Any) -> Iterator[OllamaStub]:
     with OllamaStub(**kwargs) as stub:
         yield stub
+
+
+# --------------------------------------------------------------------------- aiming
+
+PRIMARY = "llava:7b"
+FALLBACK = "moondream:latest"
+
+
+def point_at(settings: Settings, stub: OllamaStub, fallback: str | None = None) -> None:
+    """Aim stage 7 (``settings.ollama``) at the stand-in, with fast retries and short
+    timeouts."""
+    o = settings.ollama
+    o.host = stub.host
+    o.model = PRIMARY
+    o.fallback_model = fallback
+    o.timeout_seconds = 5.0
+    o.connect_timeout_seconds = 1.0
+    o.retry_backoff_seconds = 0.01
+    o.request_retries = 2
