@@ -22,7 +22,7 @@ from galleryflow.imaging.decode import (
     read_header,
 )
 from galleryflow.imaging.stats import ImageStats, image_stats
-from tests import batch_media as gen
+from tests.fixtures import photos as gen
 
 
 # ---------------------------------------------------------------- formats
