@@ -64,6 +64,8 @@ from blocks.targets import (
 from galleryflow.db import ImageSet, PublishLog, ReviewRow, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.core.photo_facts import CameraFacts
+from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
+from galleryflow.core.prefect_run import run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
@@ -94,15 +96,6 @@ class PublishConfigError(RuntimeError):
 
 class PublishIncomplete(RuntimeError):
     """A chunk ended with a blocking error: its rows stay approved; rerun to resume."""
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # outside a Prefect run (CLI, tests): plain logging
-        return _log
 
 
 # -------------------------------------------------------------------- configuration
@@ -338,7 +331,7 @@ def _build(
             report.add(unit.label, "failed", str(result))
             continue
         for warning in result.warnings:
-            _logger().warning(warning)
+            run_logger(_log).warning(warning)
         unit.derivatives = result
         built.append(unit)
     return built
@@ -651,9 +644,7 @@ def _retry_on_network_error(task: Any, task_run: Any, state: Any) -> bool:
 def publish_chunk(row_ids: list[int], flow_run_id: str | None = None) -> ChunkReport:
     """Prefect task: publish one chunk of approved rows (see :func:`publish_rows`)."""
     if flow_run_id is None:
-        from prefect.runtime import flow_run
-
-        flow_run_id = flow_run.id
+        flow_run_id = current_flow_run_id()
     return publish_rows(row_ids, settings=get_settings(), flow_run_id=flow_run_id)
 
 
@@ -729,7 +720,7 @@ def publish_summary_artifact(summary: PublishSummary, key: str = "publish-summar
     try:
         create_table_artifact(table=table, key=key, description=summary_markdown(summary))
     except Exception as exc:  # the publish itself is done; never fail it for a report
-        _logger().warning("could not create the publish summary artifact: %s", exc)
+        run_logger(_log).warning("could not create the publish summary artifact: %s", exc)
 
 
 def cleanup_work_files(row_ids: Sequence[int], settings: Settings | None = None) -> int:
@@ -825,7 +816,7 @@ def publish_approved(
             progress.advance(len(chunk))
     summary = summarize(reports, blocking)
     publish_summary_artifact(summary)
-    _logger().info(summary_markdown(summary).replace("**", ""))
+    run_logger(_log).info(summary_markdown(summary).replace("**", ""))
     if not summary.complete:
         raise PublishIncomplete("; ".join(summary.blocking_errors))
     cleanup_work_files(ids, settings)

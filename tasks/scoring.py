@@ -44,6 +44,7 @@ from galleryflow.core.caching import CONTENT
 from galleryflow.db import ReviewRow, session_scope
 from galleryflow.imaging.decode import open_reduced
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.prefect_run import flow_run_id, run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.imaging.stats import (
     WORST_AESTHETIC,
@@ -138,31 +139,14 @@ def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
     return describe_setup(scoring_setup(settings))
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
-
-
-def _run_key() -> str:
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    return str(ctx.flow_run.id) if ctx and ctx.flow_run else "no-run"
-
-
 def _log_once(key: str, message: str, level: int = logging.INFO) -> None:
     """Log a message once per process and flow run (the run log says it once)."""
-    full = f"{_run_key()}:{key}"
+    full = f"{flow_run_id() or 'no-run'}:{key}"
     with _log_lock:
         if full in _logged:
             return
         _logged.add(full)
-    _logger().log(level, message)
+    run_logger(_log).log(level, message)
 
 
 def log_scoring_setup(setup: ScoringSetup | None = None) -> ScoringDescription:
