@@ -38,14 +38,15 @@ from tasks.exif import ExifData, ExifInput, read_exif_chunk
 from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
 from tasks.review_rows import review_rows_chunk
 from tasks.rollback import record_cause
-from tasks.scoring import log_scoring_setup, score_rows
+from tasks.scoring import log_scoring_setup
 from tasks.captioning import caption_chunk, start_captioning
 from tasks.model_resize import model_resize_chunk
 from tasks.proof import publish_proof_artifacts
 from tasks.validate import SetReport, SetValidationError, ValidationReport, validate_sets
+from flows.fanout import score_rows
 from flows.gate import GateResult
 from flows.review_publish import review_and_publish
-from tasks.publish import PublishSummary
+from galleryflow.publishing.summary import PublishSummary
 
 
 class SetOutcome(BaseModel):

@@ -23,7 +23,9 @@ from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
-from tasks.publish import PublishSummary, publish_approved, publishable_row_ids
+from flows.fanout import publish_approved
+from galleryflow.publishing.summary import PublishSummary
+from tasks.publish import publishable_row_ids
 
 
 def _regenerate(row_ids: list[int]) -> None:

@@ -38,9 +38,9 @@ from tasks.scoring import (
     describe_scoring,
     log_scoring_setup,
     score_images,
-    score_rows,
     scoring_setup,
 )
+from flows.fanout import score_rows
 from tests.conftest import make_set
 from tests.scoring_helpers import (
     blurred_copy,
