@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from galleryflow.db import MetadataQuality, ReviewRow, session_scope
+from galleryflow.core.prefect_run import flow_run_id
 from galleryflow.notifications import notify_review_gate
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
@@ -57,11 +58,6 @@ def add_gate_listener(listener: GateOpened) -> None:
 def remove_gate_listener(listener: GateOpened) -> None:
     if listener in _gate_listeners:
         _gate_listeners.remove(listener)
-
-
-def _flow_run_id() -> str | None:
-    ctx = FlowRunContext.get()
-    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
 # The server-side pause outlives the gate's own wait by this much, so that the
@@ -263,7 +259,7 @@ def review_gate(
             notify_review_gate(len(page_rows), sets=page_sets, detail=f"page {page} of {pages}")
             for listener in listeners:
                 try:
-                    listener(_flow_run_id(), key, len(page_rows))
+                    listener(flow_run_id(), key, len(page_rows))
                 except Exception as exc:  # a listener never blocks the gate
                     logger.warning("review gate listener failed: %s", exc)
             logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "

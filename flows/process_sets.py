@@ -20,7 +20,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import get_run_context
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.transactions import transaction
@@ -31,6 +30,7 @@ from galleryflow.db import ImageSet, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.intake.queue import discover_sets
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
@@ -38,14 +38,15 @@ from tasks.exif import ExifData, ExifInput, read_exif_chunk
 from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
 from tasks.review_rows import review_rows_chunk
 from tasks.rollback import record_cause
-from tasks.scoring import log_scoring_setup, score_rows
+from tasks.scoring import log_scoring_setup
 from tasks.captioning import caption_chunk, start_captioning
 from tasks.model_resize import model_resize_chunk
 from tasks.proof import publish_proof_artifacts
 from tasks.validate import SetReport, SetValidationError, ValidationReport, validate_sets
+from flows.fanout import score_rows
 from flows.gate import GateResult
 from flows.review_publish import review_and_publish
-from tasks.publish import PublishSummary
+from galleryflow.publishing.summary import PublishSummary
 
 
 class SetOutcome(BaseModel):
@@ -85,13 +86,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
-
-
-def _flow_run_id() -> str | None:
-    try:
-        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
-    except Exception:
-        return None
 
 
 def _ingest(report: SetReport, session_id: int, settings: Settings,
@@ -230,7 +224,7 @@ def process_sets(
     """
     settings = get_settings()
     logger = get_run_logger()
-    flow_run_id = _flow_run_id()
+    flow_run_id = current_flow_run_id()
     set_dirs = list(set_dirs or [])
     if intake_dir:
         set_dirs += [str(p) for p in discover_sets(Path(intake_dir), settings)]

@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -21,9 +20,12 @@ from sqlalchemy import select
 from flows.gate import GateResult, review_gate
 from galleryflow.db import ReviewRow, session_scope
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
-from tasks.publish import PublishSummary, publish_approved, publishable_row_ids
+from flows.fanout import publish_approved
+from galleryflow.publishing.summary import PublishSummary
+from tasks.publish import publishable_row_ids
 
 
 def _regenerate(row_ids: list[int]) -> None:
@@ -78,6 +80,5 @@ def review_publish(set_names: list[str] | None = None) -> ReviewPublishSummary:
     if not row_ids:
         logger.info("nothing to do: no rows awaiting review or publishing")
         return ReviewPublishSummary(rows=0)
-    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
-    review, published = review_and_publish(row_ids, settings, flow_run_id)
+    review, published = review_and_publish(row_ids, settings, current_flow_run_id())
     return ReviewPublishSummary(rows=len(row_ids), review=review, publish=published)

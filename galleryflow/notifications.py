@@ -22,18 +22,10 @@ import logging
 from typing import Any
 
 from blocks.webhook import Event, Notification, NotificationError, NotificationWebhook
+from galleryflow.core.prefect_run import run_logger
 from galleryflow.core.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return log
 
 
 def load_webhook(name: str | None = None) -> NotificationWebhook | None:
@@ -45,7 +37,7 @@ def load_webhook(name: str | None = None) -> NotificationWebhook | None:
         log.debug("no %s block named %r: notifications off", NotificationWebhook.__name__, name)
         return None
     except Exception as exc:
-        _logger().warning("could not load the notification block %r: %s", name, exc)
+        run_logger(log).warning("could not load the notification block %r: %s", name, exc)
         return None
 
 
@@ -69,10 +61,10 @@ def send(notification: Notification, webhook: NotificationWebhook | None = None)
     try:
         webhook.send(notification)
     except NotificationError as exc:
-        _logger().warning("notification %r not sent: %s", notification.event, exc)
+        run_logger(log).warning("notification %r not sent: %s", notification.event, exc)
         return False
     except Exception as exc:  # a notification is never worth failing a run for
-        _logger().warning("notification %r not sent: %s", notification.event, type(exc).__name__)
+        run_logger(log).warning("notification %r not sent: %s", notification.event, type(exc).__name__)
         return False
     return True
 

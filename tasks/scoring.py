@@ -20,7 +20,8 @@ stops the set.
 Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
 the files' sha256 and the model identity (weights fingerprints);
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
-the rows and moves ``new`` → ``scored``.
+the rows and moves ``new`` → ``scored``, holding one slot of the global
+concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from galleryflow.core.caching import CONTENT
 from galleryflow.db import ReviewRow, session_scope
 from galleryflow.imaging.decode import open_reduced
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.prefect_run import flow_run_id, limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.imaging.stats import (
     WORST_AESTHETIC,
@@ -69,6 +71,7 @@ from tasks.rowstate import snapshot_row
 from galleryflow.core.stages import ChunkReport, chunked
 
 STAGE = "scoring"
+SCORING_LIMIT = "scoring"  # the global concurrency limit a chunk holds one slot of
 _log = logging.getLogger(__name__)
 
 # Columns this stage writes (and snapshots before refreshing a row it did not create).
@@ -138,31 +141,14 @@ def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
     return describe_setup(scoring_setup(settings))
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect.exceptions import MissingContextError
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _log
-
-
-def _run_key() -> str:
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    return str(ctx.flow_run.id) if ctx and ctx.flow_run else "no-run"
-
-
 def _log_once(key: str, message: str, level: int = logging.INFO) -> None:
     """Log a message once per process and flow run (the run log says it once)."""
-    full = f"{_run_key()}:{key}"
+    full = f"{flow_run_id() or 'no-run'}:{key}"
     with _log_lock:
         if full in _logged:
             return
         _logged.add(full)
-    _logger().log(level, message)
+    run_logger(_log).log(level, message)
 
 
 def log_scoring_setup(setup: ScoringSetup | None = None) -> ScoringDescription:
@@ -496,33 +482,33 @@ def _write(batch: list[_Work], results: list[ImageScores | Exception], session_i
                 report.add(work.name, "ok", summary)
 
 
-@task(name="score-chunk", tags=[STAGE], retries=2, retry_delay_seconds=5)
+@task(name="score-chunk", retries=2, retry_delay_seconds=5)
 def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     """Score the ``review_queue`` rows ``row_ids`` (one chunk) and write their scores.
 
     ``new``/``failed`` rows become ``scored``; rows already past scoring keep their
     status and get fresh scores; approved, rejected and published rows are left
-    alone. The ``scoring`` tag carries the global concurrency limit (default 1),
-    so two runs never fight over one GPU.
+    alone. The chunk holds one slot of the global concurrency limit ``scoring``
+    (default 1 slot, waiting at most ``scoring.slot_wait_seconds``), so two runs
+    never fight over one GPU. ``flows.fanout.score_rows`` submits the chunks.
     """
     settings = get_settings()
-    setup = scoring_setup(settings)
-    log_scoring_setup(setup)
-    report = ChunkReport(stage=STAGE)
-    ledger = SessionLedger(settings, session_id)
-    work = _load_rows(row_ids, session_id, report, ledger)
-    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
-    progress.advance(len(row_ids) - len(work))
-    for batch in chunked(work, setup.batch_size):
-        results = _compute_isolated(batch, setup.identity)
-        _write(batch, results, session_id, report, ledger)
-        progress.advance(len(batch))
-    return report
+    with limit_slot(SCORING_LIMIT, settings.scoring.slot_wait_seconds):
+        setup = scoring_setup(settings)
+        log_scoring_setup(setup)
+        report = ChunkReport(stage=STAGE)
+        ledger = SessionLedger(settings, session_id)
+        work = _load_rows(row_ids, session_id, report, ledger)
+        progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
+        progress.advance(len(row_ids) - len(work))
+        for batch in chunked(work, setup.batch_size):
+            results = _compute_isolated(batch, setup.identity)
+            _write(batch, results, session_id, report, ledger)
+            progress.advance(len(batch))
+        return report
 
 
-def score_rows(row_ids: Sequence[int], session_id: int, chunk_size: int | None = None
-               ) -> list[ChunkReport]:
-    """Inside a flow: submit one :func:`score_chunk` per chunk and wait for the reports."""
-    size = chunk_size or get_settings().chunk_size
-    futures = [score_chunk.submit(chunk, session_id) for chunk in chunked(list(row_ids), size)]
-    return [future.result() for future in futures]
+def scoring_chunks(row_ids: Sequence[int], chunk_size: int | None = None) -> list[list[int]]:
+    """The chunks :func:`score_chunk` runs on: ``chunk_size`` rows (default
+    ``settings.chunk_size``) each, in order."""
+    return list(chunked(list(row_ids), chunk_size or get_settings().chunk_size))

@@ -21,17 +21,12 @@ from blocks.targets import (
 )
 from galleryflow.core.settings import Settings
 from galleryflow.publishing.derivatives import work_folder
-from tasks.publish import (
-    PublishConfigError,
-    PublishIncomplete,
-    cleanup_work_files,
-    publish_approved,
-    publish_file_name,
-    publish_rows,
-    publishable_row_ids,
-    resolve_gallery,
-    resolve_target,
-)
+from flows.fanout import publish_approved
+from galleryflow.publishing.cleanup import cleanup_work_files
+from galleryflow.publishing.config import PublishConfigError, resolve_gallery, resolve_target
+from galleryflow.publishing.names import publish_file_name
+from galleryflow.publishing.summary import PublishIncomplete
+from tasks.publish import publish_rows, publishable_row_ids
 from tests.fixtures.crash import run_child_until_killed
 from tests.fixtures.rows import RowSpec, drafted, insert_set, log_entries, rows_by_id
 from tests.fixtures.services import sftp_target_fields
@@ -585,8 +580,8 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
         FlowRunFilterId,
     )
 
+    from galleryflow.core.prefect_run import ensure_limit
     from galleryflow.core.settings import reset_settings
-    from tasks.publish import ensure_publish_concurrency_limit
 
     monkeypatch.setenv("GALLERYFLOW_PUBLISH__FULL_LONG_EDGE", "640")
     monkeypatch.setenv("GALLERYFLOW_PUBLISH__RETRIES", "1")
@@ -642,15 +637,15 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
         chunk = [t for t in runs if t.name.startswith("publish-chunk")][0]
         assert chunk.run_count == 2  # first try + one retry
 
-        ensure_publish_concurrency_limit(settings)
+        # The stage created the global limit its chunks hold a slot of
+        # (publish.concurrency slots); creating it again changes nothing.
         try:
-            ensure_publish_concurrency_limit(settings)  # idempotent
-            limit = client.read_concurrency_limit_by_tag("publish")
-            assert limit.concurrency_limit == 4
+            assert ensure_limit("publish", settings.publish.concurrency) is False  # idempotent
+            limit = client.read_global_concurrency_limit_by_name("publish")
+            assert limit.limit == 4
         finally:
-            # The harness serves the whole session: a tag limit left here would hold
-            # every later test's publish tasks to it.
-            client.delete_concurrency_limit_by_tag("publish")
+            # The harness serves the whole session: leave no limit of ours behind.
+            client.delete_global_concurrency_limit_by_name("publish")
 
 
 @pytest.mark.integration

@@ -38,9 +38,9 @@ from tasks.scoring import (
     describe_scoring,
     log_scoring_setup,
     score_images,
-    score_rows,
     scoring_setup,
 )
+from flows.fanout import score_rows
 from tests.fixtures.photos import blurred_copy, make_set, write_odd_images
 from tests.fixtures.rows import insert_set, read_rows
 from tests.fixtures.weights import configure_scoring, isolate_weight_caches

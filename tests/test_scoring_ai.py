@@ -25,7 +25,8 @@ from galleryflow.imaging.decode import open_reduced  # noqa: E402
 from galleryflow.imaging.stats import fallback_aesthetic, fallback_brisque, image_stats  # noqa: E402
 from galleryflow.core.settings import get_settings  # noqa: E402
 from galleryflow.core.stages import ChunkReport  # noqa: E402
-from tasks.scoring import ScoreInput, score_images, score_rows, scoring_setup  # noqa: E402
+from tasks.scoring import ScoreInput, score_images, scoring_setup  # noqa: E402
+from flows.fanout import score_rows  # noqa: E402
 from tests.fixtures.photos import make_set, write_odd_images  # noqa: E402
 from tests.fixtures.rows import insert_set, read_rows  # noqa: E402
 from tests.fixtures.weights import (  # noqa: E402

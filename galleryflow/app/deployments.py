@@ -127,7 +127,13 @@ def local_timezone() -> str:
 
 def template_env(settings: Settings) -> dict[str, str]:
     """Values for prefect.yaml's ``{{ $GALLERYFLOW_* }}`` placeholders."""
-    return {"GALLERYFLOW_TIMEZONE": settings.ops.timezone or local_timezone()}
+    return {
+        "GALLERYFLOW_TIMEZONE": settings.ops.timezone or local_timezone(),
+        # slots of the global concurrency limits (``galleryflow.concurrency_limits``)
+        "GALLERYFLOW_OLLAMA_SLOTS": str(settings.ollama.concurrency_limit),
+        "GALLERYFLOW_SCORING_SLOTS": str(settings.scoring.concurrency),
+        "GALLERYFLOW_PUBLISH_SLOTS": str(settings.publish.concurrency),
+    }
 
 
 def fill_placeholders(value: Any, env: dict[str, str]) -> Any:

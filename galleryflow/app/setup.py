@@ -6,7 +6,9 @@ harmless:
 
 1. the work pool (type ``process``) and its queues with their priorities
    (``urgent`` before ``default``);
-2. the global concurrency limits (``ollama``, ``scoring``, ``publish``);
+2. the global concurrency limits (``ollama``, ``scoring``, ``publish``) that the
+   stages' chunks hold a slot of, with the slots from the settings
+   (``ollama.concurrency_limit``, ``scoring.concurrency``, ``publish.concurrency``);
 3. blocks: every block type in ``blocks/`` is registered (so the UI can create
    them), and the notification webhook is saved when ``ops.notify_url`` is set;
 4. every deployment in ``prefect.yaml`` whose flow exists in this checkout,
@@ -101,6 +103,8 @@ def ensure_work_pool(project: ProjectSpec, report: SetupReport) -> None:
 
 
 def ensure_concurrency_limits(project: ProjectSpec, report: SetupReport) -> None:
+    """Create each limit of ``prefect.yaml`` or correct its slots (a stage only creates
+    a missing one, with :func:`galleryflow.core.prefect_run.ensure_limit`)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import (
         GlobalConcurrencyLimitCreate,

@@ -32,15 +32,16 @@ LIMITS: dict[LimitName, str] = {
 }
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The current run's logger (so the Prefect UI shows the line), else galleryflow's."""
+def run_logger(fallback: logging.Logger | None = None) -> logging.Logger | logging.LoggerAdapter:
+    """The current run's logger (so the Prefect UI shows the line), else ``fallback``
+    (a module's own logger, so its level and handlers apply), else galleryflow's."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 
     try:
         return get_run_logger()
     except MissingContextError:
-        return log
+        return fallback or log
 
 
 def flow_run_id() -> str | None:

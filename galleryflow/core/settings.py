@@ -96,6 +96,16 @@ class ScoringSettings(BaseModel):
         default=32, ge=8,
         description="Images with a shorter side than this get fallback model scores.",
     )
+    concurrency: int = Field(
+        default=1, ge=1,
+        description="Slots of the global concurrency limit `scoring` (scoring chunks at once, "
+                    "across runs) when galleryflow creates it.",
+    )
+    slot_wait_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="Longest wait for a slot of the `scoring` limit before the chunk fails "
+                    "(a slot leaked by a crashed run would otherwise be waited for forever).",
+    )
 
 
 class ModelResizeSettings(BaseModel):
@@ -184,7 +194,14 @@ class PublishSettings(BaseModel):
     jpeg_quality: int = 88
     keep_gps: bool = False
     concurrency: int = Field(
-        default=4, description="Tag concurrency limit `publish`: chunk uploads at once."
+        default=4,
+        description="Slots of the global concurrency limit `publish` (chunk uploads at once, "
+                    "across runs) when galleryflow creates it.",
+    )
+    slot_wait_seconds: float = Field(
+        default=1800.0, gt=0,
+        description="Longest wait for a slot of the `publish` limit before the chunk fails "
+                    "(a slot leaked by a crashed run would otherwise be waited for forever).",
     )
     public_base_url: str | None = Field(
         default=None,

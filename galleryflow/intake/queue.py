@@ -41,6 +41,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from galleryflow.core.fsutil import atomic_write_text, sha256_file
+from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
+from galleryflow.core.prefect_run import run_logger
 from galleryflow.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -252,26 +254,6 @@ def release_claims(flow_run_id: str) -> list[str]:
 
 # --- the scheduled runs' view ------------------------------------------------
 
-def _current_flow_run_id() -> str | None:
-    try:
-        from prefect.context import FlowRunContext
-
-        ctx = FlowRunContext.get()
-        return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
-    except Exception:  # outside Prefect: no run to claim for
-        return None
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    """The run's logger inside a Prefect run (so the UI shows it), else ours."""
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return log
-
-
 def discover_sets(intake_dir: Path, settings: Settings) -> list[Path]:
     """The ready sets under ``intake_dir`` that this run takes (claims), by name.
 
@@ -287,8 +269,8 @@ def discover_sets(intake_dir: Path, settings: Settings) -> list[Path]:
     if not folders:
         return []
     migrate(settings.db_url)
-    flow_run_id = _current_flow_run_id()
-    logger = _logger()
+    flow_run_id = current_flow_run_id()  # None outside Prefect: no run to claim for
+    logger = run_logger(log)
     queue = intake_dir.name
     taken: list[Path] = []
     now = time.time()

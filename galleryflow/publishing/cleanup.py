@@ -1,0 +1,47 @@
+"""Work files a finished publish no longer needs."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+
+from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.status import RowStatus
+from galleryflow.db import ReviewRow, session_scope
+from galleryflow.publishing.derivatives import work_folder
+
+
+def cleanup_work_files(row_ids: Sequence[int], settings: Settings | None = None) -> int:
+    """Remove publish derivatives of these rows, and other work files of the published ones.
+
+    Only files under ``settings.work_dir`` are touched (incoming copies and
+    originals never). Returns how many files were removed.
+    """
+    settings = settings or get_settings()
+    work = settings.work_dir.resolve()
+    removed = 0
+    for row_id in row_ids:
+        folder = work_folder(settings.work_dir, row_id)
+        if folder.is_dir():
+            removed += sum(1 for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+    with session_scope(settings.db_url) as session:
+        rows = session.scalars(
+            select(ReviewRow).where(
+                ReviewRow.id.in_(list(row_ids)), ReviewRow.status == RowStatus.PUBLISHED
+            )
+        )
+        for row in rows:
+            for attr in ("ollama_path", "thumbnail_path"):
+                value = getattr(row, attr)
+                if not value:
+                    continue
+                path = Path(value).resolve()
+                if path.is_relative_to(work) and path.is_file():
+                    path.unlink()
+                    removed += 1
+                    setattr(row, attr, None)
+    return removed

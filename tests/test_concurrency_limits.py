@@ -1,0 +1,221 @@
+"""The global concurrency limits ``scoring`` and ``publish`` really throttle.
+
+Two chunks of real rows (tiny JPEGs) run through the real fan-out
+(``flows.fanout.score_rows`` / ``publish_approved``) and the real chunk tasks, in
+a flow whose thread pool has room for both at once. Each chunk's work — from
+reading its rows to writing them back, all inside the slot the chunk holds — is
+recorded as it starts and ends:
+
+- with a limit of 1 slot the two never overlap (each stays inside a moment, so
+  an unthrottled second chunk would come in meanwhile);
+- with 2 slots both are inside at once (they meet at a barrier that only opens
+  with both inside), so it is the limit that serialises them, not the pool.
+
+Each test sets the limit itself and deletes it afterwards (the harness serves the
+whole session).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from galleryflow.core.settings import Settings, get_settings, reset_settings
+from galleryflow.core.stages import ChunkReport
+from galleryflow.publishing.config import resolve_gallery
+from tests.fixtures.photos import make_set
+from tests.fixtures.rows import RowSpec, drafted, insert_set, read_rows, rows_by_id
+from tests.fixtures.weights import isolate_weight_caches
+
+pytestmark = pytest.mark.integration
+
+
+class Spans:
+    """When each chunk was inside its slot-held work, and how many were inside at most."""
+
+    def __init__(self, meet: int) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._entries = 0
+        self._meet = meet
+        self.most = 0
+        self.spans: list[tuple[float, float]] = []
+        # meet > 1: the first chunks wait inside until that many are in (proof they overlap)
+        self._barrier = threading.Barrier(meet) if meet > 1 else None
+
+    def enter(self) -> float:
+        start = time.monotonic()
+        with self._lock:
+            self._inside += 1
+            self._entries += 1
+            first = self._entries <= self._meet  # not a retry's second entry
+            self.most = max(self.most, self._inside)
+        if self._barrier is None:
+            time.sleep(1.0)  # room for another chunk to come in, if the limit let it
+        elif first:
+            self._barrier.wait(timeout=60)  # BrokenBarrierError: they were never in together
+        return start
+
+    def leave(self, start: float) -> None:
+        with self._lock:
+            self._inside -= 1
+            self.spans.append((start, time.monotonic()))
+
+    def overlapping(self) -> bool:
+        (_, first_end), (second_start, _) = sorted(self.spans)
+        return second_start < first_end
+
+
+def record_between(monkeypatch: pytest.MonkeyPatch, module: Any, first: str, last: str,
+                   spans: Spans) -> None:
+    """Record a span from the start of ``module.first`` to the end of ``module.last``
+    (the first and the last step of a chunk's work, both inside its slot)."""
+    real_first, real_last = getattr(module, first), getattr(module, last)
+    starts: dict[int, float] = {}
+
+    def first_step(*args: Any, **kwargs: Any) -> Any:
+        starts[threading.get_ident()] = spans.enter()
+        return real_first(*args, **kwargs)
+
+    def last_step(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_last(*args, **kwargs)
+        finally:
+            spans.leave(starts.pop(threading.get_ident()))
+
+    monkeypatch.setattr(module, first, first_step)
+    monkeypatch.setattr(module, last, last_step)
+
+
+@pytest.fixture
+def set_limit(prefect_api) -> Iterator[Callable[[str, int], None]]:
+    """Set a global concurrency limit to ``slots`` for this test; deleted afterwards."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    names: set[str] = set()
+
+    def delete(client: Any, name: str) -> None:
+        try:
+            client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            pass
+
+    def set_(name: str, slots: int) -> None:
+        with get_client(sync_client=True) as client:
+            delete(client, name)  # one an earlier stage created, with its own slots
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=slots))
+            names.add(name)
+
+    yield set_
+    with get_client(sync_client=True) as client:
+        for name in names:
+            delete(client, name)
+
+
+@pytest.fixture
+def bounded(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Slot waits inside pytest's timeout, and one row per chunk."""
+    monkeypatch.setenv("GALLERYFLOW_SCORING__SLOT_WAIT_SECONDS", "90")
+    monkeypatch.setenv("GALLERYFLOW_PUBLISH__SLOT_WAIT_SECONDS", "90")
+    monkeypatch.setenv("GALLERYFLOW_CHUNK_SIZE", "1")
+    reset_settings()
+    return get_settings()
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@flow(name="scoring-limit-under-test", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def scoring_flow(row_ids: list[int], session_id: int) -> list[ChunkReport]:
+    from flows.fanout import score_rows
+
+    return score_rows(row_ids, session_id, chunk_size=1)
+
+
+def _score_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> Spans:
+    from tasks import scoring
+
+    isolate_weight_caches(monkeypatch, tmp_path)  # fallback scores: no model to load
+    files = sorted(make_set(tmp_path / "sets", f"limit-{slots}", 2, size=(160, 120)).glob("*.jpg"))
+    inserted = insert_set(get_settings(), files=files, status="new", exif=False)
+    session_id, row_ids = inserted.session_id, inserted.row_ids
+    set_limit("scoring", slots)
+    spans = Spans(meet=slots)
+    record_between(monkeypatch, scoring, "_load_rows", "_write", spans)
+
+    reports = scoring_flow(row_ids, session_id)
+
+    assert sorted(o.outcome for r in reports for o in r.outcomes) == ["ok", "ok"]
+    assert {r.status for r in read_rows(row_ids).values()} == {"scored"}
+    assert len(spans.spans) == 2
+    return spans
+
+
+def test_scoring_chunks_never_overlap_with_one_slot(set_limit, bounded, db, tmp_path,
+                                                    monkeypatch):
+    spans = _score_two_chunks(1, set_limit, bounded, db, tmp_path, monkeypatch)
+    assert spans.most == 1
+    assert not spans.overlapping()
+
+
+def test_scoring_chunks_overlap_with_two_slots(set_limit, bounded, db, tmp_path, monkeypatch):
+    spans = _score_two_chunks(2, set_limit, bounded, db, tmp_path, monkeypatch)
+    assert spans.most == 2
+    assert spans.overlapping()
+
+
+# --------------------------------------------------------------------------- publish
+
+
+@flow(name="publish-limit-under-test", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def publish_flow(row_ids: list[int]) -> list[str]:
+    from flows.fanout import publish_approved
+
+    return publish_approved(row_ids).published
+
+
+def _publish_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> Spans:
+    from tasks import publish
+
+    ids = insert_set(bounded, tmp_path / "sets", "lake-shore", size=(320, 240),
+                     per_row=drafted([RowSpec(), RowSpec()])).row_ids
+    # The gallery table exists before the chunks start: two chunks creating it at once
+    # race in GalleryConnection.ensure_table (check, then CREATE TABLE), and the loser's
+    # retry (GalleryUnavailable) would blur what this test looks at.
+    with resolve_gallery(bounded).connect() as gallery:
+        gallery.ensure_table()
+    set_limit("publish", slots)
+    spans = Spans(meet=slots)
+    record_between(monkeypatch, publish, "_select", "_mark_published", spans)
+
+    published = publish_flow(ids)
+
+    assert published == ["lake-shore-01.jpg", "lake-shore-02.jpg"]
+    assert {r.status for r in rows_by_id(bounded, ids).values()} == {"published"}
+    assert len(spans.spans) == 2
+    return spans
+
+
+def test_publish_chunks_never_overlap_with_one_slot(set_limit, bounded, db, tmp_path,
+                                                    monkeypatch):
+    spans = _publish_two_chunks(1, set_limit, bounded, db, tmp_path, monkeypatch)
+    assert spans.most == 1
+    assert not spans.overlapping()
+
+
+def test_publish_chunks_overlap_with_two_slots(set_limit, bounded, db, tmp_path, monkeypatch):
+    spans = _publish_two_chunks(2, set_limit, bounded, db, tmp_path, monkeypatch)
+    assert spans.most == 2
+    assert spans.overlapping()
