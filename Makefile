@@ -21,7 +21,10 @@ PIP_TOOLS := pip-tools==7.6.2
 # `make test-latest`: a second venv with the newest versions the ranges in
 # pyproject.toml allow (no lock), running the tests of everything that talks to
 # Prefect's server: the review gate, the UI form, schedules and deployments.
+# `make test-latest LATEST=.venv-oldest LATEST_PINS="prefect==3.8.8"` runs the same
+# tests on other versions the ranges allow (the oldest Prefect, say).
 LATEST      ?= .venv-latest
+LATEST_PINS ?=
 LATEST_TESTS := tests/test_gate_flow.py tests/test_review_ui.py tests/test_schedule.py \
                 tests/test_deployments_spec.py tests/test_ops_server.py
 
@@ -52,7 +55,7 @@ test-fast: $(STAMP)
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip --disable-pip-version-check install -q -e ".[test]"
+	$(LATEST)/bin/python -m pip --disable-pip-version-check install -q -e ".[test]" $(LATEST_PINS)
 	$(LATEST)/bin/python -m pip --disable-pip-version-check list 2>/dev/null \
 	  | grep -iE '^(prefect|fastapi|pydantic|sqlalchemy|uvicorn|starlette|httpx) '
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider $(LATEST_TESTS)
