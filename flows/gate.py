@@ -80,7 +80,7 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
     moment the run pauses.
 
     What this order costs — a reader can see the run Paused a moment before its form
-    is stored — is answered on the readers' side: ``review_client`` waits for the
+    is stored — is answered on the readers' side: ``galleryflow.review.answer`` waits for the
     form (the CLI, ``--approve-all``), and ``on_paused`` (listeners, notifications)
     runs only once the form is stored. While the run waits, every poll checks that
     the form is still there and stores it again, with a warning, if it is not: a

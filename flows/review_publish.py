@@ -26,11 +26,11 @@ from galleryflow.core.status import RowStatus
 from flows.fanout import publish_approved
 from galleryflow.publishing.summary import PublishSummary
 from tasks.publish import publishable_row_ids
+from tasks.captioning import regenerate_rows
 
 
 def _regenerate(row_ids: list[int]) -> None:
     """Stage 7 again for these rows, grouped by the session that holds each row."""
-    from tasks.captioning import regenerate_rows
 
     settings = get_settings()
     by_session: dict[int, list[int]] = defaultdict(list)

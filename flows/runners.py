@@ -15,13 +15,18 @@ here, so a worker applies the settings of the machine it runs on.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.process_sets import process_sets as process_sets_flow
+from flows.review_publish import review_publish as review_publish_flow
 from galleryflow.core.settings import Settings, get_settings
+from galleryflow.intake.queue import release_claims
+from galleryflow.notifications import notify_completion, notify_failure
 
 
 class TaskRunnerUnavailable(RuntimeError):
@@ -63,8 +68,6 @@ def deployable(flow: Flow, settings: Settings | None = None,
     ``release_claims_on_failure``: for flows that claim intake sets, a failed,
     crashed or cancelled run gives back the sets it did not complete.
     """
-    from galleryflow.notifications import notify_completion, notify_failure
-
     release = [release_failed_claims] if release_claims_on_failure else []
     return flow.with_options(
         task_runner=build_task_runner(settings),
@@ -77,10 +80,6 @@ def deployable(flow: Flow, settings: Settings | None = None,
 
 def release_failed_claims(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook: the sets this run did not complete go back to the intake queue."""
-    import logging
-
-    from galleryflow.intake.queue import release_claims
-
     log = logging.getLogger(__name__)
     try:
         released = release_claims(str(flow_run.id))
@@ -92,18 +91,8 @@ def release_failed_claims(flow: Any, flow_run: Any, state: Any) -> None:
                     flow_run.id, len(released), ", ".join(released))
 
 
-def _process_sets() -> Flow:
-    from flows.process_sets import process_sets as base
-
-    return deployable(base, release_claims_on_failure=True)
-
-
-def _review_publish() -> Flow:
-    from flows.review_publish import review_publish as base
-
-    return deployable(base)
 
 
 # The deployed flows (prefect.yaml's entrypoints) and the CLI's.
-process_sets = _process_sets()
-review_publish = _review_publish()
+process_sets = deployable(process_sets_flow, release_claims_on_failure=True)
+review_publish = deployable(review_publish_flow)

@@ -36,9 +36,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, ReviewRow, migrate, session_scope
 from galleryflow.intake.queue import intake_root
-from galleryflow.core.settings import Settings
+from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus, SetStatus
 
 Kind = Literal["work", "ledger", "partial", "results", "incoming"]
@@ -233,9 +233,6 @@ def _clear_row_paths(removed: list[str]) -> int:
 
 @task(name="clean-old-files", cache_policy=NO_CACHE)
 def clean_old_files(older_than_days: float, results_days: float, dry_run: bool) -> CleanupReport:
-    from galleryflow.db import migrate
-    from galleryflow.core.settings import get_settings
-
     settings = get_settings()
     migrate(settings.db_url)  # a fresh install may run cleanup before any set
     return plan_and_clean(settings, older_than_days, results_days, dry_run)

@@ -30,6 +30,7 @@ from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, StageError
+from tasks.rollback import rollback_session
 from tasks.validate import FileCheck, SetReport
 
 
@@ -92,7 +93,6 @@ def open_session(report: SetReport, flow_run_id: str | None, location: str | Non
 
 @open_session.on_rollback
 def _rollback_session(txn) -> None:  # type: ignore[no-untyped-def]
-    from tasks.rollback import rollback_session
 
     session_id = txn.get("session_id", None)
     if session_id is not None:

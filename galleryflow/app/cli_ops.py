@@ -1,6 +1,11 @@
 """Operations commands: ``galleryflow setup``, ``serve`` and ``watch``.
 
 Registered on the main CLI by :func:`register` (see the end of ``cli.py``).
+
+Commands import what they run inside their own body (flows, Prefect's client, the DB):
+`galleryflow --help` and a mistyped option answer at once instead of after the
+seconds it takes to import Prefect and every stage. No import here is placed to
+avoid a cycle; `lint-imports` checks the layers.
 """
 
 from __future__ import annotations

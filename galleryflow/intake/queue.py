@@ -38,6 +38,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select, update
+from galleryflow.db import ImageSet, SeenContent, session_scope
+from galleryflow.db import migrate
+from galleryflow.core.status import SetStatus
 from sqlalchemy.exc import IntegrityError
 
 from galleryflow.core.fsutil import atomic_write_text, sha256_file
@@ -194,7 +197,6 @@ def claim(content_sha256: str, folder: str, queue: str, flow_run_id: str | None)
     The unique index on ``seen_content.content_sha256`` arbitrates between
     concurrent claimers (the watch service, scheduled runs on several workers).
     """
-    from galleryflow.db import SeenContent, session_scope
 
     try:
         with session_scope() as db:
@@ -213,7 +215,6 @@ def claim(content_sha256: str, folder: str, queue: str, flow_run_id: str | None)
 
 
 def set_claim_run(claim_id: int, flow_run_id: str) -> None:
-    from galleryflow.db import SeenContent, session_scope
 
     with session_scope() as db:
         db.execute(update(SeenContent).where(SeenContent.id == claim_id).values(flow_run_id=flow_run_id))
@@ -221,7 +222,6 @@ def set_claim_run(claim_id: int, flow_run_id: str) -> None:
 
 def pending_claims(queue: str) -> list[Claim]:
     """Claims the watch service made but had not yet turned into a run (it stopped)."""
-    from galleryflow.db import SeenContent, session_scope
 
     with session_scope() as db:
         rows = db.scalars(select(SeenContent).where(SeenContent.queue == queue,
@@ -236,8 +236,6 @@ def release_claims(flow_run_id: str) -> list[str]:
     then takes those sets again. Sets the run completed stay claimed. Returns
     the released folders.
     """
-    from galleryflow.db import ImageSet, SeenContent, session_scope
-    from galleryflow.core.status import SetStatus
 
     done = {SetStatus.COMPLETED, SetStatus.AWAITING_REVIEW}
     with session_scope() as db:
@@ -262,7 +260,6 @@ def discover_sets(intake_dir: Path, settings: Settings) -> list[Path]:
     watch service) has already taken. Files that are not images are named in
     the log and left alone.
     """
-    from galleryflow.db import migrate
 
     intake_dir = resolve_intake_dir(intake_dir, settings)
     folders = set_folders(intake_dir)
