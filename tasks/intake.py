@@ -1,10 +1,11 @@
 """Stage 2: prepare the DB and copy the accepted files into ``incoming/<set>/``.
 
-Originals are only ever read. Each copy is written to a temporary name, its
-sha256 verified against what was read from the source, and renamed into place;
-an interrupted copy leaves no partial file under the final name. The source is
-hashed while it is copied (one read): that sha256 is the photo's identity from
-here on, carried by every later stage instead of hashing the file again. A rerun copies
+Originals are only ever read. Each copy is written to a temporary name, checked
+(after ``fsync`` it holds every byte read from the source) and renamed into
+place; an interrupted or short copy leaves no partial file under the final name.
+The source is hashed while it is copied (one read): that sha256 is the photo's
+identity from here on, carried by every later stage instead of hashing the file
+again. A rerun copies
 nothing twice: a file already in ``incoming/`` with the same content is kept.
 
 A file already in ``incoming/`` with *different* content (the photographer

@@ -54,22 +54,28 @@ def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Pat
     import galleryflow.core.fsutil as fsutil
 
     dest = tmp_path / "incoming" / "a.jpg"
-    real_sha = fsutil.sha256_file
+    real_fsync = fsutil.os.fsync
 
-    def crash(path):
+    def crash(fd):
         # Simulate power loss/ENOSPC after the bytes were written but before the rename.
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fsutil, "sha256_file", crash)
+    monkeypatch.setattr(fsutil.os, "fsync", crash)
     with pytest.raises(OSError, match="No space left"):
         copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []  # the temporary file is gone too
-    monkeypatch.setattr(fsutil, "sha256_file", lambda p: "0" * 64)
+
+    def short_copy(fd):
+        # The file system kept only part of what was written (a short copy).
+        os.ftruncate(fd, 1000)
+        real_fsync(fd)
+
+    monkeypatch.setattr(fsutil.os, "fsync", short_copy)
     with pytest.raises(IOError, match="verification failed"):
         copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert list(dest.parent.iterdir()) == []
-    monkeypatch.setattr(fsutil, "sha256_file", real_sha)
+    monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
     copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert dest.read_bytes() == (sample_set / "lake-shore-01.jpg").read_bytes()
 

@@ -123,28 +123,38 @@ def atomic_write_text(dest: Path, text: str) -> None:
 def copy_verified(src: Path, dest: Path, mode: int = 0o644) -> str:
     """Copy ``src`` to ``dest`` atomically and verify the copy; return its sha256.
 
-    The source is hashed while it is copied (one read), the written file is hashed
-    again from disk, and the two must agree; otherwise ``IOError`` is raised and
-    nothing is left at ``dest``.
+    The source is hashed while it is copied: that one read is the photo's one full
+    hash. The copy is verified without reading it back: after ``fsync`` the written
+    file must hold exactly the bytes that were read, as many as the source holds,
+    and the source must not have changed (size, mtime) while it was read. A short
+    write, a source that changed meanwhile, or any error on the way (ENOSPC at
+    ``fsync`` included) raises and leaves nothing at ``dest``.
     """
     with atomic_path(dest) as tmp:
         HASHES.count_call(__name__, "while copying")
         digest = hashlib.sha256()
+        copied = 0
         with open(src, "rb") as reader, open(tmp, "wb") as writer:
+            before = os.fstat(reader.fileno())
             for block in iter(lambda: reader.read(CHUNK), b""):
                 writer.write(block)
                 digest.update(block)
+                copied += len(block)
             writer.flush()
             os.fsync(writer.fileno())
-        source_sha, written_sha = digest.hexdigest(), sha256_file(tmp)
-        if written_sha != source_sha:
+            written = os.fstat(writer.fileno()).st_size
+            after = os.fstat(reader.fileno())
+        if not written == copied == after.st_size:
             raise IOError(
-                f"{src}: copy verification failed (read sha256 {source_sha[:12]}…, "
-                f"wrote {written_sha[:12]}…)"
+                f"{src}: copy verification failed (read {copied} bytes of {after.st_size}, "
+                f"{written} on disk after fsync)"
             )
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            raise IOError(f"{src}: copy verification failed (the original changed while "
+                          "it was copied)")
         shutil.copystat(src, tmp)
         os.chmod(tmp, mode)  # the original may be read-only; our copy need not be
-    return source_sha
+    return digest.hexdigest()
 
 
 def free_bytes(path: Path) -> int:
