@@ -5,7 +5,8 @@ Originals are only ever read. Each copy is written to a temporary name, checked
 place; an interrupted or short copy leaves no partial file under the final name.
 The source is hashed while it is copied (one read): that sha256 is the photo's
 identity from here on, carried by every later stage instead of hashing the file
-again. A rerun copies
+again; the copy's size and mtime (its ``FileStamp``, stored on the row) let a later
+stage check cheaply that the copy is still that content. A rerun copies
 nothing twice: a file already in ``incoming/`` with the same content is kept.
 
 A file already in ``incoming/`` with *different* content (the photographer
@@ -25,7 +26,7 @@ from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
 from galleryflow.db import ImageSet, migrate, session_scope
-from galleryflow.core.fsutil import copy_verified, sha256_file
+from galleryflow.core.fsutil import FileStamp, copy_verified, sha256_file
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
@@ -56,7 +57,14 @@ class IntakeResult(IntakeItem):
     sha256: str
     incoming_path: str
     size: int
+    mtime_ns: int | None = None  # the incoming copy's, with ``size`` its FileStamp
     copied: bool
+
+    @classmethod
+    def of_copy(cls, item: IntakeItem, sha256: str, dest: Path, copied: bool) -> "IntakeResult":
+        stamp = FileStamp.of(dest)
+        return cls(**item.model_dump(), sha256=sha256, incoming_path=str(dest),
+                   size=stamp.size, mtime_ns=stamp.mtime_ns, copied=copied)
 
 
 @task(name="prepare-db", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -118,9 +126,7 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> Inta
         if dest.stat().st_size == source.stat().st_size:
             source_sha = sha256_file(source)
             if sha256_file(dest) == source_sha:
-                return IntakeResult(**item.model_dump(), sha256=source_sha,
-                                    incoming_path=str(dest), size=dest.stat().st_size,
-                                    copied=False)
+                return IntakeResult.of_copy(item, source_sha, dest, copied=False)
         ledger.backup_file(dest)
     ledger.record_created_file(dest)
     try:
@@ -128,8 +134,7 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> Inta
     except IOError as exc:
         raise IOError(f"{item.set_name}/{item.name}: the copy in incoming/ does not match the "
                       f"original: {exc}") from exc
-    return IntakeResult(**item.model_dump(), sha256=source_sha, incoming_path=str(dest),
-                        size=dest.stat().st_size, copied=True)
+    return IntakeResult.of_copy(item, source_sha, dest, copied=True)
 
 
 @task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],

@@ -26,9 +26,8 @@ concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +41,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from galleryflow.core.caching import CONTENT
+from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.db import ReviewRow, session_scope
 from galleryflow.imaging.decode import open_reduced
 from galleryflow.core.ledger import SessionLedger
@@ -84,10 +84,17 @@ _KEEP_STATUS = frozenset({RowStatus.SCORED, RowStatus.CAPTIONED, RowStatus.AWAIT
 
 
 class ScoreInput(BaseModel):
-    """One image to score: its content hash (the cache key) and where to read it."""
+    """One image to score: its content hash (the cache key) and where to read it.
+
+    ``stamp`` is the file's size and mtime as intake recorded them: when present,
+    ``sha256`` is trusted and the file only has to still carry that stamp; without
+    it (a file scored outside the pipeline, a row from before stamps were
+    recorded) the file is hashed and compared. Not part of the cache key.
+    """
 
     sha256: str
     path: Path
+    stamp: FileStamp | None = None
 
 
 class ImageScores(BaseModel):
@@ -196,35 +203,59 @@ class Prepared:
     reasons: list[str] = field(default_factory=list)
 
 
-def _read_verified(item: ScoreInput) -> bytes:
+def content_changed(item: ScoreInput, now: FileStamp) -> ContentChanged | None:
+    """The error to raise when ``item``'s file no longer carries its recorded stamp."""
+    if item.stamp is None or item.stamp == now:
+        return None
+    return ContentChanged(f"{item.path}: content changed since intake ({now.describe()}; "
+                          f"intake recorded {item.stamp.describe()})")
+
+
+def verify_content(item: ScoreInput) -> None:
+    """Raise unless ``item.path`` is readable and still the content ``item.sha256`` names.
+
+    With a recorded stamp the check is one open and ``fstat``: the row's sha256,
+    computed while intake copied the file, is trusted and nothing is hashed.
+    Without one the file is hashed (counted in ``HASHES``) and compared. Raises
+    :class:`ScoringInputError` when the file cannot be read and
+    :class:`ContentChanged` when it is not the recorded content (scoring it under
+    the recorded hash would poison the content cache).
+    """
     try:
-        data = item.path.read_bytes()
+        if item.stamp is not None:
+            fd = os.open(item.path, os.O_RDONLY)
+            try:
+                now = FileStamp.of(fd)
+            finally:
+                os.close(fd)
+            changed = content_changed(item, now)
+            if changed is not None:
+                raise changed
+            return
+        actual = sha256_file(item.path)
     except OSError as exc:
         raise ScoringInputError(f"{item.path}: cannot be read: {exc.strerror or exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
     if actual != item.sha256:
-        # Scoring these bytes under the recorded hash would poison the content cache.
         raise ContentChanged(
             f"{item.path}: content changed since intake (sha256 {actual[:12]}…, "
             f"expected {item.sha256[:12]}…)"
         )
-    return data
 
 
 def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None) -> Prepared:
-    """Read, verify and decode one image once; derive stats, pHash and the CLIP input.
+    """Check and decode one image once; derive stats, pHash and the CLIP input.
 
     Raises :class:`ScoringInputError` when the file cannot be read and
-    :class:`ContentChanged` when it is not the recorded content; a file that reads
-    but does not decode is recorded as undecodable instead.
+    :class:`ContentChanged` when it is not the recorded content
+    (:func:`verify_content`); a file that reads but does not decode is recorded as
+    undecodable instead.
     """
-    data = _read_verified(item)
+    verify_content(item)
     prepared = Prepared(item=item)
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # header only: no pixels decoded yet
+        with Image.open(item.path) as probe:  # header only: no pixels decoded yet
             prepared.odd = odd_image_reason(probe, min_side)
-        # open_reduced is typed for paths; Pillow opens the verified bytes just the same.
-        image = open_reduced(io.BytesIO(data), long_edge)  # type: ignore[arg-type]
+        image = open_reduced(item.path, long_edge)
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
             Image.DecompressionBombError) as exc:
         prepared.undecodable = f"cannot decode: {exc}"
@@ -370,10 +401,9 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
 
 def score_image(path: Path, settings: Settings | None = None) -> ImageScores:
     """Score one file outside any flow (CLI, notebooks): sha256 computed here."""
-    data_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     settings = settings or get_settings()
-    return score_images([ScoreInput(sha256=data_hash, path=path)], scoring_setup(settings),
-                        settings.threads)[0]
+    item = ScoreInput(sha256=sha256_file(path), path=path, stamp=FileStamp.of(path))
+    return score_images([item], scoring_setup(settings), settings.threads)[0]
 
 
 # --- Prefect tasks -----------------------------------------------------------------------------
@@ -409,7 +439,8 @@ class _Work:
 
 def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
                ledger: SessionLedger) -> list[_Work]:
-    """Rows to score; locked rows are skipped, rows without a file fail."""
+    """Rows to score; locked rows are skipped, rows without a file or whose file no
+    longer carries the stamp intake recorded fail."""
     work: list[_Work] = []
     with session_scope() as session:
         rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))
@@ -430,8 +461,26 @@ def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
                 row.error, row.error_category = message, STAGE
                 report.add(row.original_name, "failed", message)
                 continue
-            work.append(_Work(row.id, row.original_name, ScoreInput(sha256=row.sha256, path=path)))
+            item = ScoreInput(sha256=row.sha256, path=path, stamp=recorded_stamp(row))
+            try:
+                changed: Exception | None = content_changed(item, FileStamp.of(path))
+            except OSError as exc:
+                changed = ScoringInputError(f"{path}: cannot be read: {exc.strerror or exc}")
+            if changed is not None:  # checked here too: a cache hit reads no file
+                snapshot_row(ledger, row)
+                row.status = RowStatus.FAILED
+                row.error, row.error_category = str(changed), STAGE
+                report.add(row.original_name, "failed", str(changed))
+                continue
+            work.append(_Work(row.id, row.original_name, item))
     return work
+
+
+def recorded_stamp(row: ReviewRow) -> FileStamp | None:
+    """The incoming copy's stamp as intake recorded it (None for rows from before)."""
+    if row.file_size is None or row.file_mtime_ns is None:
+        return None
+    return FileStamp(row.file_size, row.file_mtime_ns)
 
 
 def _compute_isolated(batch: list[_Work], identity: ScoringIdentity

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.fsutil import FileStamp, copy_verified
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
@@ -78,6 +78,18 @@ def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Pat
     monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
     copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert dest.read_bytes() == (sample_set / "lake-shore-01.jpg").read_bytes()
+
+
+def test_rows_carry_the_stamp_of_the_incoming_copy(sample_set: Path, gf_home: Settings, db):
+    """Intake records each copy's size and mtime: later stages check them instead of hashing."""
+    session_id = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, session_id))
+               for i in _items(sample_set, gf_home)]
+    exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
+    upsert_rows(results, exifs, session_id)
+    with session_scope() as s:
+        for row in s.scalars(select(ReviewRow)):
+            assert FileStamp(row.file_size, row.file_mtime_ns) == FileStamp.of(Path(row.incoming_path))
 
 
 def test_exif_from_real_jpegs(tmp_path: Path):

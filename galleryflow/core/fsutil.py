@@ -19,7 +19,9 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 CHUNK = 1024 * 1024
 
@@ -73,6 +75,29 @@ def call_path(inside: str, depth: int = 1) -> str:
         frame = frame.f_back
     caller = frame.f_globals.get("__name__", "?") if frame is not None else "?"
     return " › ".join([caller, *reversed(names)])
+
+
+class FileStamp(NamedTuple):
+    """What a file looked like on disk: its size and modification time (ns).
+
+    A cheap identity check, not a proof of content: a file galleryflow wrote and
+    hashed once (an incoming copy) is carried by that sha256 afterwards, and a
+    later stage only checks that the file on disk still has the stamp recorded
+    then. Rewriting the file changes its mtime (and usually its size).
+    """
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, file: Path | int) -> "FileStamp":
+        """The stamp of a path, or of an open file descriptor."""
+        st = os.fstat(file) if isinstance(file, int) else os.stat(file)
+        return cls(st.st_size, st.st_mtime_ns)
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.mtime_ns / 1e9, timezone.utc)
+        return f"{self.size} bytes, modified {when:%Y-%m-%d %H:%M:%S.%f} UTC"
 
 
 HASHES = Tally("hashes")
