@@ -1,7 +1,8 @@
 """Stage 5: quality scores for every image, each with its source.
 
-Per image, from ONE decode (JPEG draft mode, EXIF orientation applied, long edge
-``scoring.analysis_long_edge``):
+Per image, from ONE reduced copy (EXIF orientation applied, long edge
+``scoring.analysis_long_edge``), derived from the decode stages 5 and 6 share
+(``settings.shared_decode_edge``, :mod:`galleryflow.imaging.shared`):
 
 - ``brisque_score``: pyiqa's BRISQUE (lower is better), or the fallback;
 - ``clip_aesthetic_score``: open_clip image embedding → LAION aesthetic MLP
@@ -15,13 +16,16 @@ Each model score's source is ``"<library> <model> sha256:…"`` or
 the same values on every run. A file that cannot be scored by a model (CMYK,
 16-bit, palette, too small, or the model failed on it) gets the fallback with the
 reason; one that cannot be decoded now gets the worst fallback values; neither
-stops the set.
+stops the set. The incoming copy is not hashed again: the row's sha256 is trusted
+while the file carries the stamp intake recorded (:func:`verify_content`).
 
 Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
 the files' sha256 and the model identity (weights fingerprints);
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
 the rows and moves ``new`` → ``scored``, holding one slot of the global
 concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
+``process-sets`` runs this stage together with stage 6, on one decode per photo
+(:mod:`tasks.score_and_resize`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +47,8 @@ from sqlalchemy import select
 from galleryflow.core.caching import CONTENT
 from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.imaging.decode import open_reduced
+from galleryflow.imaging.shared import SharedDecodes, open_derived, sharing_decodes
+from galleryflow.imaging.shared import current as current_shared
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id, limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
@@ -140,7 +145,8 @@ def scoring_setup(settings: Settings | None = None) -> ScoringSetup:
     file is memoised by path, size and mtime), so a long-running worker notices
     weights that were added or replaced.
     """
-    return resolve_setup((settings or get_settings()).scoring)
+    settings = settings or get_settings()
+    return resolve_setup(settings.scoring, settings.shared_decode_edge)
 
 
 def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
@@ -242,8 +248,14 @@ def verify_content(item: ScoreInput) -> None:
         )
 
 
-def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None) -> Prepared:
-    """Check and decode one image once; derive stats, pHash and the CLIP input.
+def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None,
+            decode_edge: int | None = None, shared: SharedDecodes | None = None) -> Prepared:
+    """Check one image, take its pixels once; derive stats, pHash and the CLIP input.
+
+    The analysed copy (long edge ``long_edge``) is derived from a decode at
+    ``decode_edge`` (default ``long_edge``): the one ``shared`` holds (default: the
+    session open in this context, :mod:`galleryflow.imaging.shared`), else a
+    decode made here the same way.
 
     Raises :class:`ScoringInputError` when the file cannot be read and
     :class:`ContentChanged` when it is not the recorded content
@@ -255,7 +267,7 @@ def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any =
     try:
         with Image.open(item.path) as probe:  # header only: no pixels decoded yet
             prepared.odd = odd_image_reason(probe, min_side)
-        image = open_reduced(item.path, long_edge)
+        image = open_derived(item.path, long_edge, decode_edge or long_edge, shared)
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
             Image.DecompressionBombError) as exc:
         prepared.undecodable = f"cannot decode: {exc}"
@@ -379,9 +391,11 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
     ident = setup.identity
     aesthetic, aesthetic_reason, brisque, brisque_reason = _models(setup)
     clip_prepare = aesthetic.prepare if aesthetic is not None else None
+    shared = current_shared()  # the worker threads do not see this context's session
 
     def _prep(item: ScoreInput) -> Prepared:
-        return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare)
+        return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare,
+                       ident.decode_long_edge, shared)
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
         prepared = list(pool.map(_prep, items))  # Pillow releases the GIL while decoding
@@ -531,6 +545,33 @@ def _write(batch: list[_Work], results: list[ImageScores | Exception], session_i
                 report.add(work.name, "ok", summary)
 
 
+def score_rows_in_batches(row_ids: list[int], session_id: int, settings: Settings,
+                          report: ChunkReport,
+                          after_batch: Callable[[list[int]], None] | None = None) -> None:
+    """Stage 5 for ``row_ids`` in this process (the body of :func:`score_chunk`).
+
+    Rows are scored ``scoring.batch_size`` at a time: one cached ``compute-scores``
+    run per batch, then the batch's rows are written. Each batch runs inside
+    :func:`~galleryflow.imaging.shared.sharing_decodes` at the shared decode edge,
+    and ``after_batch(row_ids)`` (when given) runs while the batch's decodes are
+    still held: stage 6 makes the model-ready images from the pixels scoring
+    decoded (:mod:`tasks.score_and_resize`).
+    """
+    setup = scoring_setup(settings)
+    log_scoring_setup(setup)
+    ledger = SessionLedger(settings, session_id)
+    work = _load_rows(row_ids, session_id, report, ledger)
+    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
+    progress.advance(len(row_ids) - len(work))
+    for batch in chunked(work, setup.batch_size):
+        with sharing_decodes(setup.identity.decode_long_edge):
+            results = _compute_isolated(batch, setup.identity)
+            _write(batch, results, session_id, report, ledger)
+            if after_batch is not None:
+                after_batch([w.row_id for w in batch])
+        progress.advance(len(batch))
+
+
 @task(name="score-chunk", retries=2, retry_delay_seconds=5)
 def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     """Score the ``review_queue`` rows ``row_ids`` (one chunk) and write their scores.
@@ -543,17 +584,8 @@ def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     """
     settings = get_settings()
     with limit_slot(SCORING_LIMIT, settings.scoring.slot_wait_seconds):
-        setup = scoring_setup(settings)
-        log_scoring_setup(setup)
         report = ChunkReport(stage=STAGE)
-        ledger = SessionLedger(settings, session_id)
-        work = _load_rows(row_ids, session_id, report, ledger)
-        progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
-        progress.advance(len(row_ids) - len(work))
-        for batch in chunked(work, setup.batch_size):
-            results = _compute_isolated(batch, setup.identity)
-            _write(batch, results, session_id, report, ledger)
-            progress.advance(len(batch))
+        score_rows_in_batches(row_ids, session_id, settings, report)
         return report
 
 
