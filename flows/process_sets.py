@@ -146,16 +146,21 @@ LATER_STAGES: list[tuple[str, StageFn]] = [
 
 def _record_seconds(timings: dict[str, float], entry: str, wall: float,
                     reports: list[ChunkReport]) -> None:
-    """Add an entry's wall time to ``timings``. An entry whose chunks ran several
-    stages (5 and 6) has it split between them in proportion to the time its
-    chunks spent on each (``ChunkReport.seconds``); any other counts under its name."""
-    spent: dict[str, float] = {}
+    """Add an entry's wall time to ``timings``.
+
+    An entry named ``a+b`` runs stages ``a`` and ``b`` in the same chunks: its time
+    is split between them in proportion to the time its chunks spent on each
+    (``ChunkReport.seconds``); with nothing done it counts under ``a`` (``b`` gets
+    0). Any other entry counts under its name.
+    """
+    stages = entry.split("+")
+    spent = dict.fromkeys(stages, 0.0)
     for report in reports:
-        spent[report.stage] = spent.get(report.stage, 0.0) + report.seconds
+        if report.stage in spent:
+            spent[report.stage] += report.seconds
     total = sum(spent.values())
-    shares = ({stage: seconds / total for stage, seconds in spent.items()}
-              if len(spent) > 1 and total > 0 else {entry: 1.0})
-    for stage, share in shares.items():
+    for stage in stages:
+        share = spent[stage] / total if total > 0 else float(stage == stages[0])
         timings[stage] = round(timings.get(stage, 0.0) + wall * share, 3)
 
 
