@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from galleryflow.core.fsutil import sha256_file  # noqa: E402
+from galleryflow.core.fsutil import FileStamp, sha256_file  # noqa: E402
 from galleryflow.imaging.decode import open_reduced  # noqa: E402
 from galleryflow.intake.samples import SampleSpec, write_sample  # noqa: E402
 from galleryflow.core.settings import ScoringSettings, Settings  # noqa: E402
@@ -56,7 +56,8 @@ def bench_fallback(paths: list[Path], cache_dir: Path, threads: int) -> float:
                                                 clip_pretrained="none"))
     setup = scoring_setup(settings)
     assert not setup.brisque_available and not setup.aesthetic_available, "weights were found"
-    items = [ScoreInput(sha256=sha256_file(p), path=p) for p in paths]
+    # As the pipeline gives them: the sha256 intake computed, and the stamp it recorded.
+    items = [ScoreInput(sha256=sha256_file(p), path=p, stamp=FileStamp.of(p)) for p in paths]
     score_images(items[:1], setup, threads)  # warm-up
     start = time.perf_counter()
     score_images(items, setup, threads)

@@ -1,8 +1,8 @@
 """The fan-out of the throttled stages: one task run per chunk, then the results.
 
 Tasks hold one chunk's work, and each chunk holds one slot of its stage's global
-concurrency limit (``score-chunk``: ``scoring``, ``publish-chunk``: ``publish``;
-see :mod:`galleryflow.core.prefect_run`). Here, once per stage start, the limit is
+concurrency limit (``score-chunk`` and ``score-and-resize-chunk``: ``scoring``;
+``publish-chunk``: ``publish``; see :mod:`galleryflow.core.prefect_run`). Here, once per stage start, the limit is
 created if the server has none (``ensure_limit``, slots from the settings;
 ``galleryflow setup`` creates and corrects it too), then the chunks are submitted
 and waited for. Used by ``process-sets`` and ``review-publish``.
@@ -29,6 +29,7 @@ from tasks.publish import (
     publish_chunk_task,
     publish_rows,
 )
+from tasks.score_and_resize import score_and_resize_chunk
 from tasks.scoring import SCORING_LIMIT, score_chunk, scoring_chunks
 
 C = TypeVar("C")
@@ -67,7 +68,7 @@ def run_chunks_settled(
     return settled
 
 
-# -------------------------------------------------------------------- stage 5: scoring
+# -------------------------------------------------------------------- stages 5-6: scoring, model image
 
 
 def score_rows(row_ids: Sequence[int], session_id: int, chunk_size: int | None = None
@@ -76,6 +77,17 @@ def score_rows(row_ids: Sequence[int], session_id: int, chunk_size: int | None =
     settings = get_settings()
     ensure_limit(SCORING_LIMIT, settings.scoring.concurrency)
     return run_chunks(score_chunk, scoring_chunks(row_ids, chunk_size), session_id)
+
+
+def score_and_resize_rows(row_ids: Sequence[int], session_id: int,
+                          chunk_size: int | None = None) -> list[ChunkReport]:
+    """Inside a flow: stages 5 and 6 together, one ``score-and-resize-chunk`` run per
+    chunk (one decode per photo for both); per chunk, scoring's report, then stage 6's."""
+    settings = get_settings()
+    ensure_limit(SCORING_LIMIT, settings.scoring.concurrency)
+    return [report for reports in run_chunks(score_and_resize_chunk,
+                                             scoring_chunks(row_ids, chunk_size), session_id)
+            for report in reports]
 
 
 # -------------------------------------------------------------------- stage 9: publish

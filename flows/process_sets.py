@@ -40,10 +40,9 @@ from tasks.review_rows import review_rows_chunk
 from tasks.rollback import record_cause
 from tasks.scoring import log_scoring_setup
 from tasks.captioning import caption_chunk, start_captioning
-from tasks.model_resize import model_resize_chunk
 from tasks.proof import publish_proof_artifacts
 from tasks.validate import SetReport, SetValidationError, ValidationReport, validate_sets
-from flows.fanout import score_rows
+from flows.fanout import score_and_resize_rows
 from flows.gate import GateResult
 from flows.review_publish import review_and_publish
 from galleryflow.publishing.summary import PublishSummary
@@ -118,14 +117,11 @@ def _ingest(report: SetReport, session_id: int, settings: Settings,
     return row_ids
 
 
-def _scoring(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
+def _scores_and_model_images(row_ids: list[int], session_id: int,
+                             settings: Settings) -> list[ChunkReport]:
+    """Stages 5 and 6 in one chunk task each, on one decode per photo."""
     log_scoring_setup()
-    return score_rows(row_ids, session_id, settings.chunk_size)
-
-
-def _model_resize(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
-    return _results([model_resize_chunk.submit(c, session_id)
-                     for c in chunked(row_ids, settings.chunk_size)])
+    return score_and_resize_rows(row_ids, session_id, settings.chunk_size)
 
 
 def _captioning(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
@@ -138,13 +134,34 @@ def _captioning(row_ids: list[int], session_id: int, settings: Settings) -> list
 
 # Stages 5–7 run inside the session's transaction after stages 2–4: each takes
 # the session's row ids and returns its chunk reports. A blocking error in any of
-# them rolls the session back.
+# them rolls the session back. Stages 5 (scoring) and 6 (model_resize) run as one
+# entry, sharing one decode per photo; their reports keep their own stage names,
+# and their time is told apart (_record_seconds).
 StageFn = Callable[[list[int], int, Settings], list[ChunkReport]]
 LATER_STAGES: list[tuple[str, StageFn]] = [
-    ("scoring", _scoring),
-    ("model_resize", _model_resize),
+    ("scoring+model_resize", _scores_and_model_images),
     ("captioning", _captioning),
 ]
+
+
+def _record_seconds(timings: dict[str, float], entry: str, wall: float,
+                    reports: list[ChunkReport]) -> None:
+    """Add an entry's wall time to ``timings``.
+
+    An entry named ``a+b`` runs stages ``a`` and ``b`` in the same chunks: its time
+    is split between them in proportion to the time its chunks spent on each
+    (``ChunkReport.seconds``); with nothing done it counts under ``a`` (``b`` gets
+    0). Any other entry counts under its name.
+    """
+    stages = entry.split("+")
+    spent = dict.fromkeys(stages, 0.0)
+    for report in reports:
+        if report.stage in spent:
+            spent[report.stage] += report.seconds
+    total = sum(spent.values())
+    for stage in stages:
+        share = spent[stage] / total if total > 0 else float(stage == stages[0])
+        timings[stage] = round(timings.get(stage, 0.0) + wall * share, 3)
 
 
 def _finish_session(session_id: int, status: str, timings: dict[str, float],
@@ -169,9 +186,11 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
             outcome.session_id = open_session(report, flow_run_id, location or settings.location, subject)
             row_ids = _ingest(report, outcome.session_id, settings, timings, outcomes)
             for stage, run_stage in LATER_STAGES:
-                with _timed(timings, stage):
-                    for chunk_report in run_stage(row_ids, outcome.session_id, settings):
-                        outcomes += chunk_report.outcomes
+                start = time.perf_counter()
+                reports = run_stage(row_ids, outcome.session_id, settings)
+                _record_seconds(timings, stage, time.perf_counter() - start, reports)
+                for chunk_report in reports:
+                    outcomes += chunk_report.outcomes
             outcome.row_ids = row_ids
     except Exception as exc:
         outcome.status = SetStatus.ROLLED_BACK

@@ -1,11 +1,15 @@
 """Stage 2: prepare the DB and copy the accepted files into ``incoming/<set>/``.
 
-Originals are only ever read. Each copy is written to a temporary name, its
-sha256 verified against what was read from the source, and renamed into place;
-an interrupted copy leaves no partial file under the final name. The source is
-hashed while it is copied (one read): that sha256 is the photo's identity from
-here on, carried by every later stage instead of hashing the file again. A rerun copies
-nothing twice: a file already in ``incoming/`` with the same content is kept.
+Originals are only ever read. Each copy is written to a temporary name, checked
+(after ``fsync`` it holds every byte read from the source) and renamed into
+place; an interrupted or short copy leaves no partial file under the final name.
+The source is hashed while it is copied (one read): that sha256 is the photo's
+identity from here on, carried by every later stage instead of hashing the file
+again; the copy's size and mtime (its ``FileStamp``, stored on the row) let a later
+stage check cheaply that the copy is still that content. A rerun copies
+nothing twice: a file already in ``incoming/`` with the same content is kept, and
+hashes only the original (the copy is known by the sha256 its row recorded while
+it carries the recorded stamp).
 
 A file already in ``incoming/`` with *different* content (the photographer
 re-exported it) is moved into the session's ledger first, so a rollback can put
@@ -17,14 +21,16 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
 from pydantic import BaseModel
+from sqlalchemy import select
 
-from galleryflow.db import ImageSet, migrate, session_scope
-from galleryflow.core.fsutil import copy_verified, sha256_file
+from galleryflow.db import ImageSet, ReviewRow, migrate, session_scope
+from galleryflow.core.fsutil import FileStamp, copy_verified, sha256_file
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
@@ -56,7 +62,14 @@ class IntakeResult(IntakeItem):
     sha256: str
     incoming_path: str
     size: int
+    mtime_ns: int | None = None  # the incoming copy's, with ``size`` its FileStamp
     copied: bool
+
+    @classmethod
+    def of_copy(cls, item: IntakeItem, sha256: str, dest: Path, copied: bool) -> "IntakeResult":
+        stamp = FileStamp.of(dest)
+        return cls(**item.model_dump(), sha256=sha256, incoming_path=str(dest),
+                   size=stamp.size, mtime_ns=stamp.mtime_ns, copied=copied)
 
 
 @task(name="prepare-db", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -107,8 +120,49 @@ def _listing_digest(report: SetReport) -> str:
     return digest.hexdigest()
 
 
-def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> IntakeResult:
-    """Copy one file into incoming/ with verification; skip an identical copy."""
+class KnownCopy(NamedTuple):
+    """What the state DB recorded about an incoming copy when intake made it."""
+
+    sha256: str
+    stamp: FileStamp
+    incoming_path: str
+
+
+def known_copies(items: list[IntakeItem]) -> dict[tuple[str, str], KnownCopy]:
+    """The recorded sha256 and stamp of the incoming copies ``items`` would replace,
+    by (set, file name): rows that have both."""
+    names: dict[str, list[str]] = {}
+    for item in items:
+        names.setdefault(item.set_name, []).append(item.name)
+    known: dict[tuple[str, str], KnownCopy] = {}
+    with session_scope() as db:
+        for set_name, files in names.items():
+            rows = db.execute(select(
+                ReviewRow.original_name, ReviewRow.sha256, ReviewRow.file_size,
+                ReviewRow.file_mtime_ns, ReviewRow.incoming_path,
+            ).where(ReviewRow.set_key == set_name, ReviewRow.original_name.in_(files)))
+            for name, sha, size, mtime_ns, incoming in rows:
+                if size is not None and mtime_ns is not None and incoming:
+                    known[(set_name, name)] = KnownCopy(sha, FileStamp(size, mtime_ns), incoming)
+    return known
+
+
+def _copy_sha256(dest: Path, known: KnownCopy | None) -> str:
+    """An incoming copy's content: the sha256 recorded when intake made it, as long as
+    the copy still carries the stamp recorded with it; otherwise hashed."""
+    if known is not None and Path(known.incoming_path) == dest and FileStamp.of(dest) == known.stamp:
+        return known.sha256
+    return sha256_file(dest)
+
+
+def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger,
+            known: KnownCopy | None = None) -> IntakeResult:
+    """Copy one file into incoming/ with verification; skip an identical copy.
+
+    ``known``: what the state DB recorded about the copy already in incoming/
+    (:func:`known_copies`): a copy that still carries its recorded stamp is known by
+    its recorded sha256, so a rerun hashes only the original.
+    """
     source = Path(item.source_path)
     dest = settings.incoming_dir / item.set_name / item.name
     if dest.exists():
@@ -116,10 +170,8 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> Inta
         # (the copy below hashes the source while reading it, once).
         if dest.stat().st_size == source.stat().st_size:
             source_sha = sha256_file(source)
-            if sha256_file(dest) == source_sha:
-                return IntakeResult(**item.model_dump(), sha256=source_sha,
-                                    incoming_path=str(dest), size=dest.stat().st_size,
-                                    copied=False)
+            if _copy_sha256(dest, known) == source_sha:
+                return IntakeResult.of_copy(item, source_sha, dest, copied=False)
         ledger.backup_file(dest)
     ledger.record_created_file(dest)
     try:
@@ -127,8 +179,7 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger) -> Inta
     except IOError as exc:
         raise IOError(f"{item.set_name}/{item.name}: the copy in incoming/ does not match the "
                       f"original: {exc}") from exc
-    return IntakeResult(**item.model_dump(), sha256=source_sha, incoming_path=str(dest),
-                        size=dest.stat().st_size, copied=True)
+    return IntakeResult.of_copy(item, source_sha, dest, copied=True)
 
 
 @task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
@@ -138,10 +189,11 @@ def intake_chunk(items: list[IntakeItem], session_id: int) -> list[IntakeResult]
     settings = get_settings()
     ledger = SessionLedger(settings, session_id)
     progress = StageProgress("intake", len(items), min_interval=2.0)
+    known = known_copies(items)
 
     def one(item: IntakeItem) -> IntakeResult:
         try:
-            return copy_in(item, settings, ledger)
+            return copy_in(item, settings, ledger, known.get((item.set_name, item.name)))
         except OSError as exc:
             raise StageError(f"{item.set_name}/{item.name}: copy into incoming/ failed: {exc}") from exc
         finally:

@@ -1,10 +1,14 @@
 """Stage 6: the image the vision model sees.
 
 From each row's incoming copy: one draft-mode decode with EXIF orientation
-applied (:func:`galleryflow.imaging.decode.open_reduced`), long edge bounded by
-``settings.model_resize.long_edge`` (default 1024), JPEG at
-``settings.model_resize.quality`` (85) into ``work/<set>/``, written atomically.
-The row's ``ollama_path`` points at it.
+applied, long edge bounded by ``settings.model_resize.long_edge`` (default 1024),
+JPEG at ``settings.model_resize.quality`` (85) into ``work/<set>/``, written
+atomically. The row's ``ollama_path`` points at it. In ``process-sets`` the
+decode is the one stage 5 made of the photo (:mod:`tasks.score_and_resize`,
+:mod:`galleryflow.imaging.shared`); alone (a rerun after a cleanup, stage 7
+making up a missing image) this stage decodes the photo itself, the same way.
+An incoming copy that no longer carries the stamp intake recorded fails its
+row: its image would be named for a sha256 it is not made from.
 
 The file name carries the source's sha256 and the long edge, so a file that
 exists is the right one: a rerun (or another session of the same set) reuses it
@@ -27,7 +31,9 @@ from sqlalchemy import select
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ReviewRow
-from galleryflow.imaging.decode import open_reduced
+from galleryflow.core.fsutil import FileStamp
+from galleryflow.imaging.shared import SharedDecodes, open_derived
+from galleryflow.imaging.shared import current as current_shared
 from galleryflow.imaging.encode import write
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import Settings, get_settings
@@ -60,22 +66,49 @@ def model_image_path(settings: Settings, set_key: str, original_name: str, sha25
     return settings.work_dir / set_dir_name(set_key) / f"{stem}-{sha256[:12]}-{edge}.jpg"
 
 
-def write_model_image(source: Path, target: Path, long_edge: int, quality: int) -> tuple[int, int]:
-    """Decode once (draft, oriented), bound the long edge, write a plain JPEG atomically.
+def write_model_image(source: Path, target: Path, long_edge: int, quality: int,
+                      decode_edge: int | None = None,
+                      shared: SharedDecodes | None = None) -> tuple[int, int]:
+    """Take the pixels once (draft, oriented), bound the long edge, write a plain
+    JPEG atomically.
+
+    The pixels come from a decode at ``decode_edge`` (default ``long_edge``): the
+    one ``shared`` holds (default: the session open in this context, as when
+    stage 5 decoded the photo already), else one made here.
 
     No EXIF is written: the orientation is already applied to the pixels, and the
     model needs nothing else from the file.
     """
-    image = open_reduced(source, long_edge)
+    image = open_derived(source, long_edge, decode_edge or long_edge, shared)
     write(image, target, "jpeg", quality=quality, optimize=False)
     return image.size
 
 
-def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None = None) -> ChunkReport:
-    """Make (or reuse) the model-ready image of each row; store ``ollama_path``."""
+def _changed_since_intake(row: ReviewRow) -> str | None:
+    """Why the incoming copy is not the content the row's sha256 names, if it is not."""
+    if row.file_size is None or row.file_mtime_ns is None:
+        return None  # a row from before stamps were recorded: nothing to check against
+    recorded = FileStamp(row.file_size, row.file_mtime_ns)
+    try:
+        now = FileStamp.of(Path(row.incoming_path or ""))
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if now == recorded:
+        return None
+    return (f"content changed since intake ({now.describe()}; intake recorded "
+            f"{recorded.describe()})")
+
+
+def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None = None,
+                report: ChunkReport | None = None) -> ChunkReport:
+    """Make (or reuse) the model-ready image of each row; store ``ollama_path``.
+
+    Outcomes go to ``report`` when given (one report for several calls), else to a
+    new one; it is returned.
+    """
     settings = settings or get_settings()
     ledger = SessionLedger(settings, session_id)
-    report = ChunkReport(stage=STAGE)
+    report = report if report is not None else ChunkReport(stage=STAGE)
     jobs: list[ResizeJob] = []
     with session_scope() as session:
         rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))).all()
@@ -86,6 +119,11 @@ def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None =
             if not row.incoming_path or not Path(row.incoming_path).is_file():
                 _fail(ledger, row, f"{row.original_name}: incoming copy missing "
                       f"({row.incoming_path or 'no path recorded'}); rerun intake")
+                report.add(row.original_name, "failed", row.error or "")
+                continue
+            changed = _changed_since_intake(row)
+            if changed is not None:  # a model image named for a sha256 it is not made from
+                _fail(ledger, row, f"{row.incoming_path}: {changed}")
                 report.add(row.original_name, "failed", row.error or "")
                 continue
             target = model_image_path(settings, row.set_key, row.original_name, row.sha256)
@@ -118,10 +156,13 @@ def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None =
 
 def _run_jobs(jobs: list[ResizeJob], settings: Settings) -> dict[int, str | None]:
     long_edge, quality = settings.model_resize.long_edge, settings.model_resize.quality
+    decode_edge = settings.shared_decode_edge  # as stage 5's: the same pixels, shared or not
+    shared = current_shared()  # the worker threads do not see this context's session
 
     def run(job: ResizeJob) -> tuple[int, str | None]:
         try:
-            write_model_image(Path(job.source), Path(job.target), long_edge, quality)
+            write_model_image(Path(job.source), Path(job.target), long_edge, quality,
+                              decode_edge, shared)
             return job.row_id, None
         except Exception as exc:  # one bad file never stops the chunk
             return job.row_id, f"{type(exc).__name__}: {exc}"

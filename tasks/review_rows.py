@@ -46,7 +46,7 @@ def _apply_refresh(row: ReviewRow, result: IntakeResult, exif: ExifData, session
     row.sha256 = result.sha256
     row.source_path = result.source_path
     row.incoming_path = result.incoming_path
-    row.file_size = result.size
+    row.file_size, row.file_mtime_ns = result.size, result.mtime_ns
     row.image_format = result.format
     row.error = None
     row.error_category = None
@@ -68,7 +68,7 @@ def _new_row(result: IntakeResult, exif: ExifData, session_id: int) -> ReviewRow
     return ReviewRow(
         set_key=result.set_name, original_name=result.name, image_set_id=session_id,
         created_session_id=session_id, sha256=result.sha256, file_size=result.size,
-        image_format=result.format, source_path=result.source_path,
+        file_mtime_ns=result.mtime_ns, image_format=result.format, source_path=result.source_path,
         incoming_path=result.incoming_path, status=RowStatus.NEW,
         proof_status=ProofStatus.PENDING, **exif.row_values(),
     )

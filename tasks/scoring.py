@@ -1,7 +1,8 @@
 """Stage 5: quality scores for every image, each with its source.
 
-Per image, from ONE decode (JPEG draft mode, EXIF orientation applied, long edge
-``scoring.analysis_long_edge``):
+Per image, from ONE reduced copy (EXIF orientation applied, long edge
+``scoring.analysis_long_edge``), derived from the decode stages 5 and 6 share
+(``settings.shared_decode_edge``, :mod:`galleryflow.imaging.shared`):
 
 - ``brisque_score``: pyiqa's BRISQUE (lower is better), or the fallback;
 - ``clip_aesthetic_score``: open_clip image embedding → LAION aesthetic MLP
@@ -15,22 +16,24 @@ Each model score's source is ``"<library> <model> sha256:…"`` or
 the same values on every run. A file that cannot be scored by a model (CMYK,
 16-bit, palette, too small, or the model failed on it) gets the fallback with the
 reason; one that cannot be decoded now gets the worst fallback values; neither
-stops the set.
+stops the set. The incoming copy is not hashed again: the row's sha256 is trusted
+while the file carries the stamp intake recorded (:func:`verify_content`).
 
 Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
 the files' sha256 and the model identity (weights fingerprints);
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
 the rows and moves ``new`` → ``scored``, holding one slot of the global
 concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
+``process-sets`` runs this stage together with stage 6, on one decode per photo
+(:mod:`tasks.score_and_resize`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +45,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from galleryflow.core.caching import CONTENT
+from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.db import ReviewRow, session_scope
-from galleryflow.imaging.decode import open_reduced
+from galleryflow.imaging.shared import SharedDecodes, open_derived, sharing_decodes
+from galleryflow.imaging.shared import current as current_shared
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id, limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
@@ -84,10 +89,17 @@ _KEEP_STATUS = frozenset({RowStatus.SCORED, RowStatus.CAPTIONED, RowStatus.AWAIT
 
 
 class ScoreInput(BaseModel):
-    """One image to score: its content hash (the cache key) and where to read it."""
+    """One image to score: its content hash (the cache key) and where to read it.
+
+    ``stamp`` is the file's size and mtime as intake recorded them: when present,
+    ``sha256`` is trusted and the file only has to still carry that stamp; without
+    it (a file scored outside the pipeline, a row from before stamps were
+    recorded) the file is hashed and compared. Not part of the cache key.
+    """
 
     sha256: str
     path: Path
+    stamp: FileStamp | None = None
 
 
 class ImageScores(BaseModel):
@@ -133,7 +145,8 @@ def scoring_setup(settings: Settings | None = None) -> ScoringSetup:
     file is memoised by path, size and mtime), so a long-running worker notices
     weights that were added or replaced.
     """
-    return resolve_setup((settings or get_settings()).scoring)
+    settings = settings or get_settings()
+    return resolve_setup(settings.scoring, settings.shared_decode_edge)
 
 
 def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
@@ -196,35 +209,65 @@ class Prepared:
     reasons: list[str] = field(default_factory=list)
 
 
-def _read_verified(item: ScoreInput) -> bytes:
+def content_changed(item: ScoreInput, now: FileStamp) -> ContentChanged | None:
+    """The error to raise when ``item``'s file no longer carries its recorded stamp."""
+    if item.stamp is None or item.stamp == now:
+        return None
+    return ContentChanged(f"{item.path}: content changed since intake ({now.describe()}; "
+                          f"intake recorded {item.stamp.describe()})")
+
+
+def verify_content(item: ScoreInput) -> None:
+    """Raise unless ``item.path`` is readable and still the content ``item.sha256`` names.
+
+    With a recorded stamp the check is one open and ``fstat``: the row's sha256,
+    computed while intake copied the file, is trusted and nothing is hashed.
+    Without one the file is hashed (counted in ``HASHES``) and compared. Raises
+    :class:`ScoringInputError` when the file cannot be read and
+    :class:`ContentChanged` when it is not the recorded content (scoring it under
+    the recorded hash would poison the content cache).
+    """
     try:
-        data = item.path.read_bytes()
+        if item.stamp is not None:
+            fd = os.open(item.path, os.O_RDONLY)
+            try:
+                now = FileStamp.of(fd)
+            finally:
+                os.close(fd)
+            changed = content_changed(item, now)
+            if changed is not None:
+                raise changed
+            return
+        actual = sha256_file(item.path)
     except OSError as exc:
         raise ScoringInputError(f"{item.path}: cannot be read: {exc.strerror or exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
     if actual != item.sha256:
-        # Scoring these bytes under the recorded hash would poison the content cache.
         raise ContentChanged(
             f"{item.path}: content changed since intake (sha256 {actual[:12]}…, "
             f"expected {item.sha256[:12]}…)"
         )
-    return data
 
 
-def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None) -> Prepared:
-    """Read, verify and decode one image once; derive stats, pHash and the CLIP input.
+def prepare(item: ScoreInput, long_edge: int, min_side: int, clip_prepare: Any = None,
+            decode_edge: int | None = None, shared: SharedDecodes | None = None) -> Prepared:
+    """Check one image, take its pixels once; derive stats, pHash and the CLIP input.
+
+    The analysed copy (long edge ``long_edge``) is derived from a decode at
+    ``decode_edge`` (default ``long_edge``): the one ``shared`` holds (default: the
+    session open in this context, :mod:`galleryflow.imaging.shared`), else a
+    decode made here the same way.
 
     Raises :class:`ScoringInputError` when the file cannot be read and
-    :class:`ContentChanged` when it is not the recorded content; a file that reads
-    but does not decode is recorded as undecodable instead.
+    :class:`ContentChanged` when it is not the recorded content
+    (:func:`verify_content`); a file that reads but does not decode is recorded as
+    undecodable instead.
     """
-    data = _read_verified(item)
+    verify_content(item)
     prepared = Prepared(item=item)
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # header only: no pixels decoded yet
+        with Image.open(item.path) as probe:  # header only: no pixels decoded yet
             prepared.odd = odd_image_reason(probe, min_side)
-        # open_reduced is typed for paths; Pillow opens the verified bytes just the same.
-        image = open_reduced(io.BytesIO(data), long_edge)  # type: ignore[arg-type]
+        image = open_derived(item.path, long_edge, decode_edge or long_edge, shared)
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
             Image.DecompressionBombError) as exc:
         prepared.undecodable = f"cannot decode: {exc}"
@@ -348,9 +391,11 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
     ident = setup.identity
     aesthetic, aesthetic_reason, brisque, brisque_reason = _models(setup)
     clip_prepare = aesthetic.prepare if aesthetic is not None else None
+    shared = current_shared()  # the worker threads do not see this context's session
 
     def _prep(item: ScoreInput) -> Prepared:
-        return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare)
+        return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare,
+                       ident.decode_long_edge, shared)
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
         prepared = list(pool.map(_prep, items))  # Pillow releases the GIL while decoding
@@ -370,10 +415,9 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
 
 def score_image(path: Path, settings: Settings | None = None) -> ImageScores:
     """Score one file outside any flow (CLI, notebooks): sha256 computed here."""
-    data_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     settings = settings or get_settings()
-    return score_images([ScoreInput(sha256=data_hash, path=path)], scoring_setup(settings),
-                        settings.threads)[0]
+    item = ScoreInput(sha256=sha256_file(path), path=path, stamp=FileStamp.of(path))
+    return score_images([item], scoring_setup(settings), settings.threads)[0]
 
 
 # --- Prefect tasks -----------------------------------------------------------------------------
@@ -409,7 +453,8 @@ class _Work:
 
 def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
                ledger: SessionLedger) -> list[_Work]:
-    """Rows to score; locked rows are skipped, rows without a file fail."""
+    """Rows to score; locked rows are skipped, rows without a file or whose file no
+    longer carries the stamp intake recorded fail."""
     work: list[_Work] = []
     with session_scope() as session:
         rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))
@@ -430,8 +475,26 @@ def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
                 row.error, row.error_category = message, STAGE
                 report.add(row.original_name, "failed", message)
                 continue
-            work.append(_Work(row.id, row.original_name, ScoreInput(sha256=row.sha256, path=path)))
+            item = ScoreInput(sha256=row.sha256, path=path, stamp=recorded_stamp(row))
+            try:
+                changed: Exception | None = content_changed(item, FileStamp.of(path))
+            except OSError as exc:
+                changed = ScoringInputError(f"{path}: cannot be read: {exc.strerror or exc}")
+            if changed is not None:  # checked here too: a cache hit reads no file
+                snapshot_row(ledger, row)
+                row.status = RowStatus.FAILED
+                row.error, row.error_category = str(changed), STAGE
+                report.add(row.original_name, "failed", str(changed))
+                continue
+            work.append(_Work(row.id, row.original_name, item))
     return work
+
+
+def recorded_stamp(row: ReviewRow) -> FileStamp | None:
+    """The incoming copy's stamp as intake recorded it (None for rows from before)."""
+    if row.file_size is None or row.file_mtime_ns is None:
+        return None
+    return FileStamp(row.file_size, row.file_mtime_ns)
 
 
 def _compute_isolated(batch: list[_Work], identity: ScoringIdentity
@@ -482,6 +545,33 @@ def _write(batch: list[_Work], results: list[ImageScores | Exception], session_i
                 report.add(work.name, "ok", summary)
 
 
+def score_rows_in_batches(row_ids: list[int], session_id: int, settings: Settings,
+                          report: ChunkReport,
+                          after_batch: Callable[[list[int]], None] | None = None) -> None:
+    """Stage 5 for ``row_ids`` in this process (the body of :func:`score_chunk`).
+
+    Rows are scored ``scoring.batch_size`` at a time: one cached ``compute-scores``
+    run per batch, then the batch's rows are written. Each batch runs inside
+    :func:`~galleryflow.imaging.shared.sharing_decodes` at the shared decode edge,
+    and ``after_batch(row_ids)`` (when given) runs while the batch's decodes are
+    still held: stage 6 makes the model-ready images from the pixels scoring
+    decoded (:mod:`tasks.score_and_resize`).
+    """
+    setup = scoring_setup(settings)
+    log_scoring_setup(setup)
+    ledger = SessionLedger(settings, session_id)
+    work = _load_rows(row_ids, session_id, report, ledger)
+    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
+    progress.advance(len(row_ids) - len(work))
+    for batch in chunked(work, setup.batch_size):
+        with sharing_decodes(setup.identity.decode_long_edge):
+            results = _compute_isolated(batch, setup.identity)
+            _write(batch, results, session_id, report, ledger)
+            if after_batch is not None:
+                after_batch([w.row_id for w in batch])
+        progress.advance(len(batch))
+
+
 @task(name="score-chunk", retries=2, retry_delay_seconds=5)
 def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     """Score the ``review_queue`` rows ``row_ids`` (one chunk) and write their scores.
@@ -494,17 +584,8 @@ def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     """
     settings = get_settings()
     with limit_slot(SCORING_LIMIT, settings.scoring.slot_wait_seconds):
-        setup = scoring_setup(settings)
-        log_scoring_setup(setup)
         report = ChunkReport(stage=STAGE)
-        ledger = SessionLedger(settings, session_id)
-        work = _load_rows(row_ids, session_id, report, ledger)
-        progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
-        progress.advance(len(row_ids) - len(work))
-        for batch in chunked(work, setup.batch_size):
-            results = _compute_isolated(batch, setup.identity)
-            _write(batch, results, session_id, report, ledger)
-            progress.advance(len(batch))
+        score_rows_in_batches(row_ids, session_id, settings, report)
         return report
 
 

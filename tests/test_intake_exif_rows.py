@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import select
 
 from galleryflow.db import ImageSet, ReviewRow, session_scope
-from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.fsutil import HASHES, FileStamp, copy_verified
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
 from tasks.exif import read_exif
-from tasks.intake import IntakeItem, copy_in
+from tasks.intake import IntakeItem, copy_in, known_copies
 from tasks.review_rows import upsert_rows
 from tasks.validate import validate_set_dirs
 
@@ -54,24 +54,69 @@ def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Pat
     import galleryflow.core.fsutil as fsutil
 
     dest = tmp_path / "incoming" / "a.jpg"
-    real_sha = fsutil.sha256_file
+    real_fsync = fsutil.os.fsync
 
-    def crash(path):
+    def crash(fd):
         # Simulate power loss/ENOSPC after the bytes were written but before the rename.
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fsutil, "sha256_file", crash)
+    monkeypatch.setattr(fsutil.os, "fsync", crash)
     with pytest.raises(OSError, match="No space left"):
         copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []  # the temporary file is gone too
-    monkeypatch.setattr(fsutil, "sha256_file", lambda p: "0" * 64)
+
+    def short_copy(fd):
+        # The file system kept only part of what was written (a short copy).
+        os.ftruncate(fd, 1000)
+        real_fsync(fd)
+
+    monkeypatch.setattr(fsutil.os, "fsync", short_copy)
     with pytest.raises(IOError, match="verification failed"):
         copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert list(dest.parent.iterdir()) == []
-    monkeypatch.setattr(fsutil, "sha256_file", real_sha)
+    monkeypatch.setattr(fsutil.os, "fsync", real_fsync)
     copy_verified(sample_set / "lake-shore-01.jpg", dest)
     assert dest.read_bytes() == (sample_set / "lake-shore-01.jpg").read_bytes()
+
+
+def test_rows_carry_the_stamp_of_the_incoming_copy(sample_set: Path, gf_home: Settings, db):
+    """Intake records each copy's size and mtime: later stages check them instead of hashing."""
+    session_id = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, session_id))
+               for i in _items(sample_set, gf_home)]
+    exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
+    upsert_rows(results, exifs, session_id)
+    with session_scope() as s:
+        for row in s.scalars(select(ReviewRow)):
+            assert FileStamp(row.file_size, row.file_mtime_ns) == FileStamp.of(Path(row.incoming_path))
+
+
+def test_a_rerun_hashes_only_the_original(sample_set: Path, gf_home: Settings, db):
+    items = _items(sample_set, gf_home)
+    session_id = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, session_id)) for i in items]
+    upsert_rows(results, [read_exif(Path(r.incoming_path), r.sha256) for r in results], session_id)
+    known = known_copies(items)
+    assert len(known) == len(items)
+
+    HASHES.reset()
+    again = [copy_in(i, gf_home, SessionLedger(gf_home, session_id + 1),
+                     known.get((i.set_name, i.name))) for i in items]
+    assert not any(r.copied for r in again)
+    assert [r.sha256 for r in again] == [r.sha256 for r in results]
+    assert HASHES.total() == len(items)  # the originals; each copy is known by its stamp
+
+    # A copy changed behind intake's back (same size, new stamp) is hashed, and replaced.
+    dest = Path(results[0].incoming_path)
+    data = bytearray(dest.read_bytes())
+    data[-3] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    HASHES.reset()
+    redo = copy_in(items[0], gf_home, SessionLedger(gf_home, session_id + 2),
+                   known.get((items[0].set_name, items[0].name)))
+    assert redo.copied and dest.read_bytes() == Path(items[0].source_path).read_bytes()
+    assert HASHES.total() == 3  # the original, the changed copy, the new copy
 
 
 def test_exif_from_real_jpegs(tmp_path: Path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import ReviewRow
-from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
@@ -31,8 +31,10 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
     write_sample(Path(first.incoming_path), spec)
     with Image.open(first.incoming_path) as stored:
         assert stored.size == (640, 960)  # pixels stored sideways, EXIF says rotate
-    with session_scope() as session:
-        session.get(ReviewRow, first.id).sha256 = sha256_file(Path(first.incoming_path))
+    with session_scope() as session:  # as intake records a copy: its sha256 and stamp
+        row = session.get(ReviewRow, first.id)
+        row.sha256 = sha256_file(Path(first.incoming_path))
+        row.file_size, row.file_mtime_ns = FileStamp.of(Path(first.incoming_path))
 
     report = resize_rows(inserted.row_ids, inserted.session_id, gf_home)
     assert [o.outcome for o in report.outcomes] == ["ok", "ok"]

@@ -179,6 +179,18 @@ def test_a_changed_file_is_refused_not_scored(photos):
         score_images([item], scoring_setup())
 
 
+def test_a_recorded_stamp_is_trusted_without_hashing(photos):
+    from galleryflow.core.fsutil import HASHES, FileStamp
+
+    item = ScoreInput(sha256=sha256_file(photos[0]), path=photos[0], stamp=FileStamp.of(photos[0]))
+    HASHES.reset()
+    [result] = score_images([item], scoring_setup())
+    assert HASHES.total() == 0 and result.phash is not None
+    stale = item.model_copy(update={"stamp": FileStamp(item.stamp.size + 1, item.stamp.mtime_ns)})
+    with pytest.raises(ContentChanged, match=f"{photos[0].name}: content changed since intake"):
+        score_images([stale], scoring_setup())
+
+
 # --- setup description --------------------------------------------------------------------
 
 def test_describe_names_the_missing_configured_file(monkeypatch, tmp_path):

@@ -7,7 +7,7 @@ expensive work (EXIF, scores, captions) is a pure function of the image bytes
 and the parameters, so its cache key is exactly that:
 
 - every pydantic model or dict in the inputs contributes its fields, except the
-  volatile ones (paths, row and session ids) listed in ``VOLATILE_FIELDS``;
+  volatile ones (paths, row and session ids, file stamps) listed in ``VOLATILE_FIELDS``;
 - a model with a ``sha256`` field stands for its content through that hash;
 - the task's source code is part of the key (``TASK_SOURCE``), so a change to
   the code recomputes rather than serving stale results.
@@ -31,6 +31,9 @@ VOLATILE_FIELDS = frozenset(
     {
         "path", "source_path", "incoming_path", "ollama_path", "thumbnail_path", "work_path",
         "row_id", "review_id", "session_id", "image_set_id", "id",
+        # how the file looked on disk (size, mtime: core.fsutil.FileStamp): a check
+        # that it is unchanged, not its content
+        "stamp",
     }
 )
 

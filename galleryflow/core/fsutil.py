@@ -19,7 +19,9 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 CHUNK = 1024 * 1024
 
@@ -75,6 +77,29 @@ def call_path(inside: str, depth: int = 1) -> str:
     return " › ".join([caller, *reversed(names)])
 
 
+class FileStamp(NamedTuple):
+    """What a file looked like on disk: its size and modification time (ns).
+
+    A cheap identity check, not a proof of content: a file galleryflow wrote and
+    hashed once (an incoming copy) is carried by that sha256 afterwards, and a
+    later stage only checks that the file on disk still has the stamp recorded
+    then. Rewriting the file changes its mtime (and usually its size).
+    """
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, file: Path | int) -> "FileStamp":
+        """The stamp of a path, or of an open file descriptor."""
+        st = os.fstat(file) if isinstance(file, int) else os.stat(file)
+        return cls(st.st_size, st.st_mtime_ns)
+
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.mtime_ns / 1e9, timezone.utc)
+        return f"{self.size} bytes, modified {when:%Y-%m-%d %H:%M:%S.%f} UTC"
+
+
 HASHES = Tally("hashes")
 """Every full sha256 of a file's bytes computed here, by call path."""
 
@@ -123,28 +148,38 @@ def atomic_write_text(dest: Path, text: str) -> None:
 def copy_verified(src: Path, dest: Path, mode: int = 0o644) -> str:
     """Copy ``src`` to ``dest`` atomically and verify the copy; return its sha256.
 
-    The source is hashed while it is copied (one read), the written file is hashed
-    again from disk, and the two must agree; otherwise ``IOError`` is raised and
-    nothing is left at ``dest``.
+    The source is hashed while it is copied: that one read is the photo's one full
+    hash. The copy is verified without reading it back: after ``fsync`` the written
+    file must hold exactly the bytes that were read, as many as the source holds,
+    and the source must not have changed (size, mtime) while it was read. A short
+    write, a source that changed meanwhile, or any error on the way (ENOSPC at
+    ``fsync`` included) raises and leaves nothing at ``dest``.
     """
     with atomic_path(dest) as tmp:
         HASHES.count_call(__name__, "while copying")
         digest = hashlib.sha256()
+        copied = 0
         with open(src, "rb") as reader, open(tmp, "wb") as writer:
+            before = os.fstat(reader.fileno())
             for block in iter(lambda: reader.read(CHUNK), b""):
                 writer.write(block)
                 digest.update(block)
+                copied += len(block)
             writer.flush()
             os.fsync(writer.fileno())
-        source_sha, written_sha = digest.hexdigest(), sha256_file(tmp)
-        if written_sha != source_sha:
+            written = os.fstat(writer.fileno()).st_size
+            after = os.fstat(reader.fileno())
+        if not written == copied == after.st_size:
             raise IOError(
-                f"{src}: copy verification failed (read sha256 {source_sha[:12]}…, "
-                f"wrote {written_sha[:12]}…)"
+                f"{src}: copy verification failed (read {copied} bytes of {after.st_size}, "
+                f"{written} on disk after fsync)"
             )
+        if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+            raise IOError(f"{src}: copy verification failed (the original changed while "
+                          "it was copied)")
         shutil.copystat(src, tmp)
         os.chmod(tmp, mode)  # the original may be read-only; our copy need not be
-    return source_sha
+    return digest.hexdigest()
 
 
 def free_bytes(path: Path) -> int:

@@ -89,8 +89,9 @@ class ScoringSettings(BaseModel):
     input_size: int = 224
     analysis_long_edge: int = Field(
         default=512, ge=64,
-        description="Long edge of the one reduced decode that BRISQUE, blur, brightness, "
-        "contrast and the pHash are computed on (the CLIP input is made from it too).",
+        description="Long edge of the reduced copy that BRISQUE, blur, brightness, "
+        "contrast and the pHash are computed on (the CLIP input is made from it too); "
+        "derived from the decode stages 5 and 6 share (Settings.shared_decode_edge).",
     )
     min_side: int = Field(
         default=32, ge=8,
@@ -368,6 +369,13 @@ class Settings(BaseSettings):
     @property
     def gallery_db_url(self) -> str:
         return self.publish.gallery_url or f"sqlite:///{self.home / 'gallery.db'}"
+
+    @property
+    def shared_decode_edge(self) -> int:
+        """Long edge of the one reduced decode stages 5 and 6 share: the scoring input
+        and the model-ready image are both derived from it
+        (:mod:`galleryflow.imaging.shared`)."""
+        return max(self.model_resize.long_edge, self.scoring.analysis_long_edge)
 
     @property
     def threads(self) -> int:

@@ -35,6 +35,11 @@ class FileOutcome(BaseModel):
 class ChunkReport(BaseModel):
     stage: str
     outcomes: list[FileOutcome] = Field(default_factory=list)
+    seconds: float = Field(
+        default=0.0,
+        description="Time the chunk spent on this stage, when one chunk task runs several "
+                    "stages (5 and 6): the flow splits its stage timings by it.",
+    )
 
     @property
     def ok(self) -> int:

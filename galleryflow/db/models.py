@@ -84,6 +84,9 @@ class ReviewRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     phash: Mapped[str | None] = mapped_column(String(32))
     file_size: Mapped[int | None] = mapped_column(BigInteger)
+    # The incoming copy's mtime as intake left it: with file_size, the cheap check
+    # that it still is the content ``sha256`` names (core.fsutil.FileStamp).
+    file_mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     image_format: Mapped[str | None] = mapped_column(String(16))
     # paths
     source_path: Mapped[str] = mapped_column(String(1024))

@@ -14,6 +14,8 @@ implementation behind small modules named for what they do:
   box fitting (fit, crop, fill, pad)
 - ``encode``:   one encoder for JPEG, WebP, AVIF and PNG (speed settings from DESIGN.md)
 - ``media``:    batch inputs: stills, camera RAW and video frames, on top of ``decode``
+- ``shared``:   one decode shared by several consumers of a piece of work (stages 5–6:
+  the scoring input and the model-ready image derived from one reduced decode)
 - ``stats``:    the one ``ImageStats`` (tonal values 0–1), the pHash, fallback scores
 
 It imports only ``galleryflow.core`` (the import contract in pyproject.toml).

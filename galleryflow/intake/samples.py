@@ -27,7 +27,7 @@ import numpy as np
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from galleryflow.core.fsutil import copy_verified
+from galleryflow.core.fsutil import FileStamp, copy_verified
 from galleryflow.core.status import RowStatus
 from galleryflow.db import ImageSet, ReviewRow, session_scope
 
@@ -279,8 +279,10 @@ def insert_set(
     - ``status``: every row's status, reached by legal transitions from ``new``;
       ``statuses`` overrides it per file name, a ``status`` in ``per_row`` per row.
     - ``exif``: the columns read from each file (format, size, date, camera, lens,
-      GPS position; see :func:`read_fields`) and its byte size. ``False`` for files
-      that are no photos: their rows carry names, paths and sha256 only.
+      GPS position; see :func:`read_fields`). ``False`` for files that are no
+      photos: their rows carry names, paths, sha256 and the copy's stamp only.
+      Every row gets its incoming copy's stamp (``file_size``, ``file_mtime_ns``),
+      as intake records it.
     - ``per_row``: column values row by row (file order), over ``row_values``, which
       every row gets.
     """
@@ -309,8 +311,10 @@ def insert_set(
             target = values.pop("status", (statuses or {}).get(source.name, status))
             copy = incoming / source.name
             sha = copy_verified(source, copy)
+            stamp = FileStamp.of(copy)  # as intake records it
+            values = {"file_size": stamp.size, "file_mtime_ns": stamp.mtime_ns, **values}
             if exif:
-                values = {**read_fields(source), "file_size": source.stat().st_size, **values}
+                values = {**read_fields(source), **values}
             row = ReviewRow(
                 set_key=name, original_name=source.name, image_set_id=image_set.id,
                 created_session_id=image_set.id, sha256=sha, source_path=str(source),

@@ -39,7 +39,9 @@ from galleryflow.core.settings import ScoringSettings
 _log = logging.getLogger(__name__)
 
 # Bump when the scoring code changes what it produces for the same inputs.
-SCORING_VERSION = "scoring-v1"
+# v2: the analysed copy is derived from the decode shared with the model-ready image
+# (decode_long_edge, 1024 px by default), no longer decoded at 512 px itself.
+SCORING_VERSION = "scoring-v2"
 SOURCE_MAX = 255  # the *_source columns are VARCHAR(255)
 
 BRISQUE_FILE = "brisque_svm_weights.pth"
@@ -73,6 +75,7 @@ class ScoringIdentity(BaseModel):
     stats: str = STATS_VERSION
     fallback: str = FALLBACK_VERSION
     analysis_long_edge: int
+    decode_long_edge: int  # the analysed copy is reduced from a decode at this size
     min_side: int
     input_size: int
     brisque: str
@@ -349,10 +352,16 @@ def _missing_stack(*modules: str) -> str | None:
     return None
 
 
-def resolve_setup(cfg: ScoringSettings) -> ScoringSetup:
-    """Find the weights, fingerprint them and decide each model score's planned source."""
-    common = dict(analysis_long_edge=cfg.analysis_long_edge, min_side=cfg.min_side,
-                  input_size=cfg.input_size, clip_model=cfg.clip_model)
+def resolve_setup(cfg: ScoringSettings, decode_long_edge: int | None = None) -> ScoringSetup:
+    """Find the weights, fingerprint them and decide each model score's planned source.
+
+    ``decode_long_edge``: the size images are decoded at before they are reduced to
+    ``cfg.analysis_long_edge`` (``Settings.shared_decode_edge``; default: the
+    analysis size itself).
+    """
+    decode_edge = max(decode_long_edge or 0, cfg.analysis_long_edge)
+    common = dict(analysis_long_edge=cfg.analysis_long_edge, decode_long_edge=decode_edge,
+                  min_side=cfg.min_side, input_size=cfg.input_size, clip_model=cfg.clip_model)
 
     brisque = head = clip = clip_config = None
     missing = _missing_stack("torch", "pyiqa")
@@ -412,6 +421,7 @@ class ScoringDescription(BaseModel):
     device: str
     batch_size: int
     analysis_long_edge: int
+    decode_long_edge: int
     brisque: str
     aesthetic: str
     stats: str
@@ -423,7 +433,8 @@ class ScoringDescription(BaseModel):
             f"CLIP aesthetic: {self.aesthetic}",
             f"blur/brightness/contrast/pHash: {self.stats}",
             f"device {self.device}, CLIP batch {self.batch_size}, "
-            f"one decode per image at {self.analysis_long_edge} px",
+            f"one decode per image at {self.decode_long_edge} px (shared with the "
+            f"model-ready image), analysed at {self.analysis_long_edge} px",
         ]
         out += [f"  {w.role}: {w.path} ({w.short}, from {w.found_via})" for w in self.weights]
         return out
@@ -433,7 +444,8 @@ def describe_setup(setup: ScoringSetup) -> ScoringDescription:
     ident = setup.identity
     return ScoringDescription(
         device=setup.device, batch_size=setup.batch_size,
-        analysis_long_edge=ident.analysis_long_edge, brisque=ident.brisque,
+        analysis_long_edge=ident.analysis_long_edge, decode_long_edge=ident.decode_long_edge,
+        brisque=ident.brisque,
         aesthetic=ident.aesthetic, stats=ident.stats_source,
         weights=[w for w in (setup.clip, setup.clip_config, setup.head, setup.brisque) if w],
     )
