@@ -19,6 +19,7 @@ from galleryflow.publishing.derivatives import (
     make_derivatives,
     photoshop_app13,
 )
+from tests.fixtures.photos import swapped_rgb_profile
 
 SPEC = DerivativeSpec(full_long_edge=800, thumb_long_edge=200, quality=85, keep_gps=False)
 
@@ -182,27 +183,10 @@ def test_gps_stripped_by_default_and_kept_when_asked(photo, tmp_path):
     assert float(gps[ExifTags.GPS.GPSLatitude][0]) == 46.0
 
 
-def _swapped_primaries_profile() -> bytes:
-    """An RGB profile whose red and blue primaries are swapped (a 'BGR' colour space)."""
-    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    count = struct.unpack(">I", data[128:132])[0]
-    entries = {}
-    for i in range(count):
-        at = 132 + 12 * i
-        entries[bytes(data[at : at + 4])] = at
-    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
-    data[red + 4 : red + 12], data[blue + 4 : blue + 12] = (
-        data[blue + 4 : blue + 12],
-        data[red + 4 : red + 12],
-    )
-    data[84:100] = bytes(16)  # profile ID no longer matches: clear it
-    return bytes(data)
-
-
 def test_colour_is_converted_to_srgb(tmp_path):
     src = tmp_path / "bgr.jpg"
     Image.new("RGB", (320, 200), (230, 20, 20)).save(
-        src, "JPEG", quality=95, icc_profile=_swapped_primaries_profile()
+        src, "JPEG", quality=95, icc_profile=swapped_rgb_profile(renamed=False)
     )
     result = make_derivatives(_item(src), SPEC, tmp_path / "work")
     with Image.open(result.image.path) as img:

@@ -19,14 +19,8 @@ from tasks.score_and_resize import score_and_resize, score_and_resize_chunk
 from tasks.scoring import ScoreInput, score_images, scoring_setup
 from tests.fixtures.photos import make_set, write_odd_images
 from tests.fixtures.rows import insert_set, read_rows
-from tests.fixtures.weights import isolate_weight_caches
 
-pytestmark = pytest.mark.usefixtures("db", "prefect_api")
-
-
-@pytest.fixture(autouse=True)
-def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_weight_caches(monkeypatch, tmp_path)
+pytestmark = pytest.mark.usefixtures("db", "prefect_api", "no_weights")
 
 
 @pytest.fixture

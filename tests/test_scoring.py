@@ -43,14 +43,12 @@ from tasks.scoring import (
 from flows.fanout import score_rows
 from tests.fixtures.photos import blurred_copy, make_set, write_odd_images
 from tests.fixtures.rows import insert_set, read_rows
-from tests.fixtures.weights import configure_scoring, isolate_weight_caches
+from tests.fixtures.weights import configure_scoring
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(autouse=True)
-def no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate_weight_caches(monkeypatch, tmp_path)
+# No weights anywhere the tests can see: every score takes the recorded fallback.
+pytestmark = pytest.mark.usefixtures("no_weights")
 
 
 @pytest.fixture
