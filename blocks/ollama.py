@@ -25,6 +25,7 @@ import ollama
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
+from galleryflow.core.prefect_run import flow_run_id
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import StageError
 
@@ -162,13 +163,7 @@ _logged_lock = threading.Lock()
 
 
 def _run_key() -> str:
-    try:
-        from prefect.context import FlowRunContext
-
-        ctx = FlowRunContext.get()
-        return str(ctx.flow_run.id) if ctx and ctx.flow_run else "local"
-    except Exception:
-        return "local"
+    return flow_run_id() or "local"
 
 
 def check_endpoint(endpoint: OllamaEndpoint, logger: logging.Logger | logging.LoggerAdapter | None = None,
