@@ -92,13 +92,13 @@ class Result:
 
 
 @flow(name="bench-captioning")
-def stages(row_ids: list[int], session_id: int, chunk_size: int,
+def stages(row_ids: list[int], image_set_id: int, chunk_size: int,
            side_ids: list[int] | None = None, side_session: int | None = None) -> dict[str, float]:
     started = time.monotonic()
     finished: dict[str, float] = {}
-    resized = [model_resize_chunk.submit(c, session_id) for c in chunked(row_ids, 64)]
-    plan = start_captioning(session_id)
-    captions = [caption_chunk.submit(c, session_id, plan, wait_for=resized)
+    resized = [model_resize_chunk.submit(c, image_set_id) for c in chunked(row_ids, 64)]
+    plan = start_captioning(image_set_id)
+    captions = [caption_chunk.submit(c, image_set_id, plan, wait_for=resized)
                 for c in chunked(row_ids, chunk_size)]
     # Other work of the same run (another set's stage 6) submitted after the captioning.
     side = model_resize_chunk.submit(side_ids, side_session) if side_ids else None
@@ -146,9 +146,9 @@ def scenario(name: str, rows: int, slots: int, chunk_size: int, latency: float,
         try:
             with InFlightSampler(stub) as sampler:
                 started = time.monotonic()
-                finished = stages(inserted.row_ids, inserted.session_id, chunk_size,
+                finished = stages(inserted.row_ids, inserted.image_set_id, chunk_size,
                                   side.row_ids if side else None,
-                                  side.session_id if side else None)
+                                  side.image_set_id if side else None)
                 seconds = time.monotonic() - started
         finally:
             if side is not None:

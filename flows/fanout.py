@@ -71,22 +71,22 @@ def run_chunks_settled(
 # -------------------------------------------------------------------- stages 5-6: scoring, model image
 
 
-def score_rows(row_ids: Sequence[int], session_id: int, chunk_size: int | None = None
+def score_rows(row_ids: Sequence[int], image_set_id: int, chunk_size: int | None = None
                ) -> list[ChunkReport]:
     """Inside a flow: one ``score-chunk`` run per chunk; the chunks' reports."""
     settings = get_settings()
     ensure_limit(SCORING_LIMIT, settings.scoring.concurrency)
-    return run_chunks(score_chunk, scoring_chunks(row_ids, chunk_size), session_id)
+    return run_chunks(score_chunk, scoring_chunks(row_ids, chunk_size), image_set_id)
 
 
-def score_and_resize_rows(row_ids: Sequence[int], session_id: int,
+def score_and_resize_rows(row_ids: Sequence[int], image_set_id: int,
                           chunk_size: int | None = None) -> list[ChunkReport]:
     """Inside a flow: stages 5 and 6 together, one ``score-and-resize-chunk`` run per
     chunk (one decode per photo for both); per chunk, scoring's report, then stage 6's."""
     settings = get_settings()
     ensure_limit(SCORING_LIMIT, settings.scoring.concurrency)
     return [report for reports in run_chunks(score_and_resize_chunk,
-                                             scoring_chunks(row_ids, chunk_size), session_id)
+                                             scoring_chunks(row_ids, chunk_size), image_set_id)
             for report in reports]
 
 

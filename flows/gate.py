@@ -28,7 +28,7 @@ from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from galleryflow.db import MetadataQuality, ReviewRow, session_scope
+from galleryflow.db import Proof, Photo, session_scope
 from galleryflow.core.prefect_run import flow_run_id
 from galleryflow.notifications import notify_review_gate
 from galleryflow.core.settings import Settings
@@ -204,12 +204,12 @@ class GateResult(BaseModel):
     pauses: int = 0
 
 
-def _awaiting(row_ids: Sequence[int]) -> tuple[list[ReviewRow], dict[int, MetadataQuality]]:
+def _awaiting(row_ids: Sequence[int]) -> tuple[list[Photo], dict[int, Proof]]:
     with session_scope() as db:
-        rows = list(db.scalars(select(ReviewRow).where(
-            ReviewRow.id.in_(list(row_ids)), ReviewRow.status == RowStatus.AWAITING_REVIEW)))
+        rows = list(db.scalars(select(Photo).where(
+            Photo.id.in_(list(row_ids)), Photo.status == RowStatus.AWAITING_REVIEW)))
         proofs = {p.review_id: p for p in db.scalars(
-            select(MetadataQuality).where(MetadataQuality.review_id.in_([r.id for r in rows])))}
+            select(Proof).where(Proof.review_id.in_([r.id for r in rows])))}
     return sort_for_review(rows), proofs
 
 

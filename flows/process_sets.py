@@ -50,7 +50,7 @@ from galleryflow.publishing.summary import PublishSummary
 
 class SetOutcome(BaseModel):
     name: str
-    session_id: int | None = None
+    image_set_id: int | None = None
     status: str
     images: int = 0
     excluded: int = 0
@@ -87,14 +87,14 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - start, 3)
 
 
-def _ingest(report: SetReport, session_id: int, settings: Settings,
+def _ingest(report: SetReport, image_set_id: int, settings: Settings,
             timings: dict[str, float], outcomes: list[FileOutcome]) -> list[int]:
     """Stages 2–4 for one set's session; returns the row ids that go on."""
     size = settings.chunk_size
     items = [IntakeItem.from_check(c) for c in report.accepted]
     with _timed(timings, "intake"):
         copied: list[IntakeResult] = [
-            r for chunk in _results([intake_chunk.submit(c, session_id) for c in chunked(items, size)])
+            r for chunk in _results([intake_chunk.submit(c, image_set_id) for c in chunked(items, size)])
             for r in chunk
         ]
     outcomes += intake_report(copied).outcomes
@@ -108,7 +108,7 @@ def _ingest(report: SetReport, session_id: int, settings: Settings,
         by_sha = {e.sha256: e for e in exifs}
         row_ids: list[int] = []
         futures = [
-            review_rows_chunk.submit(chunk, [by_sha[r.sha256] for r in chunk], session_id)
+            review_rows_chunk.submit(chunk, [by_sha[r.sha256] for r in chunk], image_set_id)
             for chunk in chunked(copied, size)
         ]
         for ids, chunk_report in _results(futures):
@@ -117,18 +117,18 @@ def _ingest(report: SetReport, session_id: int, settings: Settings,
     return row_ids
 
 
-def _scores_and_model_images(row_ids: list[int], session_id: int,
+def _scores_and_model_images(row_ids: list[int], image_set_id: int,
                              settings: Settings) -> list[ChunkReport]:
     """Stages 5 and 6 in one chunk task each, on one decode per photo."""
     log_scoring_setup()
-    return score_and_resize_rows(row_ids, session_id, settings.chunk_size)
+    return score_and_resize_rows(row_ids, image_set_id, settings.chunk_size)
 
 
-def _captioning(row_ids: list[int], session_id: int, settings: Settings) -> list[ChunkReport]:
-    plan = start_captioning(session_id)  # fails fast (StageError) when the model is missing
-    reports = _results([caption_chunk.submit(c, session_id, plan)
+def _captioning(row_ids: list[int], image_set_id: int, settings: Settings) -> list[ChunkReport]:
+    plan = start_captioning(image_set_id)  # fails fast (StageError) when the model is missing
+    reports = _results([caption_chunk.submit(c, image_set_id, plan)
                         for c in chunked(row_ids, settings.ollama.chunk_size)])
-    publish_proof_artifacts(session_id)
+    publish_proof_artifacts(image_set_id)
     return reports
 
 
@@ -164,12 +164,12 @@ def _record_seconds(timings: dict[str, float], entry: str, wall: float,
         timings[stage] = round(timings.get(stage, 0.0) + wall * share, 3)
 
 
-def _finish_session(session_id: int, status: str, timings: dict[str, float],
+def _finish_session(image_set_id: int, status: str, timings: dict[str, float],
                     settings: Settings) -> None:
     with session_scope() as db:
-        db.execute(update(ImageSet).where(ImageSet.id == session_id).values(
+        db.execute(update(ImageSet).where(ImageSet.id == image_set_id).values(
             status=status, stage_seconds=timings, finished_at=utcnow()))
-    SessionLedger(settings, session_id).discard()  # committed: nothing left to undo
+    SessionLedger(settings, image_set_id).discard()  # committed: nothing left to undo
 
 
 def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | None,
@@ -183,11 +183,11 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
                              message="; ".join(f.messages)) for f in report.excluded]
     try:
         with transaction():
-            outcome.session_id = open_session(report, flow_run_id, location or settings.location, subject)
-            row_ids = _ingest(report, outcome.session_id, settings, timings, outcomes)
+            outcome.image_set_id = open_session(report, flow_run_id, location or settings.location, subject)
+            row_ids = _ingest(report, outcome.image_set_id, settings, timings, outcomes)
             for stage, run_stage in LATER_STAGES:
                 start = time.perf_counter()
-                reports = run_stage(row_ids, outcome.session_id, settings)
+                reports = run_stage(row_ids, outcome.image_set_id, settings)
                 _record_seconds(timings, stage, time.perf_counter() - start, reports)
                 for chunk_report in reports:
                     outcomes += chunk_report.outcomes
@@ -196,12 +196,12 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
         outcome.status = SetStatus.ROLLED_BACK
         outcome.error = f"{type(exc).__name__}: {exc}"
         logger.error("set %s: blocking error, session rolled back: %s", report.name, outcome.error)
-        if outcome.session_id is not None:
-            record_cause(outcome.session_id, outcome.error)
+        if outcome.image_set_id is not None:
+            record_cause(outcome.image_set_id, outcome.error)
         return outcome
     outcome.status = SetStatus.COMPLETED
     outcome.stage_seconds = timings
-    _finish_session(outcome.session_id, outcome.status, timings, settings)
+    _finish_session(outcome.image_set_id, outcome.status, timings, settings)
     logger.info("set %s: %d rows ready (%s)", report.name, len(row_ids),
                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return outcome

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from flows.gate import GateResult, review_gate
-from galleryflow.db import ReviewRow, session_scope
+from galleryflow.db import Photo, session_scope
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.settings import Settings, get_settings
@@ -35,12 +35,12 @@ def _regenerate(row_ids: list[int]) -> None:
     settings = get_settings()
     by_session: dict[int, list[int]] = defaultdict(list)
     with session_scope() as db:
-        for row in db.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))):
+        for row in db.scalars(select(Photo).where(Photo.id.in_(row_ids))):
             by_session[row.image_set_id].append(row.id)
-    for session_id, ids in by_session.items():
-        regenerate_rows(ids, session_id)
+    for image_set_id, ids in by_session.items():
+        regenerate_rows(ids, image_set_id)
         # Regeneration happens after the session committed: nothing to roll back.
-        SessionLedger(settings, session_id).discard()
+        SessionLedger(settings, image_set_id).discard()
 
 
 def review_and_publish(row_ids: Sequence[int], settings: Settings,
@@ -64,11 +64,11 @@ class ReviewPublishSummary(BaseModel):
 
 def _waiting_rows(set_names: list[str] | None) -> list[int]:
     with session_scope() as db:
-        query = select(ReviewRow.id).where(
-            ReviewRow.status.in_([RowStatus.AWAITING_REVIEW, RowStatus.APPROVED]))
+        query = select(Photo.id).where(
+            Photo.status.in_([RowStatus.AWAITING_REVIEW, RowStatus.APPROVED]))
         if set_names:
-            query = query.where(ReviewRow.set_key.in_(set_names))
-        return list(db.scalars(query.order_by(ReviewRow.id)))
+            query = query.where(Photo.set_key.in_(set_names))
+        return list(db.scalars(query.order_by(Photo.id)))
 
 
 @flow(name="review-publish", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)

@@ -67,7 +67,7 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
 from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 from tasks.model_resize import model_image_path, resize_rows
 from tasks.proof import RowProof, record_edit, write_proof
 from tasks.rowstate import snapshot_row
@@ -95,7 +95,7 @@ def ask_model(call: ModelCall, transport: Transport) -> ModelReply:
 
 
 @task(name="start-captioning", retries=0, persist_result=False)  # the plan may hold a secret
-def start_captioning(session_id: int | None = None) -> CaptionPlan:
+def start_captioning(image_set_id: int | None = None) -> CaptionPlan:
     """Stage 7 start: endpoint check (fail fast), model placement logged once, the limit.
 
     Raises :class:`StageError` when Ollama is unreachable (and offline mode is not
@@ -107,16 +107,16 @@ def start_captioning(session_id: int | None = None) -> CaptionPlan:
 # --------------------------------------------------------------------------- the writer
 
 
-def _frame_index(session: Session, row: ReviewRow) -> int:
+def _frame_index(session: Session, row: Photo) -> int:
     """Position of the photo in its set (by name): varies the offline captioner's wording."""
     return int(session.scalar(
-        select(func.count()).select_from(ReviewRow).where(
-            ReviewRow.set_key == row.set_key, ReviewRow.original_name < row.original_name
+        select(func.count()).select_from(Photo).where(
+            Photo.set_key == row.set_key, Photo.original_name < row.original_name
         )
     ) or 0)
 
 
-def write_outcome(session: Session, row: ReviewRow, outcome: RowOutcome, ledger: SessionLedger,
+def write_outcome(session: Session, row: Photo, outcome: RowOutcome, ledger: SessionLedger,
                   plan: CaptionPlan) -> None:
     """Drafts into the row (never over a person's edits), the proof, and the status moves."""
     snapshot_row(ledger, row)
@@ -144,41 +144,41 @@ def write_outcome(session: Session, row: ReviewRow, outcome: RowOutcome, ledger:
     row.status = RowStatus.AWAITING_REVIEW
 
 
-def _fail_row(row: ReviewRow, ledger: SessionLedger, message: str) -> None:
+def _fail_row(row: Photo, ledger: SessionLedger, message: str) -> None:
     snapshot_row(ledger, row)
     row.status = RowStatus.FAILED
     row.error = message
     row.error_category = STAGE
 
 
-def _ensure_model_images(row_ids: list[int], session_id: int, settings: Settings) -> None:
+def _ensure_model_images(row_ids: list[int], image_set_id: int, settings: Settings) -> None:
     """Make the model-ready image of any row that lacks it (regenerate after a cleanup)."""
     missing = []
     with session_scope() as session:
-        for row in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))):
+        for row in session.scalars(select(Photo).where(Photo.id.in_(row_ids))):
             expected = model_image_path(settings, row.set_key, row.original_name, row.sha256)
             if not row.ollama_path or not Path(row.ollama_path).is_file() or (
                 Path(row.ollama_path) != expected and not expected.is_file()
             ):
                 missing.append(row.id)
     if missing:
-        resize_rows(missing, session_id, settings)
+        resize_rows(missing, image_set_id, settings)
 
 
-def caption_rows(row_ids: list[int], session_id: int, plan: CaptionPlan | None = None,
+def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None = None,
                  progress: StageProgress | None = None,
                  previous: Mapping[int, str | None] | None = None) -> ChunkReport:
     """Stage 7 for some rows (the body of :func:`caption_chunk` and :func:`regenerate_rows`)."""
     settings = get_settings()
     plan = plan or prepare_plan(settings, quiet=True)
-    ledger = SessionLedger(settings, session_id)
+    ledger = SessionLedger(settings, image_set_id)
     report = ChunkReport(stage=STAGE)
     regenerate = previous is not None
-    _ensure_model_images(row_ids, session_id, settings)
+    _ensure_model_images(row_ids, image_set_id, settings)
     todo: list[int] = []
     with session_scope() as session:
-        for row in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))
-                                   .order_by(ReviewRow.original_name)):
+        for row in session.scalars(select(Photo).where(Photo.id.in_(row_ids))
+                                   .order_by(Photo.original_name)):
             why = skip_reason(row, regenerate)
             if why:
                 report.add(row.original_name, "skipped", why)
@@ -206,7 +206,7 @@ def caption_rows(row_ids: list[int], session_id: int, plan: CaptionPlan | None =
 def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: SessionLedger,
                  report: ChunkReport, previous: Mapping[int, str | None] | None) -> None:
     with session_scope() as session:
-        row = session.get(ReviewRow, row_id)
+        row = session.get(Photo, row_id)
         if row is None:
             return
         if not row.ollama_path or not Path(row.ollama_path).is_file():
@@ -244,7 +244,7 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
 
 
 @task(name="caption-chunk", tags=["captioning"], retries=0)
-def caption_chunk(row_ids: list[int], session_id: int, plan: CaptionPlan | None = None,
+def caption_chunk(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None = None,
                   progress: StageProgress | None = None) -> ChunkReport:
     """Stage 7 for one chunk: drafts, guardrails, repairs, proof; rows → ``awaiting_review``.
 
@@ -252,14 +252,14 @@ def caption_chunk(row_ids: list[int], session_id: int, plan: CaptionPlan | None 
     ``captioned``, or failed in stages 6–7) are skipped and reported. Raises
     :class:`StageError` when the model server keeps failing (the session rolls back).
     """
-    return caption_rows(row_ids, session_id, plan, progress)
+    return caption_rows(row_ids, image_set_id, plan, progress)
 
 
 # --------------------------------------------------------------------------- the review gate
 
 
 @task(name="regenerate-rows", tags=["captioning"], retries=0)
-def regenerate_rows(row_ids: list[int], session_id: int,
+def regenerate_rows(row_ids: list[int], image_set_id: int,
                     plan: CaptionPlan | None = None) -> ChunkReport:
     """Send rows back through stage 7 (the reviewer's *regenerate*).
 
@@ -269,19 +269,19 @@ def regenerate_rows(row_ids: list[int], session_id: int,
     """
     settings = get_settings()
     plan = plan or prepare_plan(settings)  # first: a dead server must not strand rows at scored
-    ledger = SessionLedger(settings, session_id)
+    ledger = SessionLedger(settings, image_set_id)
     previous: dict[int, str | None] = {}
     with session_scope() as session:
-        for row in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))):
+        for row in session.scalars(select(Photo).where(Photo.id.in_(row_ids))):
             if row.status in (RowStatus.AWAITING_REVIEW, RowStatus.CAPTIONED):
                 snapshot_row(ledger, row)
                 previous[row.id] = row.caption if "caption" not in edited_fields(row) else None
                 row.status = RowStatus.SCORED
                 row.proof_status = ProofStatus.PENDING
-    return caption_rows(row_ids, session_id, plan, previous=previous)
+    return caption_rows(row_ids, image_set_id, plan, previous=previous)
 
 
-def validate_edit(row: ReviewRow, edits: DraftEdits | Mapping[str, Any],
+def validate_edit(row: Photo, edits: DraftEdits | Mapping[str, Any],
                   session: Session | None = None) -> list[Issue]:
     """The guardrails on a person's edits merged over the row's draft (nothing written).
 
@@ -293,14 +293,14 @@ def validate_edit(row: ReviewRow, edits: DraftEdits | Mapping[str, Any],
     settings = get_settings()
     if session is None:
         with session_scope() as own:
-            fresh = own.get(ReviewRow, row.id)
+            fresh = own.get(Photo, row.id)
             if fresh is None:
                 raise ValueError(f"review row {row.id} no longer exists")
             return check_edit(own, fresh, edits, settings)[1]
     return check_edit(session, row, edits, settings)[1]
 
 
-def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], session_id: int | None = None,
+def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], image_set_id: int | None = None,
                reviewer: str | None = None) -> EditResult:
     """Validate a person's edits and, when no error is found, write them and update the proof.
 
@@ -312,14 +312,14 @@ def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], session_id: i
     changed = edits.changed()
     settings = get_settings()
     with session_scope() as session:
-        row = session.get(ReviewRow, row_id)
+        row = session.get(Photo, row_id)
         if row is None:
             raise ValueError(f"review row {row_id} does not exist")
         draft, issues = check_edit(session, row, edits, settings)
         if any(i.blocking and i.field in changed for i in issues) or not changed:
             return EditResult(applied=False, issues=issues)
-        if session_id is not None:
-            snapshot_row(SessionLedger(settings, session_id), row)
+        if image_set_id is not None:
+            snapshot_row(SessionLedger(settings, image_set_id), row)
         values = draft.model_dump()
         for name in changed:
             value = values[name]
@@ -328,7 +328,7 @@ def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], session_id: i
         if reviewer:
             row.reviewer = reviewer
         passed = record_edit(session, row, changed, issues,
-                             SessionLedger(settings, session_id) if session_id else None)
+                             SessionLedger(settings, image_set_id) if image_set_id else None)
         row.proof_status = ProofStatus.PASSED if passed else ProofStatus.BLOCKED
         return EditResult(applied=True, issues=issues, proof_passed=passed)
 

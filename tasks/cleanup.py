@@ -36,7 +36,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
-from galleryflow.db import ImageSet, ReviewRow, migrate, session_scope
+from galleryflow.db import ImageSet, Photo, migrate, session_scope
 from galleryflow.intake.queue import intake_root
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus, SetStatus
@@ -104,8 +104,8 @@ def build_guard(settings: Settings) -> tuple[Guard, set[str]]:
         for source_dir in db.scalars(select(ImageSet.source_dir).distinct()):
             if source_dir:
                 guard.protected_roots.append(_norm(source_dir))
-        query = select(ReviewRow.source_path, ReviewRow.incoming_path, ReviewRow.status,
-                       ReviewRow.ollama_path, ReviewRow.thumbnail_path)
+        query = select(Photo.source_path, Photo.incoming_path, Photo.status,
+                       Photo.ollama_path, Photo.thumbnail_path)
         for source, incoming, status, ollama, thumb in db.execute(query):
             guard.protected_files.add(_norm(source))
             if incoming and status != RowStatus.PUBLISHED:
@@ -154,9 +154,9 @@ def _ledgers_to_remove(settings: Settings, cutoff: float) -> list[Path]:
 def _published_incoming(cutoff_dt) -> list[str]:  # type: ignore[no-untyped-def]
     with session_scope() as db:
         return [p for p in db.scalars(
-            select(ReviewRow.incoming_path).where(
-                ReviewRow.status == RowStatus.PUBLISHED, ReviewRow.published_at < cutoff_dt,
-                ReviewRow.incoming_path.is_not(None)))]
+            select(Photo.incoming_path).where(
+                Photo.status == RowStatus.PUBLISHED, Photo.published_at < cutoff_dt,
+                Photo.incoming_path.is_not(None)))]
 
 
 def _remove_empty_dirs(root: Path) -> None:
@@ -225,8 +225,8 @@ def _clear_row_paths(removed: list[str]) -> int:
     with session_scope() as db:
         for start in range(0, len(removed), 500):
             batch = removed[start:start + 500]
-            for column in (ReviewRow.ollama_path, ReviewRow.thumbnail_path):
-                result = db.execute(update(ReviewRow).where(column.in_(batch)).values({column: None}))
+            for column in (Photo.ollama_path, Photo.thumbnail_path):
+                result = db.execute(update(Photo).where(column.in_(batch)).values({column: None}))
                 cleared += result.rowcount or 0
     return cleared
 

@@ -29,7 +29,7 @@ from prefect.transactions import get_transaction
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from galleryflow.db import ImageSet, ReviewRow, migrate, session_scope
+from galleryflow.db import ImageSet, Photo, migrate, session_scope
 from galleryflow.core.fsutil import FileStamp, copy_verified, sha256_file
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.progress import StageProgress
@@ -97,19 +97,19 @@ def open_session(report: SetReport, flow_run_id: str | None, location: str | Non
         )
         db.add(image_set)
         db.flush()
-        session_id = image_set.id
+        image_set_id = image_set.id
     txn = get_transaction()
     if txn is not None:
-        txn.set("session_id", session_id)
-    return session_id
+        txn.set("image_set_id", image_set_id)
+    return image_set_id
 
 
 @open_session.on_rollback
 def _rollback_session(txn) -> None:  # type: ignore[no-untyped-def]
 
-    session_id = txn.get("session_id", None)
-    if session_id is not None:
-        rollback_session(session_id, get_settings())
+    image_set_id = txn.get("image_set_id", None)
+    if image_set_id is not None:
+        rollback_session(image_set_id, get_settings())
 
 
 def _listing_digest(report: SetReport) -> str:
@@ -138,9 +138,9 @@ def known_copies(items: list[IntakeItem]) -> dict[tuple[str, str], KnownCopy]:
     with session_scope() as db:
         for set_name, files in names.items():
             rows = db.execute(select(
-                ReviewRow.original_name, ReviewRow.sha256, ReviewRow.file_size,
-                ReviewRow.file_mtime_ns, ReviewRow.incoming_path,
-            ).where(ReviewRow.set_key == set_name, ReviewRow.original_name.in_(files)))
+                Photo.original_name, Photo.sha256, Photo.file_size,
+                Photo.file_mtime_ns, Photo.incoming_path,
+            ).where(Photo.set_key == set_name, Photo.original_name.in_(files)))
             for name, sha, size, mtime_ns, incoming in rows:
                 if size is not None and mtime_ns is not None and incoming:
                     known[(set_name, name)] = KnownCopy(sha, FileStamp(size, mtime_ns), incoming)
@@ -184,10 +184,10 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger,
 
 @task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
       tags=["intake"])
-def intake_chunk(items: list[IntakeItem], session_id: int) -> list[IntakeResult]:
+def intake_chunk(items: list[IntakeItem], image_set_id: int) -> list[IntakeResult]:
     """Stage 2 for a chunk: verified, atomic copies. An I/O error is retried, then blocks."""
     settings = get_settings()
-    ledger = SessionLedger(settings, session_id)
+    ledger = SessionLedger(settings, image_set_id)
     progress = StageProgress("intake", len(items), min_interval=2.0)
     known = known_copies(items)
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 from galleryflow.core.fsutil import FileStamp
 from galleryflow.imaging.shared import SharedDecodes, open_derived
 from galleryflow.imaging.shared import current as current_shared
@@ -84,7 +84,7 @@ def write_model_image(source: Path, target: Path, long_edge: int, quality: int,
     return image.size
 
 
-def _changed_since_intake(row: ReviewRow) -> str | None:
+def _changed_since_intake(row: Photo) -> str | None:
     """Why the incoming copy is not the content the row's sha256 names, if it is not."""
     if row.file_size is None or row.file_mtime_ns is None:
         return None  # a row from before stamps were recorded: nothing to check against
@@ -99,7 +99,7 @@ def _changed_since_intake(row: ReviewRow) -> str | None:
             f"{recorded.describe()})")
 
 
-def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None = None,
+def resize_rows(row_ids: list[int], image_set_id: int, settings: Settings | None = None,
                 report: ChunkReport | None = None) -> ChunkReport:
     """Make (or reuse) the model-ready image of each row; store ``ollama_path``.
 
@@ -107,11 +107,11 @@ def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None =
     new one; it is returned.
     """
     settings = settings or get_settings()
-    ledger = SessionLedger(settings, session_id)
+    ledger = SessionLedger(settings, image_set_id)
     report = report if report is not None else ChunkReport(stage=STAGE)
     jobs: list[ResizeJob] = []
     with session_scope() as session:
-        rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))).all()
+        rows = session.scalars(select(Photo).where(Photo.id.in_(row_ids))).all()
         for row in sorted(rows, key=lambda r: r.id):
             if row.status in LOCKED_STATUSES:
                 report.add(row.original_name, "skipped", f"row is {row.status}: left as it is")
@@ -140,7 +140,7 @@ def resize_rows(row_ids: list[int], session_id: int, settings: Settings | None =
     results = _run_jobs(jobs, settings)
     with session_scope() as session:
         for job in jobs:
-            row = session.get(ReviewRow, job.row_id)
+            row = session.get(Photo, job.row_id)
             if row is None:
                 continue
             fault = results[job.row_id]
@@ -174,7 +174,7 @@ def _run_jobs(jobs: list[ResizeJob], settings: Settings) -> dict[int, str | None
         return dict(pool.map(run, jobs))
 
 
-def _fail(ledger: SessionLedger, row: ReviewRow, message: str) -> None:
+def _fail(ledger: SessionLedger, row: Photo, message: str) -> None:
     snapshot_row(ledger, row)
     row.status = RowStatus.FAILED
     row.error = message
@@ -182,6 +182,6 @@ def _fail(ledger: SessionLedger, row: ReviewRow, message: str) -> None:
 
 
 @task(name="model-resize-chunk", retries=1, retry_delay_seconds=2, tags=["model-resize"])
-def model_resize_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
+def model_resize_chunk(row_ids: list[int], image_set_id: int) -> ChunkReport:
     """Stage 6 for one chunk of rows (rerunnable: existing model-ready images are reused)."""
-    return resize_rows(row_ids, session_id)
+    return resize_rows(row_ids, image_set_id)

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import ImageSet, MetadataQuality, ReviewRow
+from galleryflow.db.models import ImageSet, Proof, Photo
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import get_settings
 from galleryflow.captioning.guardrails import DRAFT_FIELDS, Issue, name_stem, similarity
@@ -49,18 +49,18 @@ class RowProof(BaseModel):
     prompt_version: str | None = None
 
 
-def _proof_of(session: Session, row: ReviewRow) -> MetadataQuality | None:
-    return session.scalar(select(MetadataQuality).where(MetadataQuality.review_id == row.id))
+def _proof_of(session: Session, row: Photo) -> Proof | None:
+    return session.scalar(select(Proof).where(Proof.review_id == row.id))
 
 
-def write_proof(session: Session, row: ReviewRow, proof: RowProof,
-                ledger: SessionLedger | None = None) -> MetadataQuality:
+def write_proof(session: Session, row: Photo, proof: RowProof,
+                ledger: SessionLedger | None = None) -> Proof:
     """Insert or update the row's ``metadata_quality`` (snapshotted first for rollback)."""
     existing = _proof_of(session, row)
     if ledger is not None:
         snapshot_proof(ledger, row, existing)
     if existing is None:
-        existing = MetadataQuality(review_id=row.id)
+        existing = Proof(review_id=row.id)
         session.add(existing)
     existing.passed = proof.passed
     existing.field_states = dict(proof.field_states)
@@ -74,7 +74,7 @@ def write_proof(session: Session, row: ReviewRow, proof: RowProof,
     return existing
 
 
-def record_edit(session: Session, row: ReviewRow, changed: dict[str, Any], issues: list[Issue],
+def record_edit(session: Session, row: Photo, changed: dict[str, Any], issues: list[Issue],
                 ledger: SessionLedger | None = None) -> bool:
     """Fold a person's edit into the proof; return whether the proof now passes.
 
@@ -86,7 +86,7 @@ def record_edit(session: Session, row: ReviewRow, changed: dict[str, Any], issue
     if ledger is not None:
         snapshot_proof(ledger, row, existing)
     if existing is None:
-        existing = MetadataQuality(review_id=row.id, field_states={f: "accepted" for f in DRAFT_FIELDS},
+        existing = Proof(review_id=row.id, field_states={f: "accepted" for f in DRAFT_FIELDS},
                                    issues=[], generation_mode=row.generation_mode)
         session.add(existing)
     states = dict(existing.field_states or {})
@@ -123,7 +123,7 @@ class ProofSummary(BaseModel):
     table: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def _final_issues(proof: MetadataQuality) -> list[dict[str, Any]]:
+def _final_issues(proof: Proof) -> list[dict[str, Any]]:
     issues = proof.issues or []
     attempts = [i.get("attempt") for i in issues if isinstance(i.get("attempt"), int)]
     last = max(attempts) if attempts else None
@@ -133,10 +133,10 @@ def _final_issues(proof: MetadataQuality) -> list[dict[str, Any]]:
 def summarise_set(session: Session, set_key: str) -> ProofSummary:
     threshold = get_settings().ollama.limits.similarity_threshold
     pairs = session.execute(
-        select(ReviewRow, MetadataQuality)
-        .join(MetadataQuality, MetadataQuality.review_id == ReviewRow.id)
-        .where(ReviewRow.set_key == set_key)
-        .order_by(ReviewRow.original_name)
+        select(Photo, Proof)
+        .join(Proof, Proof.review_id == Photo.id)
+        .where(Photo.set_key == set_key)
+        .order_by(Photo.original_name)
     ).all()
     summary = ProofSummary(set_key=set_key, rows=len(pairs))
     suspicious: dict[str, list[str]] = defaultdict(list)
@@ -174,7 +174,7 @@ def summarise_set(session: Session, set_key: str) -> ProofSummary:
     return summary
 
 
-def find_duplicates(rows: list[ReviewRow], threshold: float) -> list[str]:
+def find_duplicates(rows: list[Photo], threshold: float) -> list[str]:
     """Same or near-same captions, shared web names, identical keyword sets, in words."""
     found: list[str] = []
     by_name: dict[str, list[str]] = defaultdict(list)
@@ -237,14 +237,14 @@ def artifact_key(prefix: str, set_key: str) -> str:
 
 
 @task(name="metadata-proof-artifacts")
-def publish_proof_artifacts(session_id: int) -> ProofSummary:
+def publish_proof_artifacts(image_set_id: int) -> ProofSummary:
     """The prefill QC summary and the metadata proof summary of the session's set."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     with session_scope() as session:
-        image_set = session.get(ImageSet, session_id)
+        image_set = session.get(ImageSet, image_set_id)
         if image_set is None:
-            raise ValueError(f"no image set with id {session_id}")
+            raise ValueError(f"no image set with id {image_set_id}")
         summary = summarise_set(session, image_set.set_key)
     create_markdown_artifact(
         markdown=prefill_qc_markdown(summary), key=artifact_key("prefill-qc", summary.set_key),

@@ -59,7 +59,7 @@ from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
 from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.publishing.cleanup import cleanup_work_files
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
@@ -101,15 +101,15 @@ def publishable_row_ids(
     """Rows waiting to be published: approved with a passing proof (optionally per set
     or among ``row_ids``)."""
     settings = settings or get_settings()
-    query = select(ReviewRow.id).where(
-        ReviewRow.status == RowStatus.APPROVED, ReviewRow.proof_status == ProofStatus.PASSED
+    query = select(Photo.id).where(
+        Photo.status == RowStatus.APPROVED, Photo.proof_status == ProofStatus.PASSED
     )
     if image_set_ids is not None:
-        query = query.where(ReviewRow.image_set_id.in_(list(image_set_ids)))
+        query = query.where(Photo.image_set_id.in_(list(image_set_ids)))
     if row_ids is not None:
-        query = query.where(ReviewRow.id.in_(list(row_ids)))
+        query = query.where(Photo.id.in_(list(row_ids)))
     with session_scope(settings.db_url) as session:
-        return list(session.scalars(query.order_by(ReviewRow.id)))
+        return list(session.scalars(query.order_by(Photo.id)))
 
 
 def _select(
@@ -120,7 +120,7 @@ def _select(
     with session_scope(settings.db_url) as session:
         rows = {
             r.id: r
-            for r in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(list(row_ids))))
+            for r in session.scalars(select(Photo).where(Photo.id.in_(list(row_ids))))
         }
         set_names = {
             s.id: s.name
@@ -172,7 +172,7 @@ def _mark_published(
     with session_scope(settings.db_url) as session:
         for unit, record in zip(units, records, strict=True):
             remote_id = ids.get(unit.file_name)
-            row = session.get(ReviewRow, unit.row_id)
+            row = session.get(Photo, unit.row_id)
             if remote_id is None or row is None:
                 report.add(
                     unit.label,

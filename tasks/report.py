@@ -24,7 +24,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.core.status import RowStatus, SetStatus
 
 PROCESSED = (SetStatus.COMPLETED, SetStatus.AWAITING_REVIEW)
@@ -32,7 +32,7 @@ DECIDED = (RowStatus.APPROVED, RowStatus.REJECTED, RowStatus.PUBLISHED)
 
 
 class RolledBack(BaseModel):
-    session_id: int
+    image_set_id: int
     set: str
     error: str | None
 
@@ -95,28 +95,28 @@ def compute_report(start: datetime, end: datetime, now: datetime) -> DailyReport
                 if s.finished_at and s.finished_at > s.started_at:
                     intervals.append((s.started_at, s.finished_at))
             elif s.status == SetStatus.ROLLED_BACK:
-                report.rolled_back.append(RolledBack(session_id=s.id, set=s.name, error=s.error))
+                report.rolled_back.append(RolledBack(image_set_id=s.id, set=s.name, error=s.error))
         failed_rows = db.execute(
-            select(ReviewRow.error_category, func.count(ReviewRow.id))
-            .where(ReviewRow.status == RowStatus.FAILED, ReviewRow.updated_at >= start,
-                   ReviewRow.updated_at < end)
-            .group_by(ReviewRow.error_category))
+            select(Photo.error_category, func.count(Photo.id))
+            .where(Photo.status == RowStatus.FAILED, Photo.updated_at >= start,
+                   Photo.updated_at < end)
+            .group_by(Photo.error_category))
         for category, count in failed_rows:
             failures[category or "uncategorised"] += count
         decided = db.execute(
-            select(ReviewRow.status, ReviewRow.edited_fields)
-            .where(ReviewRow.decided_at >= start, ReviewRow.decided_at < end,
-                   ReviewRow.status.in_([str(s) for s in DECIDED])))
+            select(Photo.status, Photo.edited_fields)
+            .where(Photo.decided_at >= start, Photo.decided_at < end,
+                   Photo.status.in_([str(s) for s in DECIDED])))
         for status, edited in decided:
             report.rows_decided += 1
             report.rows_with_intervention += bool(edited) or status == RowStatus.REJECTED
         report.rows_published = db.scalar(
-            select(func.count(ReviewRow.id)).where(ReviewRow.published_at >= start,
-                                                   ReviewRow.published_at < end)) or 0
+            select(func.count(Photo.id)).where(Photo.published_at >= start,
+                                                   Photo.published_at < end)) or 0
         report.awaiting_review = db.scalar(
-            select(func.count(ReviewRow.id)).where(ReviewRow.status == RowStatus.AWAITING_REVIEW)) or 0
-        oldest = db.scalar(select(func.min(ReviewRow.updated_at))
-                           .where(ReviewRow.status == RowStatus.AWAITING_REVIEW))
+            select(func.count(Photo.id)).where(Photo.status == RowStatus.AWAITING_REVIEW)) or 0
+        oldest = db.scalar(select(func.min(Photo.updated_at))
+                           .where(Photo.status == RowStatus.AWAITING_REVIEW))
     if report.rolled_back:
         failures["rolled_back_session"] += len(report.rolled_back)
     report.failures_by_category = dict(sorted(failures.items()))
@@ -166,7 +166,7 @@ def report_markdown(report: DailyReport) -> str:
         lines += [f"| {k} | {v} |" for k, v in report.failures_by_category.items()]
     if report.rolled_back:
         lines += ["", "## Rolled-back sessions", "", "| session | set | cause |", "|---|---|---|"]
-        lines += [f"| {r.session_id} | {r.set} | {(r.error or '').replace('|', '/')[:200]} |"
+        lines += [f"| {r.image_set_id} | {r.set} | {(r.error or '').replace('|', '/')[:200]} |"
                   for r in report.rolled_back]
     if report.idle:
         lines += ["", "_Nothing was processed, decided or published in this window._"]

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
-from galleryflow.db import ReviewRow, session_scope
+from galleryflow.db import Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.review.forms import (
     WEB_SUFFIX,
@@ -41,7 +41,7 @@ def _stem(name: str) -> str:
     return name[: -len(WEB_SUFFIX)] if name.lower().endswith(WEB_SUFFIX) else name
 
 
-def _edits(row: ReviewRow, given: ReviewRowInput) -> dict[str, Any]:
+def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
     """The fields the reviewer changed, in the captioning module's edit vocabulary.
 
     Compared in the form's own terms, so re-spacing the keyword list or dropping
@@ -63,7 +63,7 @@ def _edits(row: ReviewRow, given: ReviewRowInput) -> dict[str, Any]:
     return edits
 
 
-def _bulk_decision(bulk: Bulk, row: ReviewRow) -> Decision:
+def _bulk_decision(bulk: Bulk, row: Photo) -> Decision:
     if bulk == "reject_all":
         return "reject"
     if bulk in ("approve_passed", "approve_passed_reject_rest"):
@@ -73,18 +73,18 @@ def _bulk_decision(bulk: Bulk, row: ReviewRow) -> Decision:
     return "undecided"
 
 
-def _evidence_words(row: ReviewRow) -> set[str]:
+def _evidence_words(row: Photo) -> set[str]:
     text = " ".join(x for x in (row.location, row.subject, row.set_key, row.camera_make,
                                 row.camera_model) if x)
     return set(re.findall(r"[A-Za-z][A-Za-z'-]+", text.replace("-", " ")))
 
 
-def _load(row_ids: Sequence[int]) -> dict[int, ReviewRow]:
+def _load(row_ids: Sequence[int]) -> dict[int, Photo]:
     with session_scope() as db:
-        return {r.id: r for r in db.scalars(select(ReviewRow).where(ReviewRow.id.in_(list(row_ids))))}
+        return {r.id: r for r in db.scalars(select(Photo).where(Photo.id.in_(list(row_ids))))}
 
 
-def _apply_one_edit(row: ReviewRow, edits: dict[str, Any], verdict: RowVerdict,
+def _apply_one_edit(row: Photo, edits: dict[str, Any], verdict: RowVerdict,
                     reviewer: str | None, settings: Settings) -> bool:
     """Edits through the captioning guardrails (tasks.captioning.apply_edit); spelling flagged."""
     result = apply_edit(row.id, edits, reviewer=reviewer)
@@ -151,7 +151,7 @@ def _decide(row_id: int, choice: Decision, verdict: RowVerdict, reviewer: str | 
             note: str) -> None:
     """Write approve/reject to the row, unless its proof forbids approval."""
     with session_scope() as db:
-        fresh = db.get(ReviewRow, row_id)
+        fresh = db.get(Photo, row_id)
         if choice == "approve" and fresh.proof_status != ProofStatus.PASSED:
             verdict.issues.append(
                 f"the metadata proof is {fresh.proof_status}: edit the flagged fields first")
@@ -166,4 +166,4 @@ def _decide(row_id: int, choice: Decision, verdict: RowVerdict, reviewer: str | 
 
 def _note(row_id: int, note: str) -> None:
     with session_scope() as db:
-        db.get(ReviewRow, row_id).review_note = note[:4000]
+        db.get(Photo, row_id).review_note = note[:4000]

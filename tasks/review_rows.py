@@ -20,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
 
-from galleryflow.db import MetadataQuality, ReviewRow, session_scope
+from galleryflow.db import Proof, Photo, session_scope
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import get_settings
 from galleryflow.core.status import LOCKED_STATUSES, ProofStatus, RowStatus
@@ -38,11 +38,11 @@ DERIVED_FIELDS = (
 )
 
 
-def _apply_refresh(row: ReviewRow, result: IntakeResult, exif: ExifData, session_id: int) -> str:
+def _apply_refresh(row: Photo, result: IntakeResult, exif: ExifData, image_set_id: int) -> str:
     """Refresh an existing, unlocked row in place; return what happened."""
     edited = set(row.edited_fields or [])
     changed = row.sha256 != result.sha256
-    row.image_set_id = session_id
+    row.image_set_id = image_set_id
     row.sha256 = result.sha256
     row.source_path = result.source_path
     row.incoming_path = result.incoming_path
@@ -64,20 +64,20 @@ def _apply_refresh(row: ReviewRow, result: IntakeResult, exif: ExifData, session
     return "refreshed: the file changed, scores and drafts will be redone"
 
 
-def _new_row(result: IntakeResult, exif: ExifData, session_id: int) -> ReviewRow:
-    return ReviewRow(
-        set_key=result.set_name, original_name=result.name, image_set_id=session_id,
-        created_session_id=session_id, sha256=result.sha256, file_size=result.size,
+def _new_row(result: IntakeResult, exif: ExifData, image_set_id: int) -> Photo:
+    return Photo(
+        set_key=result.set_name, original_name=result.name, image_set_id=image_set_id,
+        created_session_id=image_set_id, sha256=result.sha256, file_size=result.size,
         file_mtime_ns=result.mtime_ns, image_format=result.format, source_path=result.source_path,
         incoming_path=result.incoming_path, status=RowStatus.NEW,
         proof_status=ProofStatus.PENDING, **exif.row_values(),
     )
 
 
-def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], session_id: int) -> tuple[list[int], ChunkReport]:
+def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], image_set_id: int) -> tuple[list[int], ChunkReport]:
     """Insert or refresh the rows for a chunk; return the ids that go on, and a report."""
     settings = get_settings()
-    ledger = SessionLedger(settings, session_id)
+    ledger = SessionLedger(settings, image_set_id)
     report = ChunkReport(stage="review_rows")
     by_sha = {e.sha256: e for e in exifs}
     ids: list[int] = []
@@ -88,27 +88,27 @@ def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], session_id: 
         existing = {
             row.original_name: row
             for row in db.scalars(
-                select(ReviewRow).where(
-                    ReviewRow.set_key == set_key,
-                    ReviewRow.original_name.in_([r.name for r in results]),
+                select(Photo).where(
+                    Photo.set_key == set_key,
+                    Photo.original_name.in_([r.name for r in results]),
                 )
             )
         }
         proofs = {
             p.review_id: p
             for p in db.scalars(
-                select(MetadataQuality).where(
-                    MetadataQuality.review_id.in_([r.id for r in existing.values()])
+                select(Proof).where(
+                    Proof.review_id.in_([r.id for r in existing.values()])
                 )
             )
         } if existing else {}
-        fresh: list[ReviewRow] = []
+        fresh: list[Photo] = []
         for result in results:
             exif = by_sha[result.sha256]
             row = existing.get(result.name)
             note = f"; {exif.note}" if exif.note else ""
             if row is None:
-                row = _new_row(result, exif, session_id)
+                row = _new_row(result, exif, image_set_id)
                 db.add(row)
                 fresh.append(row)
                 report.add(result.name, "warning" if exif.note else "ok", f"new row{note}")
@@ -118,7 +118,7 @@ def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], session_id: 
                 continue
             snapshot_row(ledger, row)
             snapshot_proof(ledger, row, proofs.get(row.id))
-            what = _apply_refresh(row, result, exif, session_id)
+            what = _apply_refresh(row, result, exif, image_set_id)
             ids.append(row.id)
             report.add(result.name, "ok", what + note)
         db.flush()
@@ -127,6 +127,6 @@ def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], session_id: 
 
 
 @task(name="review-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-def review_rows_chunk(results: list[IntakeResult], exifs: list[ExifData], session_id: int) -> tuple[list[int], ChunkReport]:
+def review_rows_chunk(results: list[IntakeResult], exifs: list[ExifData], image_set_id: int) -> tuple[list[int], ChunkReport]:
     """Stage 4 for a chunk (one DB transaction)."""
-    return upsert_rows(results, exifs, session_id)
+    return upsert_rows(results, exifs, image_set_id)

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, delete, select, update
 
-from galleryflow.db import ImageSet, MetadataQuality, PublishLog, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Proof, PublishLog, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import Settings
@@ -46,8 +46,8 @@ def _decode(model: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rollback_session(session_id: int, settings: Settings, cause: str | None = None) -> None:
-    ledger = SessionLedger(settings, session_id)
+def rollback_session(image_set_id: int, settings: Settings, cause: str | None = None) -> None:
+    ledger = SessionLedger(settings, image_set_id)
     removed = 0
     for path in ledger.created_files():
         if path.exists():
@@ -59,23 +59,23 @@ def rollback_session(session_id: int, settings: Settings, cause: str | None = No
             shutil.move(str(backup), original)
     snapshots = ledger.snapshots()
     with session_scope() as db:
-        inserted = list(db.scalars(select(ReviewRow.id).where(ReviewRow.created_session_id == session_id)))
+        inserted = list(db.scalars(select(Photo.id).where(Photo.created_session_id == image_set_id)))
         if inserted:
-            db.execute(delete(MetadataQuality).where(MetadataQuality.review_id.in_(inserted)))
+            db.execute(delete(Proof).where(Proof.review_id.in_(inserted)))
             db.execute(delete(PublishLog).where(PublishLog.review_id.in_(inserted)))
-            db.execute(delete(ReviewRow).where(ReviewRow.id.in_(inserted)))
+            db.execute(delete(Photo).where(Photo.id.in_(inserted)))
         for snap in snapshots:
             values = snap["values"]
             if snap["table"] == "review_queue":
-                db.execute(update(ReviewRow).where(ReviewRow.id == snap["id"])
-                           .values(**_decode(ReviewRow, values)))
+                db.execute(update(Photo).where(Photo.id == snap["id"])
+                           .values(**_decode(Photo, values)))
             elif snap["table"] == "metadata_quality":
                 # tasks/rowstate.py: "__created__" marks a proof this session added.
-                db.execute(delete(MetadataQuality).where(MetadataQuality.review_id == values["review_id"]))
+                db.execute(delete(Proof).where(Proof.review_id == values["review_id"]))
                 if not values.get("__created__"):
-                    db.execute(MetadataQuality.__table__.insert().values(**_decode(MetadataQuality, values)))
+                    db.execute(Proof.__table__.insert().values(**_decode(Proof, values)))
         db.execute(
-            update(ImageSet).where(ImageSet.id == session_id).values(
+            update(ImageSet).where(ImageSet.id == image_set_id).values(
                 status=SetStatus.ROLLED_BACK, finished_at=utcnow(),
                 error=(cause or "rolled back")[:4000],
             )
@@ -88,12 +88,12 @@ def rollback_session(session_id: int, settings: Settings, cause: str | None = No
                 folder.rmdir()
     log.warning(
         "session %s rolled back: %d files removed, %d rows deleted, %d rows restored",
-        session_id, removed, len(inserted), sum(s["table"] == "review_queue" for s in snapshots),
+        image_set_id, removed, len(inserted), sum(s["table"] == "review_queue" for s in snapshots),
     )
 
 
-def record_cause(session_id: int, cause: str) -> None:
+def record_cause(image_set_id: int, cause: str) -> None:
     """Store why a session was rolled back (the hook itself does not see the error)."""
     with session_scope() as db:
-        db.execute(update(ImageSet).where(ImageSet.id == session_id)
+        db.execute(update(ImageSet).where(ImageSet.id == image_set_id)
                    .values(error=cause[:4000], status=SetStatus.ROLLED_BACK))

@@ -33,7 +33,7 @@ from galleryflow.core.stages import ChunkReport
 from tasks import model_resize, scoring
 
 
-def score_and_resize(row_ids: list[int], session_id: int,
+def score_and_resize(row_ids: list[int], image_set_id: int,
                      settings: Settings | None = None) -> list[ChunkReport]:
     """Stages 5 and 6 for ``row_ids`` in this process: [scoring's report, stage 6's].
 
@@ -47,27 +47,27 @@ def score_and_resize(row_ids: list[int], session_id: int,
 
     def model_images(row_ids_of_batch: list[int]) -> None:
         start = time.perf_counter()
-        model_resize.resize_rows(row_ids_of_batch, session_id, settings, report=images)
+        model_resize.resize_rows(row_ids_of_batch, image_set_id, settings, report=images)
         images.seconds += time.perf_counter() - start
         batched.update(row_ids_of_batch)
 
     start = time.perf_counter()
-    scoring.score_rows_in_batches(row_ids, session_id, settings, scores, after_batch=model_images)
+    scoring.score_rows_in_batches(row_ids, image_set_id, settings, scores, after_batch=model_images)
     scores.seconds = max(0.0, time.perf_counter() - start - images.seconds)
     # Rows scoring did not take (locked, no incoming copy, changed since intake) get
     # stage 6's own verdict, which needs no pixels.
     rest = [row_id for row_id in row_ids if row_id not in batched]
     if rest:
         start = time.perf_counter()
-        model_resize.resize_rows(rest, session_id, settings, report=images)
+        model_resize.resize_rows(rest, image_set_id, settings, report=images)
         images.seconds += time.perf_counter() - start
     return [scores, images]
 
 
 @task(name="score-and-resize-chunk", retries=2, retry_delay_seconds=5)
-def score_and_resize_chunk(row_ids: list[int], session_id: int) -> list[ChunkReport]:
+def score_and_resize_chunk(row_ids: list[int], image_set_id: int) -> list[ChunkReport]:
     """Stages 5 and 6 for one chunk of rows, on one decode per photo; rerunnable
     (cached scores, existing model-ready images reused)."""
     settings = get_settings()
     with limit_slot(scoring.SCORING_LIMIT, settings.scoring.slot_wait_seconds):
-        return score_and_resize(row_ids, session_id, settings)
+        return score_and_resize(row_ids, image_set_id, settings)

@@ -46,7 +46,7 @@ from sqlalchemy import select
 
 from galleryflow.core.caching import CONTENT
 from galleryflow.core.fsutil import FileStamp, sha256_file
-from galleryflow.db import ReviewRow, session_scope
+from galleryflow.db import Photo, session_scope
 from galleryflow.imaging.shared import SharedDecodes, open_derived, sharing_decodes
 from galleryflow.imaging.shared import current as current_shared
 from galleryflow.core.ledger import SessionLedger
@@ -451,14 +451,14 @@ class _Work:
     item: ScoreInput
 
 
-def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
+def _load_rows(row_ids: list[int], image_set_id: int, report: ChunkReport,
                ledger: SessionLedger) -> list[_Work]:
     """Rows to score; locked rows are skipped, rows without a file or whose file no
     longer carries the stamp intake recorded fail."""
     work: list[_Work] = []
     with session_scope() as session:
-        rows = session.scalars(select(ReviewRow).where(ReviewRow.id.in_(row_ids))
-                               .order_by(ReviewRow.id)).all()
+        rows = session.scalars(select(Photo).where(Photo.id.in_(row_ids))
+                               .order_by(Photo.id)).all()
         found = {row.id for row in rows}
         for missing in sorted(set(row_ids) - found):
             report.add(f"row {missing}", "skipped", "row no longer exists")
@@ -490,7 +490,7 @@ def _load_rows(row_ids: list[int], session_id: int, report: ChunkReport,
     return work
 
 
-def recorded_stamp(row: ReviewRow) -> FileStamp | None:
+def recorded_stamp(row: Photo) -> FileStamp | None:
     """The incoming copy's stamp as intake recorded it (None for rows from before)."""
     if row.file_size is None or row.file_mtime_ns is None:
         return None
@@ -515,11 +515,11 @@ def _compute_isolated(batch: list[_Work], identity: ScoringIdentity
     return out
 
 
-def _write(batch: list[_Work], results: list[ImageScores | Exception], session_id: int,
+def _write(batch: list[_Work], results: list[ImageScores | Exception], image_set_id: int,
            report: ChunkReport, ledger: SessionLedger) -> None:
     with session_scope() as session:
         rows = {row.id: row for row in session.scalars(
-            select(ReviewRow).where(ReviewRow.id.in_([w.row_id for w in batch])))}
+            select(Photo).where(Photo.id.in_([w.row_id for w in batch])))}
         for work, result in zip(batch, results, strict=True):
             row = rows.get(work.row_id)
             if row is None or row.status in LOCKED_STATUSES:  # changed while we scored
@@ -545,7 +545,7 @@ def _write(batch: list[_Work], results: list[ImageScores | Exception], session_i
                 report.add(work.name, "ok", summary)
 
 
-def score_rows_in_batches(row_ids: list[int], session_id: int, settings: Settings,
+def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Settings,
                           report: ChunkReport,
                           after_batch: Callable[[list[int]], None] | None = None) -> None:
     """Stage 5 for ``row_ids`` in this process (the body of :func:`score_chunk`).
@@ -559,21 +559,21 @@ def score_rows_in_batches(row_ids: list[int], session_id: int, settings: Setting
     """
     setup = scoring_setup(settings)
     log_scoring_setup(setup)
-    ledger = SessionLedger(settings, session_id)
-    work = _load_rows(row_ids, session_id, report, ledger)
-    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{session_id}")
+    ledger = SessionLedger(settings, image_set_id)
+    work = _load_rows(row_ids, image_set_id, report, ledger)
+    progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{image_set_id}")
     progress.advance(len(row_ids) - len(work))
     for batch in chunked(work, setup.batch_size):
         with sharing_decodes(setup.identity.decode_long_edge):
             results = _compute_isolated(batch, setup.identity)
-            _write(batch, results, session_id, report, ledger)
+            _write(batch, results, image_set_id, report, ledger)
             if after_batch is not None:
                 after_batch([w.row_id for w in batch])
         progress.advance(len(batch))
 
 
 @task(name="score-chunk", retries=2, retry_delay_seconds=5)
-def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
+def score_chunk(row_ids: list[int], image_set_id: int) -> ChunkReport:
     """Score the ``review_queue`` rows ``row_ids`` (one chunk) and write their scores.
 
     ``new``/``failed`` rows become ``scored``; rows already past scoring keep their
@@ -585,7 +585,7 @@ def score_chunk(row_ids: list[int], session_id: int) -> ChunkReport:
     settings = get_settings()
     with limit_slot(SCORING_LIMIT, settings.scoring.slot_wait_seconds):
         report = ChunkReport(stage=STAGE)
-        score_rows_in_batches(row_ids, session_id, settings, report)
+        score_rows_in_batches(row_ids, image_set_id, settings, report)
         return report
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from sqlalchemy import delete, select
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import MetadataQuality, ReviewRow
+from galleryflow.db.models import Proof, Photo
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.captioning.plan import prepare_plan
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
 
 def run_stage(settings: Settings, inserted, plan=None):
-    resize_rows(inserted.row_ids, inserted.session_id, settings)
+    resize_rows(inserted.row_ids, inserted.image_set_id, settings)
     plan = plan or prepare_plan(settings)
-    return caption_chunk(inserted.row_ids, inserted.session_id, plan)
+    return caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
 
 
 def test_good_drafts_pass_and_rows_await_review(gf_home: Settings, stub: OllamaStub,
@@ -113,14 +113,14 @@ def test_missing_limit_neither_hangs_nor_fails(gf_home: Settings, stub: OllamaSt
 
     point_at(gf_home, stub)
     inserted = insert_set(gf_home, tmp_path, "no-limit", 2)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     plan = prepare_plan(gf_home)
     with get_client(sync_client=True) as client:  # someone deletes it mid-run
         try:
             client.delete_global_concurrency_limit_by_name("ollama")
         except ObjectNotFound:
             pass
-    report = caption_chunk(inserted.row_ids, inserted.session_id, plan)
+    report = caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     assert [o.outcome for o in report.outcomes] == ["ok", "ok"]
 
 
@@ -130,12 +130,12 @@ def test_a_slot_that_never_frees_fails_the_stage_instead_of_hanging(
 
     point_at(gf_home, stub)
     inserted = insert_set(gf_home, tmp_path, "slot-taken", 1)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     plan = prepare_plan(gf_home)  # creates the `ollama` limit with its one slot
     gf_home.ollama.slot_wait_seconds = 2.0
     with concurrency("ollama", occupy=1, strict=True):  # a crashed run's slot, still taken
         with pytest.raises(StageError) as raised:
-            caption_chunk(inserted.row_ids, inserted.session_id, plan)
+            caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     message = str(raised.value)
     assert "no free slot of the global concurrency limit 'ollama' after 2 s" in message
     assert "--active-slots 0" in message  # tells the user how to free a leaked slot
@@ -145,7 +145,7 @@ def test_a_slot_that_never_frees_fails_the_stage_instead_of_hanging(
 
 def _row_with(settings: Settings, tmp_path: Path, name: str, **kwargs):
     inserted = insert_set(settings, tmp_path, name, 1, **kwargs)
-    resize_rows(inserted.row_ids, inserted.session_id, settings)
+    resize_rows(inserted.row_ids, inserted.image_set_id, settings)
     return inserted
 
 
@@ -173,7 +173,7 @@ def test_each_guardrail_triggers_a_repair(gf_home: Settings, stub: OllamaStub, t
     point_at(gf_home, stub)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, bad)  # then the default: a good answer
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
 
     (row,) = rows(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW and row.proof_status == ProofStatus.PASSED
@@ -193,10 +193,10 @@ def test_duplicate_caption_in_set_is_repaired(gf_home: Settings, stub: OllamaStu
                                              tmp_path: Path) -> None:
     point_at(gf_home, stub)
     inserted = insert_set(gf_home, tmp_path, "series", 2)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     same = "Rolling hills near the lake shore beneath a pale sky, caught in soft light."
     stub.script(PRIMARY, Good(caption=same), Good(caption=same))  # row 2 repeats row 1
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     first, second = rows(inserted.row_ids)
     assert first.caption == same and first.proof.repair_attempts == 0
     assert second.caption != same and second.proof.passed
@@ -212,7 +212,7 @@ def test_planted_instruction_in_exif_is_rejected(gf_home: Settings, stub: Ollama
     inserted = _row_with(gf_home, tmp_path, "lake-shore", lens=planted)
     # A gullible model obeys the planted text, then (told why) answers properly.
     stub.script(PRIMARY, Good(caption="Cheap watches at bargain prices today, by the lake shore."))
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and "watches" not in row.caption.lower()
     assert any(i["code"] == "prompt_injection" and i["field"] == "caption" for i in row.proof.issues)
@@ -228,7 +228,7 @@ def test_unsupported_keywords_are_dropped_not_repaired(gf_home: Settings, stub: 
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = lambda call: Good(keywords=["hills", "sky", "Hills", "eagle", "lake shore",
                                                call.evidence["time_of_day"]])
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and row.proof.repair_attempts == 0
     assert "eagle" not in row.keywords and row.keywords.count("hill") == 1
@@ -242,10 +242,10 @@ def test_file_name_already_used_elsewhere(gf_home: Settings, stub: OllamaStub,
     point_at(gf_home, stub)
     other = insert_set(gf_home, tmp_path, "older-set", 1)
     with session_scope() as session:
-        session.get(ReviewRow, other.row_ids[0]).web_file_name = "taken-name.jpg"
+        session.get(Photo, other.row_ids[0]).web_file_name = "taken-name.jpg"
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Good(file_name="taken-name"))
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and row.web_file_name != "taken-name.jpg"
     assert any(i["code"] == "duplicate_file_name" for i in row.proof.issues)
@@ -256,7 +256,7 @@ def test_fallback_model_after_repairs_fail(gf_home: Settings, stub: OllamaStub,
     point_at(gf_home, stub, fallback=FALLBACK)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Raw("not json"), Raw("still not json"), Raw("{{{"))
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and row.proof_status == ProofStatus.PASSED
     assert row.proof.fallback_used and row.proof.model == FALLBACK
@@ -271,7 +271,7 @@ def test_blocked_with_reasons_when_everything_fails(gf_home: Settings, stub: Oll
     point_at(gf_home, stub, fallback=FALLBACK)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = Good(caption="This image shows hills.")
-    report = caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    report = caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW  # the reviewer sees it, with its reasons
     assert row.proof_status == ProofStatus.BLOCKED and not row.proof.passed
@@ -288,7 +288,7 @@ def test_blocked_malformed_answer_keeps_fields_empty(gf_home: Settings, stub: Ol
     point_at(gf_home, stub)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = Raw("I think this is a nice picture of hills")
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof_status == ProofStatus.BLOCKED and row.caption is None
     assert set(row.proof.field_states.values()) == {"blocked"}
@@ -318,12 +318,12 @@ def test_server_dying_mid_stage_raises_stage_error(gf_home: Settings, stub: Olla
                                                   tmp_path: Path) -> None:
     point_at(gf_home, stub)
     inserted = insert_set(gf_home, tmp_path, "lake-shore", 2)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     plan = prepare_plan(gf_home)
     stub.script(PRIMARY, Good())  # the first row gets through
     stub.default = HttpError(500, "model runner has unexpectedly stopped")
     with pytest.raises(StageError) as caught:
-        caption_chunk(inserted.row_ids, inserted.session_id, plan)
+        caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     assert "unexpectedly stopped" in str(caught.value) and stub.host in str(caught.value)
     assert len(stub.chat_calls()) == 1 + 3  # one good, then 1 + request_retries attempts
     first, second = rows(inserted.row_ids)
@@ -335,7 +335,7 @@ def test_transient_errors_are_retried(gf_home: Settings, stub: OllamaStub, tmp_p
     point_at(gf_home, stub)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Disconnect(), HttpError(503, "busy"))
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and row.proof.repair_attempts == 0
     assert len(stub.chat_calls()) == 3
@@ -350,7 +350,7 @@ def test_timeout_that_persists_raises_stage_error(gf_home: Settings, stub: Ollam
     plan.endpoint.timeout_seconds = 0.5
     stub.default = Slow(3.0)
     with pytest.raises(StageError) as caught:
-        caption_chunk(inserted.row_ids, inserted.session_id, plan)
+        caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     message = str(caught.value)
     assert "Timeout" in message and PRIMARY in message and "lake-shore-01.jpg" in message
 
@@ -367,12 +367,12 @@ def test_rerun_after_rollback_reuses_cached_answers(gf_home: Settings, stub: Oll
 
     # What the session rollback leaves: rows back as scored, drafts and proofs gone.
     with session_scope() as session:
-        for row in session.scalars(select(ReviewRow).where(ReviewRow.id.in_(inserted.row_ids))):
+        for row in session.scalars(select(Photo).where(Photo.id.in_(inserted.row_ids))):
             row.status = RowStatus.SCORED
             row.caption = row.alt_text = row.subject = row.web_file_name = None
             row.keywords = None
             row.proof_status = ProofStatus.PENDING
-        session.execute(delete(MetadataQuality))
+        session.execute(delete(Proof))
     stub.default = Raw("the model must not be asked again")
     run_stage(gf_home, inserted)
     after = rows(inserted.row_ids)
@@ -387,7 +387,7 @@ def test_edited_fields_are_never_overwritten(gf_home: Settings, stub: OllamaStub
     point_at(gf_home, stub)
     mine = "Evening light on the far shore, seen from the old boathouse."
     inserted = _row_with(gf_home, tmp_path, "lake-shore", caption=mine, edited_fields=["caption"])
-    caption_chunk(inserted.row_ids, inserted.session_id, prepare_plan(gf_home))
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.caption == mine
     assert row.proof.field_states["caption"] == "edited" and row.proof.passed
@@ -404,7 +404,7 @@ def test_regenerate_sends_rows_back_with_the_previous_caption(gf_home: Settings,
         caption="Hills and sky at the lake shore, drawn again for the reviewer, "
                 + call.evidence["time_of_day"] + "."
     )
-    report = regenerate_rows([old.id], inserted.session_id)
+    report = regenerate_rows([old.id], inserted.image_set_id)
     new = rows([old.id])[0]
     assert [o.outcome for o in report.outcomes] == ["ok"]
     assert new.caption != old.caption and "drawn again" in new.caption

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.core.settings import Settings
 from tasks.cleanup import plan_and_clean
@@ -29,7 +29,7 @@ def _file(path: Path, age_days: float, data: bytes = b"\xff\xd8 jpeg bytes") -> 
 
 def _row(db, session: ImageSet, name: str, status: str, source: Path, incoming: Path | None,
          ollama: Path | None = None, published_days_ago: float | None = None) -> None:
-    db.add(ReviewRow(
+    db.add(Photo(
         set_key=session.set_key, original_name=name, image_set_id=session.id,
         created_session_id=session.id, sha256=name.ljust(64, "0")[:64], status=status,
         source_path=str(source), incoming_path=str(incoming) if incoming else None,
@@ -89,7 +89,7 @@ def test_cleanup_flow_removes_old_work_and_temporaries_only(studio, gf_home: Set
                 "work_fresh", "ledger_running", "result_recent", "site_file"):
         assert studio[key].exists(), key
     with session_scope() as db:
-        paths = {r.original_name: r.ollama_path for r in db.scalars(select(ReviewRow))}
+        paths = {r.original_name: r.ollama_path for r in db.scalars(select(Photo))}
     assert paths == {"a1.jpg": None, "a2.jpg": str(studio["work_waiting"])}
     assert report.cleared_row_paths == 1
     # Nothing left to do: a second run removes nothing and still completes.

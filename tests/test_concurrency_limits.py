@@ -136,10 +136,10 @@ def bounded(monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @flow(name="scoring-limit-under-test", task_runner=ThreadPoolTaskRunner(max_workers=4))
-def scoring_flow(row_ids: list[int], session_id: int) -> list[ChunkReport]:
+def scoring_flow(row_ids: list[int], image_set_id: int) -> list[ChunkReport]:
     from flows.fanout import score_rows
 
-    return score_rows(row_ids, session_id, chunk_size=1)
+    return score_rows(row_ids, image_set_id, chunk_size=1)
 
 
 def _score_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Path,
@@ -149,12 +149,12 @@ def _score_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Pa
     isolate_weight_caches(monkeypatch, tmp_path)  # fallback scores: no model to load
     files = sorted(make_set(tmp_path / "sets", f"limit-{slots}", 2, size=(160, 120)).glob("*.jpg"))
     inserted = insert_set(get_settings(), files=files, status="new", exif=False)
-    session_id, row_ids = inserted.session_id, inserted.row_ids
+    image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
     set_limit("scoring", slots)
     spans = Spans(meet=slots)
     record_between(monkeypatch, scoring, "_load_rows", "_write", spans)
 
-    reports = scoring_flow(row_ids, session_id)
+    reports = scoring_flow(row_ids, image_set_id)
 
     assert sorted(o.outcome for r in reports for o in r.outcomes) == ["ok", "ok"]
     assert {r.status for r in read_rows(row_ids).values()} == {"scored"}

@@ -9,7 +9,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.core.settings import Settings
 from tasks.report import busy_seconds
@@ -30,7 +30,7 @@ def _session(db, name: str, status: str, started: datetime, finished: datetime |
 
 def _rows(db, session: ImageSet, prefix: str, n: int, status: str, updated: datetime, **extra) -> None:
     for i in range(n):
-        db.add(ReviewRow(set_key=session.set_key, original_name=f"{prefix}-{i}.jpg",
+        db.add(Photo(set_key=session.set_key, original_name=f"{prefix}-{i}.jpg",
                          image_set_id=session.id, created_session_id=session.id,
                          sha256=f"{prefix}{i}".ljust(64, "0"), source_path=f"/p/{prefix}-{i}.jpg",
                          status=status, updated_at=updated, **extra))

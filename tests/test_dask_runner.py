@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from galleryflow.db import ReviewRow, session_scope
+from galleryflow.db import Photo, session_scope
 from galleryflow.core.settings import Settings, get_settings, reset_settings
 from tests.fixtures.photos import make_set
 
@@ -60,8 +60,8 @@ def test_a_small_set_runs_through_the_dask_runner(prefect_server_api: str, tmp_p
     assert sorted(p.name for p in (settings.incoming_dir / "dask-shore").iterdir()) == [
         "dask-shore-01.jpg", "dask-shore-02.jpg", "dask-shore-03.jpg"]
     with session_scope() as db:
-        assert db.scalar(select(func.count(ReviewRow.id))) == 3
-        rows = list(db.scalars(select(ReviewRow)))
+        assert db.scalar(select(func.count(Photo.id))) == 3
+        rows = list(db.scalars(select(Photo)))
         assert {r.camera_make for r in rows} != {None}  # EXIF read on Dask workers
         assert all(r.caption for r in rows)  # captioned on Dask workers, through the stand-in
     assert len(stub.chat_calls(PRIMARY)) >= 3

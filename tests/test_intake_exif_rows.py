@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.core.fsutil import HASHES, FileStamp, copy_verified
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.intake.samples import SampleSpec, write_sample
@@ -82,26 +82,26 @@ def test_interrupted_copy_leaves_no_partial_file(sample_set: Path, tmp_path: Pat
 
 def test_rows_carry_the_stamp_of_the_incoming_copy(sample_set: Path, gf_home: Settings, db):
     """Intake records each copy's size and mtime: later stages check them instead of hashing."""
-    session_id = _session("lake-shore")
-    results = [copy_in(i, gf_home, SessionLedger(gf_home, session_id))
+    image_set_id = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, image_set_id))
                for i in _items(sample_set, gf_home)]
     exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
-    upsert_rows(results, exifs, session_id)
+    upsert_rows(results, exifs, image_set_id)
     with session_scope() as s:
-        for row in s.scalars(select(ReviewRow)):
+        for row in s.scalars(select(Photo)):
             assert FileStamp(row.file_size, row.file_mtime_ns) == FileStamp.of(Path(row.incoming_path))
 
 
 def test_a_rerun_hashes_only_the_original(sample_set: Path, gf_home: Settings, db):
     items = _items(sample_set, gf_home)
-    session_id = _session("lake-shore")
-    results = [copy_in(i, gf_home, SessionLedger(gf_home, session_id)) for i in items]
-    upsert_rows(results, [read_exif(Path(r.incoming_path), r.sha256) for r in results], session_id)
+    image_set_id = _session("lake-shore")
+    results = [copy_in(i, gf_home, SessionLedger(gf_home, image_set_id)) for i in items]
+    upsert_rows(results, [read_exif(Path(r.incoming_path), r.sha256) for r in results], image_set_id)
     known = known_copies(items)
     assert len(known) == len(items)
 
     HASHES.reset()
-    again = [copy_in(i, gf_home, SessionLedger(gf_home, session_id + 1),
+    again = [copy_in(i, gf_home, SessionLedger(gf_home, image_set_id + 1),
                      known.get((i.set_name, i.name))) for i in items]
     assert not any(r.copied for r in again)
     assert [r.sha256 for r in again] == [r.sha256 for r in results]
@@ -113,7 +113,7 @@ def test_a_rerun_hashes_only_the_original(sample_set: Path, gf_home: Settings, d
     data[-3] ^= 0xFF
     dest.write_bytes(bytes(data))
     HASHES.reset()
-    redo = copy_in(items[0], gf_home, SessionLedger(gf_home, session_id + 2),
+    redo = copy_in(items[0], gf_home, SessionLedger(gf_home, image_set_id + 2),
                    known.get((items[0].set_name, items[0].name)))
     assert redo.copied and dest.read_bytes() == Path(items[0].source_path).read_bytes()
     assert HASHES.total() == 3  # the original, the changed copy, the new copy
@@ -153,7 +153,7 @@ def test_rows_insert_refresh_and_respect_people(sample_set: Path, gf_home: Setti
     ids, report = upsert_rows(results, exifs, first)
     assert len(ids) == 4 and {o.message for o in report.outcomes} <= {"new row"}
     with session_scope() as s:
-        rows = {r.original_name: r for r in s.scalars(select(ReviewRow))}
+        rows = {r.original_name: r for r in s.scalars(select(Photo))}
         rows["lake-shore-01.jpg"].caption = "A person wrote this"
         rows["lake-shore-01.jpg"].edited_fields = ["caption"]
         rows["lake-shore-01.jpg"].status = RowStatus.SCORED
@@ -173,7 +173,7 @@ def test_rows_insert_refresh_and_respect_people(sample_set: Path, gf_home: Setti
     assert "the file changed" in messages["lake-shore-01.jpg"]
     assert messages["lake-shore-03.jpg"] == "refreshed (content unchanged)"
     with session_scope() as s:
-        rows = {r.original_name: r for r in s.scalars(select(ReviewRow))}
+        rows = {r.original_name: r for r in s.scalars(select(Photo))}
         assert len(rows) == 4  # refreshed, not duplicated
         assert rows["lake-shore-01.jpg"].caption == "A person wrote this"  # human edit kept
         assert rows["lake-shore-01.jpg"].brisque_score is None  # stale score cleared

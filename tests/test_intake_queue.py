@@ -159,7 +159,7 @@ def test_a_failed_scheduled_run_gives_its_sets_back(gf_home: Settings, prefect_a
     (make_set(queue, "stormy", 2, size=(320, 240)) / ".ready").touch()
     flow = deployable(process_module.process_sets, gf_home, release_claims_on_failure=True)
 
-    def model_down(row_ids, session_id, settings):
+    def model_down(row_ids, image_set_id, settings):
         raise StageError("vision model unreachable")
 
     monkeypatch.setattr(process_module, "LATER_STAGES", [("caption", model_down)])

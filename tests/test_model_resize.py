@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.intake.samples import SampleSpec, write_sample
@@ -32,11 +32,11 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
     with Image.open(first.incoming_path) as stored:
         assert stored.size == (640, 960)  # pixels stored sideways, EXIF says rotate
     with session_scope() as session:  # as intake records a copy: its sha256 and stamp
-        row = session.get(ReviewRow, first.id)
+        row = session.get(Photo, first.id)
         row.sha256 = sha256_file(Path(first.incoming_path))
         row.file_size, row.file_mtime_ns = FileStamp.of(Path(first.incoming_path))
 
-    report = resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    report = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     assert [o.outcome for o in report.outcomes] == ["ok", "ok"]
     done = rows(inserted.row_ids)
     for row in done:
@@ -48,7 +48,7 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
             assert img.getexif().get(274) is None  # orientation baked in, no tag to apply twice
     with Image.open(done[0].ollama_path) as img:
         assert img.size == (512, 341)  # landscape after orientation
-    assert sorted(SessionLedger(gf_home, inserted.session_id).created_files()) == sorted(
+    assert sorted(SessionLedger(gf_home, inserted.image_set_id).created_files()) == sorted(
         Path(r.ollama_path) for r in done
     )
     assert not list((gf_home.work_dir / "harbour").glob(".*.part"))  # atomic: no leftovers
@@ -56,18 +56,18 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
 
 def test_rerun_reuses_existing_images(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 2)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     paths = [Path(r.ollama_path) for r in rows(inserted.row_ids)]
     stamps = [p.stat().st_mtime_ns for p in paths]
 
-    again = resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    again = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     assert {o.outcome for o in again.outcomes} == {"skipped"}
     assert [p.stat().st_mtime_ns for p in paths] == stamps
 
     # A later session that finds the files reuses them and does not claim them for rollback.
-    later = resize_rows(inserted.row_ids, inserted.session_id + 100, gf_home)
+    later = resize_rows(inserted.row_ids, inserted.image_set_id + 100, gf_home)
     assert {o.outcome for o in later.outcomes} == {"skipped"}
-    assert SessionLedger(gf_home, inserted.session_id + 100).created_files() == []
+    assert SessionLedger(gf_home, inserted.image_set_id + 100).created_files() == []
 
 
 def test_bad_incoming_files_fail_their_row_only(gf_home: Settings, tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_bad_incoming_files_fail_their_row_only(gf_home: Settings, tmp_path: Pat
     data = Path(second.incoming_path).read_bytes()
     Path(second.incoming_path).write_bytes(data[: len(data) // 3])  # truncated JPEG
 
-    report = resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    report = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     outcomes = {o.file: o for o in report.outcomes}
     assert outcomes[first.original_name].outcome == "failed"
     assert "incoming copy missing" in outcomes[first.original_name].message
@@ -91,7 +91,7 @@ def test_bad_incoming_files_fail_their_row_only(gf_home: Settings, tmp_path: Pat
 
 def test_locked_rows_are_left_alone(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 1, status=RowStatus.APPROVED)
-    report = resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    report = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     assert report.outcomes[0].outcome == "skipped"
     assert rows(inserted.row_ids)[0].ollama_path is None
 
@@ -107,5 +107,5 @@ def test_set_dir_name_is_one_safe_component() -> None:
 @pytest.mark.usefixtures("prefect_api")
 def test_chunk_task(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 2)
-    report = model_resize_chunk(inserted.row_ids, inserted.session_id)
+    report = model_resize_chunk(inserted.row_ids, inserted.image_set_id)
     assert report.ok == 2 and report.stage == "model_resize"

@@ -71,11 +71,11 @@ def test_offline_mode_when_no_ollama_and_allowed(gf_home: Settings, tmp_path: Pa
     gf_home.ollama.host = f"http://127.0.0.1:{free_port()}"
     gf_home.ollama.offline_allowed = True
     inserted = insert_set(gf_home, tmp_path, "lake-shore", 6)
-    resize_rows(inserted.row_ids, inserted.session_id, gf_home)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     plan = prepare_plan(gf_home)
     assert plan.mode == "offline" and gf_home.ollama.host in plan.reason
 
-    report = caption_chunk(inserted.row_ids, inserted.session_id, plan)
+    report = caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     assert {o.outcome for o in report.outcomes} == {"warning"}  # flagged, never silent
     assert all("OFFLINE" in o.message for o in report.outcomes)
     done = rows(inserted.row_ids)

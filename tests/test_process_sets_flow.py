@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 import flows.process_sets as process_module
 from flows.process_sets import SetsFailed, process_sets
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.core.settings import Settings
 from galleryflow.core.stages import StageError
 from tasks.validate import SetValidationError
@@ -49,7 +49,7 @@ def _task_states(flow_run_id: str) -> dict[str, list[str]]:
 
 def _counts() -> tuple[int, int]:
     with session_scope() as db:
-        return (db.scalar(select(func.count(ReviewRow.id))),
+        return (db.scalar(select(func.count(Photo.id))),
                 db.scalar(select(func.count(ImageSet.id))))
 
 
@@ -70,10 +70,10 @@ def test_two_sets_then_a_rerun_that_copies_and_reads_nothing_twice(tmp_path: Pat
     states = _task_states(second.flow_run_id)
     assert states["read-exif"] and set(states["read-exif"]) == {"Cached"}
     assert set(_task_states(first.flow_run_id)["read-exif"]) == {"Completed"}
-    first_ids = {s.session_id for s in first.sets}
-    second_ids = {s.session_id for s in second.sets}
+    first_ids = {s.image_set_id for s in first.sets}
+    second_ids = {s.image_set_id for s in second.sets}
     with session_scope() as db:
-        rows = list(db.scalars(select(ReviewRow)))
+        rows = list(db.scalars(select(Photo)))
     published = [r for r in rows if r.status == "published"]
     assert published, "the first run's gate approved and published the passing rows"
     for row in rows:  # a published row is the site's: a rerun leaves it alone
@@ -86,9 +86,9 @@ def test_blocking_error_rolls_back_only_that_session(tmp_path: Path, gf_home: Se
     bad = make_set(tmp_path / "sets", "doomed", 3)
     before = {p: p.read_bytes() for p in bad.iterdir()}
 
-    def model_server_dies(row_ids, session_id, settings):
+    def model_server_dies(row_ids, image_set_id, settings):
         with session_scope() as db:
-            name = db.get(ImageSet, session_id).name
+            name = db.get(ImageSet, image_set_id).name
         if name == "doomed":
             raise StageError("model server unreachable after 3 retries")
         from galleryflow.core.stages import ChunkReport
@@ -103,7 +103,7 @@ def test_blocking_error_rolls_back_only_that_session(tmp_path: Path, gf_home: Se
         assert sessions["good"].status == "completed"
         assert sessions["doomed"].status == "rolled_back"
         assert "model server unreachable" in sessions["doomed"].error
-        assert {r.set_key for r in db.scalars(select(ReviewRow))} == {"good"}
+        assert {r.set_key for r in db.scalars(select(Photo))} == {"good"}
     assert not (gf_home.incoming_dir / "doomed").exists()
     assert {p: p.read_bytes() for p in bad.iterdir()} == before  # originals untouched
 
@@ -127,7 +127,7 @@ def test_rollback_restores_refreshed_rows(tmp_path: Path, gf_home: Settings, mon
     first = process_sets([str(folder)])
     assert first.review.timed_out
     with session_scope() as db:
-        row = db.scalars(select(ReviewRow).order_by(ReviewRow.id)).first()
+        row = db.scalars(select(Photo).order_by(Photo.id)).first()
         assert row.status == "awaiting_review" and row.blur_score is not None  # stages 5-7 ran
         caption = row.caption
         row.blur_score = 123.0
@@ -135,16 +135,16 @@ def test_rollback_restores_refreshed_rows(tmp_path: Path, gf_home: Settings, mon
     write_sample(folder / "again-01.jpg", SampleSpec(name="n", width=900, height=600, seed=77))
     old_copy = (gf_home.incoming_dir / "again" / "again-01.jpg").read_bytes()
 
-    def fail(row_ids, session_id, settings):
+    def fail(row_ids, image_set_id, settings):
         raise StageError("disk went away")
 
     monkeypatch.setattr(process_module, "LATER_STAGES", [*process_module.LATER_STAGES, ("fail", fail)])
     with pytest.raises(SetsFailed):
         process_sets([str(folder)])
     with session_scope() as db:
-        row = db.scalars(select(ReviewRow).order_by(ReviewRow.id)).first()
+        row = db.scalars(select(Photo).order_by(Photo.id)).first()
         assert (row.status, row.blur_score, row.caption) == ("awaiting_review", 123.0, caption)
-        assert row.image_set_id == first.sets[0].session_id
+        assert row.image_set_id == first.sets[0].image_set_id
     # The re-exported file's copy was undone: the previous incoming copy is back.
     assert (gf_home.incoming_dir / "again" / "again-01.jpg").read_bytes() == old_copy
 

@@ -20,15 +20,15 @@ pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
 
 @flow(name="stages-6-7-under-test")
-def stages_6_7(row_ids: list[int], session_id: int, chunk_size: int) -> ProofSummary:
+def stages_6_7(row_ids: list[int], image_set_id: int, chunk_size: int) -> ProofSummary:
     """Stages 6–7 the way process-sets runs them (see docs/captioning.md)."""
-    resized = [model_resize_chunk.submit(chunk, session_id) for chunk in chunked(row_ids, 64)]
-    plan = start_captioning(session_id)
-    drafted = [caption_chunk.submit(chunk, session_id, plan, wait_for=resized)
+    resized = [model_resize_chunk.submit(chunk, image_set_id) for chunk in chunked(row_ids, 64)]
+    plan = start_captioning(image_set_id)
+    drafted = [caption_chunk.submit(chunk, image_set_id, plan, wait_for=resized)
                for chunk in chunked(row_ids, chunk_size)]
     for future in drafted:
         future.result()
-    return publish_proof_artifacts(session_id)
+    return publish_proof_artifacts(image_set_id)
 
 
 def _latest(key: str):
@@ -59,7 +59,7 @@ def test_proof_and_artifacts(gf_home: Settings, stub: OllamaStub, tmp_path: Path
         return Good()
 
     stub.default = answer
-    summary = stages_6_7(inserted.row_ids, inserted.session_id, chunk_size=2)
+    summary = stages_6_7(inserted.row_ids, inserted.image_set_id, chunk_size=2)
 
     assert summary.rows == 4 and summary.passed == 3 and summary.blocked == 1
     done = rows(inserted.row_ids)

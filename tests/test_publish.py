@@ -167,10 +167,10 @@ def test_publish_approved_summarises_and_cleans_work_files(settings, tmp_path, m
     model_copy = settings.work_dir / "model" / "x.jpg"
     model_copy.parent.mkdir(parents=True)
     model_copy.write_bytes(b"model input")
-    from galleryflow.db import ReviewRow, session_scope
+    from galleryflow.db import Photo, session_scope
 
     with session_scope(settings.db_url) as session:
-        session.get(ReviewRow, ids[0]).ollama_path = str(model_copy)
+        session.get(Photo, ids[0]).ollama_path = str(model_copy)
     assert publishable_row_ids(settings) == ids[:2]
 
     summary = publish_approved(ids, settings=settings)
@@ -553,12 +553,12 @@ def test_cleanup_never_touches_files_outside_work(settings, tmp_path):
     ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
                      per_row=drafted([RowSpec()])).row_ids
     publish_rows(ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings))
-    from galleryflow.db import ReviewRow, session_scope
+    from galleryflow.db import Photo, session_scope
 
     outside = tmp_path / "precious.jpg"
     outside.write_bytes(b"not ours")
     with session_scope(settings.db_url) as session:
-        session.get(ReviewRow, ids[0]).thumbnail_path = str(outside)
+        session.get(Photo, ids[0]).thumbnail_path = str(outside)
     removed = cleanup_work_files(ids, settings)
     assert removed == 2  # the two derivatives
     assert outside.exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import MetadataQuality, ReviewRow
+from galleryflow.db.models import Proof, Photo
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import DraftEdits, apply_edit, validate_edit
@@ -32,11 +32,11 @@ def drafted(gf_home: Settings, tmp_path: Path) -> list[int]:
     inserted = insert_set(gf_home, tmp_path, "lake-shore", 2, status=RowStatus.AWAITING_REVIEW)
     with session_scope() as session:
         for row_id, values in zip(inserted.row_ids, DRAFTS):
-            row = session.get(ReviewRow, row_id)
+            row = session.get(Photo, row_id)
             for key, value in values.items():
                 setattr(row, key, value)
             row.proof_status = ProofStatus.PASSED
-            session.add(MetadataQuality(
+            session.add(Proof(
                 review_id=row_id, passed=True, generation_mode="model", model="llava:7b",
                 field_states={f: "accepted" for f in ("caption", "alt_text", "keywords",
                                                       "subject", "file_name")}, issues=[],
@@ -98,10 +98,10 @@ def test_apply_edit_writes_fields_and_the_proof(drafted: list[int]) -> None:
 
 def test_fixing_a_blocked_field_unblocks_the_proof(drafted: list[int]) -> None:
     with session_scope() as session:
-        row = session.get(ReviewRow, drafted[0])
+        row = session.get(Photo, drafted[0])
         row.caption = "This image shows hills."
         row.proof_status = ProofStatus.BLOCKED
-        proof = session.get(MetadataQuality, 1)
+        proof = session.get(Proof, 1)
         proof.passed = False
         proof.field_states = {**proof.field_states, "caption": "blocked"}
         proof.issues = [{"code": "filler_opening", "field": "caption", "severity": "error",

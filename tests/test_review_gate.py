@@ -15,7 +15,7 @@ import pytest
 from prefect.input.run_input import create_v2_schema
 from sqlalchemy import select
 
-from galleryflow.db import MetadataQuality, ReviewRow, session_scope
+from galleryflow.db import Proof, Photo, session_scope
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.review.forms import (
@@ -62,12 +62,12 @@ def page(gf_home: Settings, tmp_path: Path) -> list[int]:
                           location="Lake Thun")
     with session_scope() as session:
         for row_id, values in zip(inserted.row_ids, DRAFTS, strict=True):
-            row = session.get(ReviewRow, row_id)
+            row = session.get(Photo, row_id)
             for key, value in values.items():
                 setattr(row, key, value)
             blocked = values["caption"].startswith("This image shows")
             row.proof_status = ProofStatus.BLOCKED if blocked else ProofStatus.PASSED
-            session.add(MetadataQuality(
+            session.add(Proof(
                 review_id=row_id, passed=not blocked, generation_mode="model", model="llava:7b",
                 field_states={f: ("blocked" if blocked and f == "caption" else "accepted")
                               for f in FIELDS},
@@ -91,7 +91,7 @@ def answer(ids: list[int], bulk: str = "none", reviewer: str = "ana",
     return ReviewDecision(rows=form_rows(ids, **changes), bulk=bulk, reviewer=reviewer)
 
 
-def by_id(ids: list[int]) -> dict[int, ReviewRow]:
+def by_id(ids: list[int]) -> dict[int, Photo]:
     return {r.id: r for r in rows(ids)}
 
 
@@ -139,7 +139,7 @@ def test_rows_off_the_page_and_rows_decided_elsewhere_are_left_alone(
     page: list[int], gf_home: Settings
 ) -> None:
     with session_scope() as session:  # the CLI approved row 1 while the form was open
-        session.get(ReviewRow, page[1]).status = RowStatus.APPROVED
+        session.get(Photo, page[1]).status = RowStatus.APPROVED
     decision = answer(page, r0={"decision": "reject"}, r1={"decision": "reject"},
                       r2={"decision": "reject"})
     outcome = apply_decisions(decision, page[:2], gf_home)  # row 2 is not on this page
@@ -304,7 +304,7 @@ def test_description_lists_rows_best_first_with_proof_issues(page: list[int]) ->
     found = sort_for_review(rows(page))
     assert [r.id for r in found] == [page[1], page[0], page[2]]  # aesthetic 6.4, 5.1, 4.2
     with session_scope() as session:
-        proofs = {p.review_id: p for p in session.scalars(select(MetadataQuality))}
+        proofs = {p.review_id: p for p in session.scalars(select(Proof))}
     text = build_description(found, proofs, page=2, pages=3)
     assert text.startswith("## Review 2 of 3: 3 photos")
     table = [line for line in text.splitlines() if line.startswith("| ") and "lake-shore-0" in line]
@@ -325,7 +325,7 @@ def test_description_shows_the_reviewers_refusal_note(page: list[int], gf_home: 
 def test_each_form_row_carries_its_proof_and_scores(page: list[int], gf_home: Settings) -> None:
     """The UI hides a long form's description: every card says what to decide from."""
     with session_scope() as session:
-        proofs = {p.review_id: p for p in session.scalars(select(MetadataQuality))}
+        proofs = {p.review_id: p for p in session.scalars(select(Proof))}
     found = by_id(page)
     passed = row_to_input(found[page[1]], proofs[page[1]])
     assert passed.summary == "proof passed · aesthetic 6.40 · BRISQUE 22.0 · blur 520"
@@ -340,10 +340,10 @@ def test_each_form_row_carries_its_proof_and_scores(page: list[int], gf_home: Se
 
 
 def test_unscored_rows_sort_last() -> None:
-    a = ReviewRow(id=1, set_key="s", original_name="a.jpg", clip_aesthetic_score=None)
-    b = ReviewRow(id=2, set_key="s", original_name="b.jpg", clip_aesthetic_score=3.0,
+    a = Photo(id=1, set_key="s", original_name="a.jpg", clip_aesthetic_score=None)
+    b = Photo(id=2, set_key="s", original_name="b.jpg", clip_aesthetic_score=3.0,
                   brisque_score=50.0)
-    c = ReviewRow(id=3, set_key="s", original_name="c.jpg", clip_aesthetic_score=3.0,
+    c = Photo(id=3, set_key="s", original_name="c.jpg", clip_aesthetic_score=3.0,
                   brisque_score=20.0)
     assert [r.id for r in sort_for_review([a, b, c])] == [3, 2, 1]
 

@@ -40,7 +40,7 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     DECODES.reset()
     HASHES.reset()
 
-    scores, images = score_and_resize(inserted.row_ids, inserted.session_id, gf_home)
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
 
     assert (scores.stage, images.stage) == ("scoring", "model_resize")
     assert [o.outcome for o in scores.outcomes] == ["ok"] * 3
@@ -67,7 +67,7 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     # A rerun (another session of the same set): cached scores, existing images.
     DECODES.reset()
     HASHES.reset()
-    scores, images = score_and_resize(inserted.row_ids, inserted.session_id + 1, gf_home)
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id + 1, gf_home)
     assert [o.outcome for o in scores.outcomes] == ["ok"] * 3
     assert {o.outcome for o in images.outcomes} == {"skipped"}
     assert _decodes() == {} and HASHES.total() == 0
@@ -76,7 +76,7 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     for row in rows.values():
         Path(row.ollama_path).unlink()
     DECODES.reset()
-    score_and_resize(inserted.row_ids, inserted.session_id + 2, gf_home)
+    score_and_resize(inserted.row_ids, inserted.image_set_id + 2, gf_home)
     assert sum(_decodes().values()) == 3
     assert all(key.startswith("tasks.model_resize") for key in _decodes())
     assert all(Path(r.ollama_path).is_file() for r in read_rows(inserted.row_ids).values())
@@ -89,7 +89,7 @@ def test_a_file_that_does_not_decode_is_tried_once_and_reported_by_both_stages(
     inserted = insert_set(gf_home, files=files, status="new", exif=False)
     DECODES.reset()
 
-    scores, images = score_and_resize(inserted.row_ids, inserted.session_id, gf_home)
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
 
     assert sum(_decodes().values()) == 2  # the truncated file's failed decode is not retried
     outcomes = {(o.stage, o.file): o for o in scores.outcomes + images.outcomes}
@@ -111,7 +111,7 @@ def test_a_copy_changed_since_intake_fails_both_stages_without_a_decode(gf_home:
     DECODES.reset()
     HASHES.reset()
 
-    scores, images = score_and_resize(inserted.row_ids, inserted.session_id, gf_home)
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
 
     for report in (scores, images):
         outcome = next(o for o in report.outcomes if o.file == photos[0].name)
@@ -133,6 +133,6 @@ def test_derived_sizes_do_not_depend_on_sharing(photos):
 
 def test_chunk_task_returns_both_reports(gf_home: Settings, photos):
     inserted = insert_set(gf_home, files=photos[:2], status="new", exif=False)
-    reports = score_and_resize_chunk(inserted.row_ids, inserted.session_id)
+    reports = score_and_resize_chunk(inserted.row_ids, inserted.image_set_id)
     assert [r.stage for r in reports] == ["scoring", "model_resize"]
     assert [r.ok for r in reports] == [2, 2]

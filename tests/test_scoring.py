@@ -215,8 +215,8 @@ def test_setup_is_logged_once(caplog, monkeypatch):
 # --- rows in the DB through a real Prefect run ---------------------------------------------
 
 @flow(name="scoring-under-test")
-def scoring_flow(row_ids: list[int], session_id: int, chunk_size: int) -> list[ChunkReport]:
-    return score_rows(row_ids, session_id, chunk_size=chunk_size)
+def scoring_flow(row_ids: list[int], image_set_id: int, chunk_size: int) -> list[ChunkReport]:
+    return score_rows(row_ids, image_set_id, chunk_size=chunk_size)
 
 
 def _task_run_states(flow_run_id) -> dict[str, list[str]]:
@@ -249,7 +249,7 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
     files = photos + [tmp_path / "odd" / "cmyk.jpg", tmp_path / "odd" / "truncated.jpg"]
     locked = {photos[1].name: "approved"}
     inserted = insert_set(settings, files=files, status="new", statuses=locked, exif=False)
-    session_id, row_ids = inserted.session_id, inserted.row_ids
+    image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
     # A row whose incoming copy vanished: it fails with a reason, the others go on.
     vanished = tmp_path / "vanished.jpg"
     vanished.write_bytes(photos[2].read_bytes())
@@ -257,7 +257,7 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
                                 exif=False).row_ids
     Path(read_rows([vanished_id])["vanished.jpg"].incoming_path).unlink()
 
-    reports = scoring_flow(row_ids + [vanished_id], session_id, chunk_size=3)
+    reports = scoring_flow(row_ids + [vanished_id], image_set_id, chunk_size=3)
 
     rows = read_rows(row_ids + [vanished_id])
     scored = rows[photos[0].name]
@@ -291,7 +291,7 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
 def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monkeypatch):
     settings = get_settings()
     inserted = insert_set(settings, files=photos, status="new", exif=False)
-    session_id, row_ids = inserted.session_id, inserted.row_ids
+    image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
     computed: list[int] = []
     real = scoring.score_images
 
@@ -301,7 +301,7 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
 
     monkeypatch.setattr(scoring, "score_images", counting)
 
-    first = scoring_flow(row_ids, session_id, chunk_size=2, return_state=True)
+    first = scoring_flow(row_ids, image_set_id, chunk_size=2, return_state=True)
     assert first.is_completed()
     assert sum(computed) == len(photos)
     after_first = {n: r.brisque_score for n, r in read_rows(row_ids).items()}
@@ -311,7 +311,7 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
 
     # A second session of the same set: the rows are refreshed from the cache.
     computed.clear()
-    second = scoring_flow(row_ids, session_id + 1000, chunk_size=2, return_state=True)
+    second = scoring_flow(row_ids, image_set_id + 1000, chunk_size=2, return_state=True)
     assert second.is_completed()
     assert computed == []  # not one image decoded or scored again
     states = _wait_for_states(second.state_details.flow_run_id, "compute-scores", 2,
@@ -326,11 +326,11 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
 def test_changed_content_fails_that_row_only(prefect_api, db, photos):
     settings = get_settings()
     inserted = insert_set(settings, files=photos, status="new", exif=False)
-    session_id, row_ids = inserted.session_id, inserted.row_ids
+    image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
     changed = read_rows(row_ids)[photos[0].name]
     Path(changed.incoming_path).write_bytes(photos[1].read_bytes())  # not what intake hashed
 
-    scoring_flow(row_ids, session_id, chunk_size=8)
+    scoring_flow(row_ids, image_set_id, chunk_size=8)
 
     rows = read_rows(row_ids)
     assert rows[photos[0].name].status == "failed"

@@ -203,8 +203,8 @@ def test_weights_found_in_the_cache_dir(weights, photos, monkeypatch):
 
 
 @flow(name="scoring-ai-under-test")
-def scoring_flow(row_ids: list[int], session_id: int) -> list[ChunkReport]:
-    return score_rows(row_ids, session_id, chunk_size=2)
+def scoring_flow(row_ids: list[int], image_set_id: int) -> list[ChunkReport]:
+    return score_rows(row_ids, image_set_id, chunk_size=2)
 
 
 @pytest.mark.integration
@@ -212,8 +212,8 @@ def test_model_scores_land_in_the_db(prefect_api, db, weights, photos, tmp_path)
     expected = write_odd_images(tmp_path / "odd", photos[0])
     files = photos + [tmp_path / "odd" / "palette.png"]
     inserted = insert_set(weights, files=files, status="new", exif=False)
-    session_id, row_ids = inserted.session_id, inserted.row_ids
-    reports = scoring_flow(row_ids, session_id)
+    image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
+    reports = scoring_flow(row_ids, image_set_id)
     rows = read_rows(row_ids)
     direct = {r.sha256: r for r in score_images(_inputs(files), scoring_setup(weights))}
     for path in photos:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.core.status import IllegalTransition, RowStatus, can_transition, check_transition
 
 HAPPY_PATH = ["new", "scored", "captioned", "awaiting_review", "approved", "published"]
@@ -37,7 +37,7 @@ def test_orm_enforces_the_machine(db):
         image_set = ImageSet(set_key="s", name="s", source_dir="/x")
         session.add(image_set)
         session.flush()
-        row = ReviewRow(set_key="s", original_name="a.jpg", image_set_id=image_set.id,
+        row = Photo(set_key="s", original_name="a.jpg", image_set_id=image_set.id,
                         created_session_id=image_set.id, sha256="0" * 64, source_path="/x/a.jpg")
         session.add(row)
         session.flush()

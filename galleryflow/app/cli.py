@@ -227,7 +227,7 @@ def demo(
 def _status_data(run_id: str | None) -> dict[str, Any]:
     from sqlalchemy import select
 
-    from galleryflow.db import ImageSet, ReviewRow, session_scope
+    from galleryflow.db import ImageSet, Photo, session_scope
     from galleryflow.db.engine import is_up_to_date
 
     settings = get_settings()
@@ -246,11 +246,11 @@ def _status_data(run_id: str | None) -> dict[str, Any]:
             latest = sets[-1].flow_run_id
             sets = [s for s in sets if s.flow_run_id == latest] if latest else sets[-1:]
         keys = {s.set_key for s in sets}
-        rows = list(db.scalars(select(ReviewRow).where(ReviewRow.set_key.in_(keys))
-                               .order_by(ReviewRow.set_key, ReviewRow.original_name))) if keys else []
+        rows = list(db.scalars(select(Photo).where(Photo.set_key.in_(keys))
+                               .order_by(Photo.set_key, Photo.original_name))) if keys else []
         return {
             "sets": [
-                {"session_id": s.id, "set": s.name, "status": s.status, "flow_run_id": s.flow_run_id,
+                {"image_set_id": s.id, "set": s.name, "status": s.status, "flow_run_id": s.flow_run_id,
                  "images": s.image_count, "excluded": s.excluded_count, "error": s.error,
                  "stage_seconds": s.stage_seconds or {},
                  "started_at": s.started_at.isoformat() if s.started_at else None}
@@ -302,7 +302,7 @@ def _print_status(run_id: str | None, as_json: bool | None) -> None:
     for s in data["sets"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
         style = "red" if s["status"] in ("rolled_back", "failed") else ""
-        sets.add_row(str(s["session_id"]), s["set"], s["status"], str(s["images"]),
+        sets.add_row(str(s["image_set_id"]), s["set"], s["status"], str(s["images"]),
                      str(s["excluded"]), stages, s["error"] or "", style=style)
     console.print(sets)
     for set_name in dict.fromkeys(r["set"] for r in data["rows"]):

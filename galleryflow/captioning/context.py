@@ -14,7 +14,7 @@ from galleryflow.captioning.guardrails import DraftContext, Evidence, name_stem
 from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
-from galleryflow.db.models import PublishLog, ReviewRow
+from galleryflow.db.models import PublishLog, Photo
 
 # Rows whose captions a new caption must not repeat: everything but the discarded.
 _COMPARED_STATUSES = [s.value for s in RowStatus if s not in (RowStatus.REJECTED, RowStatus.FAILED)]
@@ -34,10 +34,10 @@ class TakenNames(Collection[str]):
         if not isinstance(stem, str):
             return False
         rows = self.session.scalar(
-            select(func.count()).select_from(ReviewRow).where(
-                ReviewRow.id != self.row_id,
-                or_(func.lower(ReviewRow.web_file_name) == stem,
-                    func.lower(ReviewRow.web_file_name).like(f"{stem}.%")),
+            select(func.count()).select_from(Photo).where(
+                Photo.id != self.row_id,
+                or_(func.lower(Photo.web_file_name) == stem,
+                    func.lower(Photo.web_file_name).like(f"{stem}.%")),
             )
         )
         if rows:
@@ -57,13 +57,13 @@ class TakenNames(Collection[str]):
         return 0
 
 
-def build_context(session: Session, row: ReviewRow, evidence: Evidence, settings: Settings,
+def build_context(session: Session, row: Photo, evidence: Evidence, settings: Settings,
                   human: bool = False) -> DraftContext:
     """What a draft for ``row`` is compared with: the set's other captions, taken names."""
     others = session.execute(
-        select(ReviewRow.caption, ReviewRow.alt_text).where(
-            ReviewRow.set_key == row.set_key, ReviewRow.id != row.id,
-            ReviewRow.status.in_(_COMPARED_STATUSES),
+        select(Photo.caption, Photo.alt_text).where(
+            Photo.set_key == row.set_key, Photo.id != row.id,
+            Photo.status.in_(_COMPARED_STATUSES),
         )
     ).all()
     current = row_draft_values(row)

@@ -28,7 +28,7 @@ from galleryflow.captioning.offline import OFFLINE_MODEL, caption_variants, imag
 from galleryflow.captioning.plan import CaptionPlan
 from galleryflow.captioning.prompts import Exchange, ModelCall
 from galleryflow.core.settings import Settings
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 
 AskModel = Callable[[ModelCall, Transport], ModelReply]
 """One model request (stage 7 passes its cached task ``ask_model``)."""
@@ -124,7 +124,7 @@ def draft_with_model(call_base: dict[str, Any], ctx: DraftContext, plan: Caption
     )
 
 
-def draft_offline(row: ReviewRow, ctx: DraftContext, plan: CaptionPlan, settings: Settings,
+def draft_offline(row: Photo, ctx: DraftContext, plan: CaptionPlan, settings: Settings,
                   frame: int) -> RowOutcome:
     """The deterministic captioner, checked by the same guardrails."""
     stats = image_stats(Path(row.ollama_path or ""))

@@ -16,7 +16,7 @@ from galleryflow.captioning.evidence import build_evidence
 from galleryflow.captioning.guardrails import Draft, Issue, check_draft
 from galleryflow.captioning.rows import EDIT_ALIASES, row_draft_values
 from galleryflow.core.settings import Settings
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 
 
 class DraftEdits(BaseModel):
@@ -45,7 +45,7 @@ def as_edits(edits: DraftEdits | Mapping[str, Any]) -> DraftEdits:
     return DraftEdits.model_validate(data)
 
 
-def edited_draft(row: ReviewRow, edits: DraftEdits) -> Draft:
+def edited_draft(row: Photo, edits: DraftEdits) -> Draft:
     values = row_draft_values(row)
     # Edited values go in as typed: a "../x" must reach the file-name guardrail intact
     # (check_draft only cuts a trailing image extension).
@@ -53,7 +53,7 @@ def edited_draft(row: ReviewRow, edits: DraftEdits) -> Draft:
     return Draft.model_validate(values)
 
 
-def check_edit(session: Session, row: ReviewRow, edits: DraftEdits,
+def check_edit(session: Session, row: Photo, edits: DraftEdits,
                settings: Settings) -> tuple[Draft, list[Issue]]:
     """The row's draft with ``edits`` merged over it, checked as a person's draft."""
     evidence = build_evidence(row, row.image_set, settings)

@@ -10,10 +10,10 @@ import re
 from galleryflow.captioning.guardrails import Evidence, time_of_day
 from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.core.settings import Settings
-from galleryflow.db.models import ImageSet, ReviewRow
+from galleryflow.db.models import ImageSet, Photo
 
 
-def build_evidence(row: ReviewRow, image_set: ImageSet | None, settings: Settings,
+def build_evidence(row: Photo, image_set: ImageSet | None, settings: Settings,
                    previous_caption: str | None = None) -> Evidence:
     """The facts about one photo that the prompt carries (and keywords may draw on)."""
     taken = row.taken_at

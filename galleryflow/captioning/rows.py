@@ -9,7 +9,7 @@ from typing import Any
 
 from galleryflow.captioning.guardrails import DRAFT_FIELDS, name_stem
 from galleryflow.core.status import RowStatus
-from galleryflow.db.models import ReviewRow
+from galleryflow.db.models import Photo
 
 STAGE = "captioning"
 WEB_SUFFIX = ".jpg"
@@ -20,11 +20,11 @@ ROW_FIELD = {"caption": "caption", "alt_text": "alt_text", "keywords": "keywords
 ELIGIBLE = frozenset({RowStatus.SCORED, RowStatus.CAPTIONED})
 
 
-def edited_fields(row: ReviewRow) -> set[str]:
+def edited_fields(row: Photo) -> set[str]:
     return {EDIT_ALIASES.get(f, f) for f in (row.edited_fields or [])} & set(DRAFT_FIELDS)
 
 
-def row_draft_values(row: ReviewRow) -> dict[str, Any]:
+def row_draft_values(row: Photo) -> dict[str, Any]:
     return {
         "caption": row.caption or "", "alt_text": row.alt_text or "",
         "keywords": list(row.keywords or []), "subject": row.subject or "",
@@ -32,7 +32,7 @@ def row_draft_values(row: ReviewRow) -> dict[str, Any]:
     }
 
 
-def skip_reason(row: ReviewRow, regenerate: bool) -> str | None:
+def skip_reason(row: Photo, regenerate: bool) -> str | None:
     """None when the row should be captioned now, else why it is skipped."""
     if row.status in ELIGIBLE:
         return None

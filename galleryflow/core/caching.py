@@ -30,7 +30,7 @@ from pydantic import BaseModel
 VOLATILE_FIELDS = frozenset(
     {
         "path", "source_path", "incoming_path", "ollama_path", "thumbnail_path", "work_path",
-        "row_id", "review_id", "session_id", "image_set_id", "id",
+        "row_id", "review_id", "image_set_id", "id",
         # how the file looked on disk (size, mtime: core.fsutil.FileStamp): a check
         # that it is unchanged, not its content
         "stamp",

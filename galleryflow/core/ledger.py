@@ -25,9 +25,9 @@ from galleryflow.core.settings import Settings
 
 
 class SessionLedger:
-    def __init__(self, settings: Settings, session_id: int) -> None:
-        self.root = settings.work_dir / ".sessions" / str(session_id)
-        self.session_id = session_id
+    def __init__(self, settings: Settings, image_set_id: int) -> None:
+        self.root = settings.work_dir / ".sessions" / str(image_set_id)
+        self.image_set_id = image_set_id
 
     @property
     def _files(self) -> Path:

@@ -5,9 +5,9 @@ from galleryflow.db.models import (
     BatchFile,
     BatchJob,
     ImageSet,
-    MetadataQuality,
+    Proof,
     PublishLog,
-    ReviewRow,
+    Photo,
     SeenContent,
 )
 
@@ -15,9 +15,9 @@ __all__ = [
     "BatchFile",
     "BatchJob",
     "ImageSet",
-    "MetadataQuality",
+    "Proof",
     "PublishLog",
-    "ReviewRow",
+    "Photo",
     "SeenContent",
     "get_engine",
     "migrate",

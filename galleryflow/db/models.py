@@ -61,12 +61,12 @@ class ImageSet(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
 
-    rows: Mapped[list["ReviewRow"]] = relationship(
-        back_populates="image_set", foreign_keys="ReviewRow.image_set_id"
+    rows: Mapped[list["Photo"]] = relationship(
+        back_populates="image_set", foreign_keys="Photo.image_set_id"
     )
 
 
-class ReviewRow(Base):
+class Photo(Base):
     """One image: identity, paths, EXIF, scores, drafts, review and publish state."""
 
     __tablename__ = "review_queue"
@@ -143,7 +143,7 @@ class ReviewRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
     image_set: Mapped[ImageSet] = relationship(back_populates="rows", foreign_keys=[image_set_id])
-    proof: Mapped["MetadataQuality | None"] = relationship(
+    proof: Mapped["Proof | None"] = relationship(
         back_populates="row", uselist=False, cascade="all, delete-orphan"
     )
 
@@ -160,7 +160,7 @@ class ReviewRow(Base):
         return bool(self.edited_fields)
 
 
-class MetadataQuality(Base):
+class Proof(Base):
     """The proof for one row's metadata: what was accepted, blocked, repaired, and why."""
 
     __tablename__ = "metadata_quality"
@@ -183,7 +183,7 @@ class MetadataQuality(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
-    row: Mapped[ReviewRow] = relationship(back_populates="proof")
+    row: Mapped[Photo] = relationship(back_populates="proof")
 
 
 class PublishLog(Base):

@@ -29,7 +29,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from galleryflow.core.fsutil import FileStamp, copy_verified
 from galleryflow.core.status import RowStatus
-from galleryflow.db import ImageSet, ReviewRow, session_scope
+from galleryflow.db import ImageSet, Photo, session_scope
 
 if TYPE_CHECKING:
     from galleryflow.core.settings import Settings
@@ -206,14 +206,14 @@ class InsertedSet:
     """A set put into the DB by :func:`insert_set`: its session (the ``image_set`` row),
     its rows in file order, its key and the folder it came from."""
 
-    session_id: int
+    image_set_id: int
     row_ids: list[int]
     set_key: str
     folder: Path
 
 
 # The legal steps from ``new`` to each status. A seeded row reaches its status through
-# the status machine (ReviewRow checks every assignment), as the stages would move it.
+# the status machine (Photo checks every assignment), as the stages would move it.
 _STEPS: dict[str, tuple[str, ...]] = {
     RowStatus.NEW: (),
     RowStatus.SCORED: ("scored",),
@@ -315,7 +315,7 @@ def insert_set(
             values = {"file_size": stamp.size, "file_mtime_ns": stamp.mtime_ns, **values}
             if exif:
                 values = {**read_fields(source), **values}
-            row = ReviewRow(
+            row = Photo(
                 set_key=name, original_name=source.name, image_set_id=image_set.id,
                 created_session_id=image_set.id, sha256=sha, source_path=str(source),
                 incoming_path=str(copy), **values,
@@ -326,5 +326,5 @@ def insert_set(
             session.add(row)
             rows.append(row)
         session.flush()
-        return InsertedSet(session_id=image_set.id, row_ids=[r.id for r in rows], set_key=name,
+        return InsertedSet(image_set_id=image_set.id, row_ids=[r.id for r in rows], set_key=name,
                            folder=folder)

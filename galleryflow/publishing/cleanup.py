@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
-from galleryflow.db import ReviewRow, session_scope
+from galleryflow.db import Photo, session_scope
 from galleryflow.publishing.derivatives import work_folder
 
 
@@ -30,8 +30,8 @@ def cleanup_work_files(row_ids: Sequence[int], settings: Settings | None = None)
             shutil.rmtree(folder, ignore_errors=True)
     with session_scope(settings.db_url) as session:
         rows = session.scalars(
-            select(ReviewRow).where(
-                ReviewRow.id.in_(list(row_ids)), ReviewRow.status == RowStatus.PUBLISHED
+            select(Photo).where(
+                Photo.id.in_(list(row_ids)), Photo.status == RowStatus.PUBLISHED
             )
         )
         for row in rows:

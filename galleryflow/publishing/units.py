@@ -15,7 +15,7 @@ from galleryflow.core.photo_facts import CameraFacts
 from galleryflow.core.prefect_run import run_logger
 from galleryflow.core.settings import Settings
 from galleryflow.core.stages import ChunkReport
-from galleryflow.db import ReviewRow
+from galleryflow.db import Photo
 from galleryflow.publishing.derivatives import (
     DerivativeError,
     DerivativeInput,
@@ -45,7 +45,7 @@ class PublishUnit:
 
 
 def unit_for_row(
-    row: ReviewRow, file_name: str, set_name: str | None, keep_gps: bool
+    row: Photo, file_name: str, set_name: str | None, keep_gps: bool
 ) -> PublishUnit:
     """The unit of an eligible row (approved, proof passed, with an incoming copy),
     published as ``file_name`` (checked by ``publish_file_name``)."""

@@ -21,7 +21,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from galleryflow.core.settings import Settings
-from galleryflow.db import MetadataQuality, ReviewRow
+from galleryflow.db import Proof, Photo
 
 Decision = Literal["undecided", "approve", "reject", "regenerate"]
 Bulk = Literal["none", "approve_passed_reject_rest", "approve_passed", "reject_all"]
@@ -89,7 +89,7 @@ class DecisionOutcome(BaseModel):
         return [v for v in self.verdicts if not v.applied]
 
 
-def row_to_input(row: ReviewRow, proof: MetadataQuality | None = None) -> ReviewRowInput:
+def row_to_input(row: Photo, proof: Proof | None = None) -> ReviewRowInput:
     return ReviewRowInput(
         row_id=row.id, file=f"{row.set_key}/{row.original_name}", summary=row_summary(row, proof),
         caption=row.caption or "", alt_text=row.alt_text or "",
@@ -97,7 +97,7 @@ def row_to_input(row: ReviewRow, proof: MetadataQuality | None = None) -> Review
     )
 
 
-def row_issues(row: ReviewRow, proof: MetadataQuality | None) -> str:
+def row_issues(row: Photo, proof: Proof | None) -> str:
     """The reviewer's last refusal note and the proof's issues, one line."""
     notes = [f"reviewer: {row.review_note}"] if row.review_note else []
     notes += [f"{i.get('field', '')}: {i.get('message', '')}"
@@ -105,7 +105,7 @@ def row_issues(row: ReviewRow, proof: MetadataQuality | None) -> str:
     return "; ".join(notes)
 
 
-def row_summary(row: ReviewRow, proof: MetadataQuality | None) -> str:
+def row_summary(row: Photo, proof: Proof | None) -> str:
     """One line per card: the Prefect UI collapses a long form's Markdown description
     to nothing, so each card carries what a reviewer decides from."""
     parts = [f"proof {row.proof_status}", f"aesthetic {_score(row.clip_aesthetic_score, '{:.2f}')}",
@@ -125,7 +125,7 @@ def _md(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
-def build_description(rows: Sequence[ReviewRow], proofs: dict[int, MetadataQuality],
+def build_description(rows: Sequence[Photo], proofs: dict[int, Proof],
                       page: int, pages: int, run_hint: str = "") -> str:
     """The Markdown a reviewer decides from: best rows first, with proof issues."""
     lines = [
@@ -152,7 +152,7 @@ def build_description(rows: Sequence[ReviewRow], proofs: dict[int, MetadataQuali
     return "\n".join(lines)
 
 
-def sort_for_review(rows: Sequence[ReviewRow]) -> list[ReviewRow]:
+def sort_for_review(rows: Sequence[Photo]) -> list[Photo]:
     """Best first: aesthetic score high, then BRISQUE low; unscored last."""
     return sorted(
         rows,
