@@ -10,6 +10,7 @@ Hashing a photo costs a full read, so every hash is counted in :data:`HASHES`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -113,14 +114,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def default_file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give a new file: 0o666 less the umask.
+
+    ``mkstemp`` creates its files 0600 whatever the umask, so every atomic write
+    would otherwise land unreadable for a web server running as another user.
+    The umask is read from ``/proc/self/status`` (Linux 4.7+) because the only
+    portable way, ``os.umask``, sets it process-wide for a moment, which races
+    with other threads creating files. Read once: nothing here changes it.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
-def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(dest: Path, suffix: str | None = None, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` on success.
 
     The temporary name starts with ``.`` and ends with ``.part`` so that nothing
     that lists images (validate, watch, the site) mistakes it for one. The
     caller's writer sees ``suffix`` (default: ``dest``'s) so format detection by
-    extension still works.
+    extension still works. The file lands with ``mode`` (default: what the umask
+    gives a new file, 0644 under 022).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -130,6 +153,7 @@ def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, default_file_mode() if mode is None else mode)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -155,7 +179,7 @@ def copy_verified(src: Path, dest: Path, mode: int = 0o644) -> str:
     write, a source that changed meanwhile, or any error on the way (ENOSPC at
     ``fsync`` included) raises and leaves nothing at ``dest``.
     """
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, mode=mode) as tmp:
         HASHES.count_call(__name__, "while copying")
         digest = hashlib.sha256()
         copied = 0
@@ -177,8 +201,8 @@ def copy_verified(src: Path, dest: Path, mode: int = 0o644) -> str:
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             raise IOError(f"{src}: copy verification failed (the original changed while "
                           "it was copied)")
-        shutil.copystat(src, tmp)
-        os.chmod(tmp, mode)  # the original may be read-only; our copy need not be
+        shutil.copystat(src, tmp)  # times; the mode is set by atomic_path (the
+        # original may be read-only; our copy need not be)
     return digest.hexdigest()
 
 
