@@ -161,6 +161,9 @@ def main() -> None:
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
     for label, decoded, hashed in work:
         print_work(label, n, decoded, hashed)
+    from bench.pending import print_gaps
+
+    print_gaps(home, "both runs: ")
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ repair history and options. The endpoint (host, timeouts) and the file's path ar
 
 
 @task(name="ask-vision-model", cache_policy=ANSWER_CACHE, persist_result=True,
-      tags=["ollama-request"], log_prints=False)
+      log_prints=False)
 def ask_model(call: ModelCall, transport: Transport) -> ModelReply:
     """The model's answer to one request (cached: see :data:`ANSWER_CACHE`)."""
     return request_answer(call, transport)
@@ -243,7 +243,7 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
         report.add(row.original_name, *outcome.report_line())
 
 
-@task(name="caption-chunk", tags=["captioning"], retries=0)
+@task(name="caption-chunk", retries=0)
 def caption_chunk(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None = None,
                   progress: StageProgress | None = None) -> ChunkReport:
     """Stage 7 for one chunk: drafts, guardrails, repairs, proof; rows → ``awaiting_review``.
@@ -258,7 +258,7 @@ def caption_chunk(row_ids: list[int], image_set_id: int, plan: CaptionPlan | Non
 # --------------------------------------------------------------------------- the review gate
 
 
-@task(name="regenerate-rows", tags=["captioning"], retries=0)
+@task(name="regenerate-rows", retries=0)
 def regenerate_rows(row_ids: list[int], image_set_id: int,
                     plan: CaptionPlan | None = None) -> ChunkReport:
     """Send rows back through stage 7 (the reviewer's *regenerate*).
