@@ -19,8 +19,9 @@ reason; one that cannot be decoded now gets the worst fallback values; neither
 stops the set. The incoming copy is not hashed again: the row's sha256 is trusted
 while the file carries the stamp intake recorded (:func:`verify_content`).
 
-Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
-the files' sha256 and the model identity (weights fingerprints);
+Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure; its results
+are cached per photo on the file's sha256 and the model identity (weights
+fingerprints), so a rerun computes nothing however its rows are batched;
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
 the rows and moves ``new`` → ``scored``, holding one slot of the global
 concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
@@ -41,10 +42,11 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from galleryflow.core.caching import CONTENT
+from galleryflow.core.caching import PhotoCache
 from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.db import Photo, session_scope
 from galleryflow.imaging.shared import SharedDecodes, open_derived, sharing_decodes
@@ -427,13 +429,16 @@ def _worth_retrying(_task: Any, _run: Any, state: Any) -> bool:
     return not isinstance(getattr(state, "data", None), ContentChanged)
 
 
-@task(name="compute-scores", cache_policy=CONTENT, persist_result=True, retries=2,
+@task(name="compute-scores", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def compute_scores(items: list[ScoreInput], identity: ScoringIdentity) -> list[ImageScores]:
-    """Scores for one CLIP batch; cached on the files' sha256 and the model identity.
+    """Scores for one CLIP batch of photos the cache does not hold.
 
-    ``identity`` carries the model names and weight fingerprints (never paths), so
-    new weights recompute and unchanged ones hit the cache across runs.
+    Not a cached task: the cache is per photo (:func:`_scores`, a
+    :class:`~galleryflow.core.caching.PhotoCache` keyed on each file's sha256 and
+    ``identity``: model names, weight fingerprints and code versions, never paths),
+    so new weights recompute, and a rerun computes nothing however its rows are
+    batched.
     """
     settings = get_settings()
     setup = scoring_setup(settings)
@@ -515,6 +520,24 @@ def _compute_isolated(batch: list[_Work], identity: ScoringIdentity
     return out
 
 
+def _scores(batch: list[_Work], identity: ScoringIdentity, cache: PhotoCache
+            ) -> list[ImageScores | Exception]:
+    """The batch's scores: each photo's from the cache, the misses computed together
+    and stored one by one."""
+    cached = cache.get_many(w.item.sha256 for w in batch)
+    misses = [w for w in batch if w.item.sha256 not in cached]
+    computed: dict[int, ImageScores | Exception] = {}
+    if misses:
+        for work, result in zip(misses, _compute_isolated(misses, identity), strict=True):
+            computed[work.row_id] = result
+            if not isinstance(result, Exception):
+                cache.put(work.item.sha256, result)
+    if cached:
+        _log.info("scores of %d photo(s) from the cache, %d computed", len(batch) - len(misses),
+                  len(misses))
+    return [computed[w.row_id] if w.row_id in computed else cached[w.item.sha256] for w in batch]
+
+
 def _write(batch: list[_Work], results: list[ImageScores | Exception], image_set_id: int,
            report: ChunkReport, ledger: SessionLedger) -> None:
     with session_scope() as session:
@@ -561,11 +584,12 @@ def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Setti
     log_scoring_setup(setup)
     ledger = SessionLedger(settings, image_set_id)
     work = _load_rows(row_ids, image_set_id, report, ledger)
+    cache = PhotoCache("scores", setup.identity)
     progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{image_set_id}")
     progress.advance(len(row_ids) - len(work))
     for batch in chunked(work, setup.batch_size):
         with sharing_decodes(setup.identity.decode_long_edge):
-            results = _compute_isolated(batch, setup.identity)
+            results = _scores(batch, setup.identity, cache)
             _write(batch, results, image_set_id, report, ledger)
             if after_batch is not None:
                 after_batch([w.row_id for w in batch])
