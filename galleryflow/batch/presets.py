@@ -81,7 +81,7 @@ class BatchParams(BaseModel):
     keep_16bit: bool = Field(default=False, description="Write a 16-bit greyscale input as a "
                              "16-bit PNG instead of scaling it to 8 bits (high_quality does).")
     optimize: bool = Field(default=True, description="JPEG Huffman optimisation.")
-    progressive: bool = False
+    progressive: bool = Field(default=False, description="Progressive JPEG (loads blurry-to-sharp).")
     webp_method: int = Field(default=4, ge=0, le=6, description="WebP effort: 0 fast … 6 small.")
     avif_speed: int = Field(default=8, ge=0, le=10, description="AVIF speed: 10 fastest. At "
                             "Pillow's default (6) a 24-MP encode takes >1 s; 8 is ~5x faster "
