@@ -282,3 +282,57 @@ def test_a_silent_job_of_another_host_is_shown_stale(gf_home):
     assert {j.id: j.status for j in list_jobs()} == {"far-away": "stale", "near-away": "running"}
     with session_scope() as session:  # shown, not stored: the far host may still be working
         assert session.get(BatchJob, "far-away").status == "running"
+
+
+def test_a_disk_filling_up_mid_job_fails_it_with_the_reason_and_leaves_no_partial_file(
+        tmp_path, gf_home, monkeypatch):
+    """A small file system, by fault injection at the write layer (portable: no mount):
+    three outputs fit, the fourth write stops half-way with ENOSPC, as would every write
+    after it. The job stops ``failed`` with the reason; the file in hand and the rest are
+    ``not processed``; no partial file is left, under any name."""
+    import errno
+    import os
+    import threading
+
+    from galleryflow.batch import jobs, outputs
+    from galleryflow.batch.preflight import prepare
+    from galleryflow.batch.presets import BatchRequest
+    from galleryflow.batch.runner import run_job
+
+    _photos(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    writes = {"n": 0}
+    lock = threading.Lock()
+    real_write_all = outputs._write_all
+
+    def small_disk(handle, data):  # type: ignore[no-untyped-def]
+        with lock:
+            writes["n"] += 1
+            full = writes["n"] > 3
+        if full:
+            handle.write(data[: len(data) // 2])  # part of the file, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_all(handle, data)
+
+    monkeypatch.setattr(outputs, "_write_all", small_disk)
+    gf_home.batch.workers = 2
+    request = BatchRequest(input_pattern=str(tmp_path / "in" / "*.jpg"), operation="convert",
+                           output_directory=str(out), parameters={"format": "png"})
+    jobs.create_prepared("full-disk", request, prepare(request, gf_home), gf_home)
+    assert run_job("full-disk") == "failed"
+
+    job = get_job("full-disk")
+    assert job.status == "failed"
+    assert job.error == f"Disk full: no space left on the file system of the output folder {out}"
+    assert (job.completed, job.failed, job.not_processed, job.total) == (3, 0, 5, 8)
+    statuses = sorted(f.status for f in job.files)
+    assert statuses == ["completed"] * 3 + ["not processed"] * 5
+    for f in job.files:
+        if f.status == "not processed":
+            assert f.error == f"{Path(f.path).name}: not processed: {job.error}"
+    left = [p for p in out.rglob("*") if p.is_file() and ".galleryflow-batch" not in p.parts]
+    assert sorted(p.name for p in left) == sorted(Path(f.output).name for f in job.files
+                                                  if f.status == "completed")
+    for path in left:  # every file there is whole
+        with Image.open(path) as img:
+            img.load()
