@@ -68,10 +68,10 @@ def glob_problem(pattern: str) -> str | None:
     return None
 
 
-def absolute_pattern(pattern: str) -> str:
-    """The glob made absolute (``~`` expanded) against this process's working folder, so
-    that a job run by another process finds the same files."""
-    expanded = os.path.expanduser(pattern)
+def absolute(path: str) -> str:
+    """A glob or folder made absolute (``~`` expanded) against this process's working
+    folder, so that a job run by another process finds the same files."""
+    expanded = os.path.expanduser(path)
     return expanded if os.path.isabs(expanded) else os.path.join(os.getcwd(), expanded)
 
 
@@ -168,9 +168,9 @@ def prepare(request: BatchRequest, settings: Settings | None = None) -> Prepared
     problem = glob_problem(request.input_pattern)
     if problem:
         raise JobRefused(problem)
-    pattern = absolute_pattern(request.input_pattern)
+    pattern = absolute(request.input_pattern)
     base = check_input(pattern)
-    out = Path(absolute_pattern(request.output_directory.strip() or ".")).resolve()
+    out = Path(absolute(request.output_directory.strip() or ".")).resolve()
     check_output(out, base)
     max_pixels = settings.validation.max_pixels
     total, estimated = estimate(pattern, job, out, max_pixels)
