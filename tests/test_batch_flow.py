@@ -336,3 +336,39 @@ def test_a_disk_filling_up_mid_job_fails_it_with_the_reason_and_leaves_no_partia
     for path in left:  # every file there is whole
         with Image.open(path) as img:
             img.load()
+
+
+def test_a_worker_told_to_stop_ends_the_job_failed_with_the_rest_not_processed(gf_home, tmp_path):
+    import os
+    import signal
+    import time
+
+    from galleryflow.app.batch_jobs import start_job, wait_for_job
+    from galleryflow.batch.presets import BatchRequest
+
+    folder = tmp_path / "in"
+    for i in range(16):
+        gen.jpeg(folder / f"s{i:02d}.jpg", (1000, 750), seed=i)
+    gf_home.batch.workers = 1
+    job_id = start_job(BatchRequest(input_pattern=str(folder / "*.jpg"), operation="convert",
+                                    output_directory=str(tmp_path / "out"),
+                                    parameters={"format": "png"}))
+    deadline = time.monotonic() + 60
+    while get_job(job_id, files=False).completed < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(_owner_pid(job_id))
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for_job(job_id, timeout=60)
+    job = get_job(job_id)
+    assert job.status == "failed" and job.error == "stopped: the worker process received SIGTERM"
+    assert job.completed >= 1 and job.not_processed >= 1
+    assert job.completed + job.not_processed == 16 and job.failed == 0
+    assert len(_outputs(tmp_path / "out", ".png")) == job.completed
+
+
+def _owner_pid(job_id: str) -> str:
+    from galleryflow.db.engine import session_scope
+    from galleryflow.db.models import BatchJob
+
+    with session_scope() as session:
+        return session.get(BatchJob, job_id).owner.rsplit(":", 2)[1]

@@ -4,14 +4,19 @@ Started detached by :mod:`galleryflow.app.batch_jobs` (its own session, no termi
 output to the job's log file). It runs the job with
 :func:`galleryflow.batch.runner.run_job` — threads, no Prefect, so nothing else is
 started and nothing is left behind when it dies — and records every file as it
-finishes. An unexpected fault ends the job ``failed`` with a one-line reason; the
-traceback goes to the log file only. Exit status: 0 completed, 3 partial, 1 failed.
+finishes. SIGTERM or SIGINT (a shutdown, ``kill PID``) stops it like a full disk
+does: the file in hand finishes, the job ends ``failed`` with the signal as its
+reason and the rest ``not processed``. An unexpected fault ends the job ``failed``
+with a one-line reason; the traceback goes to the log file only. Exit status: 0
+completed, 3 partial, 1 failed.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 
 from galleryflow.batch import jobs
@@ -27,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job_id = args[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def stop(signum: int, _frame: object) -> None:
+        # The stop is a DB write: done off the signal handler, which may have
+        # interrupted this thread inside a DB call.
+        reason = f"stopped: the worker process received {signal.Signals(signum).name}"
+        threading.Thread(target=jobs.stop_job, args=(job_id, reason), daemon=True).start()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     try:
         status = run_job(job_id)
     except Exception as exc:  # noqa: BLE001 - recorded in words; the traceback is logged
