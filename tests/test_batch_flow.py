@@ -174,6 +174,15 @@ def test_cli_process_and_status(tmp_path):
     assert (ran.preset, ran.requested, ran.parameters["width"], ran.parameters["format"],
             ran.parameters["strip_gps"]) == ("web_optimized", {}, 1280, "webp", True)
 
+    from galleryflow.app.batch_jobs import wait_for_job
+
+    detached = runner.invoke(app, ["batch", "process", "--input", str(tmp_path / "in" / "p*.jpg"),
+                                   "--preset", "thumbnail", "--output", str(tmp_path / "t"),
+                                   "--detach"])
+    assert detached.exit_code == 0 and "started; follow it with" in detached.output
+    job_id = detached.output.split("job ", 1)[1].split()[0]
+    assert wait_for_job(job_id, timeout=60) and get_job(job_id).status == "completed"
+
     bad = runner.invoke(app, ["batch", "process", "--input", "x/*.jpg", "--output", "o",
                               "--preset", "nope"])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
