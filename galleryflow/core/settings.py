@@ -37,7 +37,8 @@ class ValidationSettings(BaseModel):
         description="Pillow format names accepted after sniffing the content.",
     )
     max_pixels: int = Field(
-        default=120_000_000, description="Decompression-bomb limit (width × height)."
+        default=120_000_000, description="Decompression-bomb limit (width × height), for "
+        "sets and batch jobs alike: a larger image is refused before it is decoded."
     )
     max_file_bytes: int = Field(default=300 * 1024**2, description="Largest file accepted.")
     min_side: int = Field(default=16, description="Smallest accepted width or height.")
@@ -284,6 +285,15 @@ class BatchSettings(BaseModel):
         "checked before a job starts and before each file.",
     )
     recent_jobs: int = Field(default=20, description="Finished jobs `batch status` lists.")
+    runner: Literal["auto", "local", "deployment"] = Field(
+        default="auto",
+        description="Where a job started by `galleryflow batch process` or the MCP server runs: "
+        "local: a detached process on this machine, recorded in the DB (no Prefect server "
+        "started); deployment: a run of the `deployment` below on a Prefect worker; auto: the "
+        "deployment when a Prefect server is configured (PREFECT_API_URL) and has it with a "
+        "worker online, else local.")
+    deployment: str = Field(default="batch-process/on-demand",
+                            description="The batch deployment (flow/deployment name).")
     stale_after_seconds: int = Field(
         default=600, ge=10,
         description="A running job run on another host and silent this long is shown as "
