@@ -175,7 +175,10 @@ class ReviewSettings(BaseModel):
 
     timeout_seconds: int = 24 * 3600
     page_size: int = 25
-    poll_interval_seconds: float = 10.0
+    poll_interval_seconds: float = Field(
+        default=2.0, gt=0,
+        description="How often a paused gate asks the server whether it was answered (an "
+                    "answer given in the gate's own process wakes it at once).")
     word_list: Path | None = Field(default=None, description="Extra spellchecker words.")
 
 
@@ -260,6 +263,15 @@ class OpsSettings(BaseModel):
         description="Remove the incoming/ copy of a row published more than cleanup_days ago.",
     )
     report_hours: int = Field(default=24, description="The daily report's window.")
+    local_server: bool = Field(
+        default=True,
+        description="Without a configured Prefect server: keep one background server per "
+                    "GALLERYFLOW_HOME between commands (with the Prefect UI) instead of "
+                    "starting a temporary one in every command (6-10 s each).",
+    )
+    local_server_idle_minutes: float = Field(
+        default=30.0, gt=0, description="The background server stops after this long unused."
+    )
     dask_address: str | None = Field(
         default=None, description="A running Dask scheduler (tcp://host:8786); default: a local cluster."
     )
