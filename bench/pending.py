@@ -62,6 +62,36 @@ def pending_gaps(home: Path) -> list[tuple[datetime, str, float]]:
     )
 
 
+# Task runs of stages 1–6, by name prefix (a rerun may skip the later ones).
+STAGES_1_TO_6 = ("validate-sets", "prepare-db", "open-session", "intake-chunk", "read-exif",
+                 "review-rows", "score-chunk", "compute-scores", "score-and-resize-chunk",
+                 "model-resize-chunk")
+
+
+def stage_spans(home: Path, first: str = "validate-sets",
+                last: tuple[str, ...] = STAGES_1_TO_6) -> list[float]:
+    """Per flow run with a stage 1 (oldest first): seconds from the start of ``first``
+    to the end of the last task run of ``last``, from Prefect's task run records."""
+    connection = sqlite3.connect(f"file:{_database(home)}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = connection.execute(
+            "select fr.id, fr.start_time, tr.name, tr.start_time, tr.end_time from flow_run fr "
+            "join task_run tr on tr.flow_run_id = fr.id order by fr.start_time").fetchall()
+    finally:
+        connection.close()
+    spans: dict[str, list[datetime]] = {}
+    order: list[str] = []
+    for run_id, _, name, started, ended in rows:
+        if run_id not in spans:
+            spans[run_id] = []
+            order.append(run_id)
+        if started and name.startswith(first):
+            spans[run_id].append(_when(started))
+        if ended and name.startswith(last):
+            spans[run_id].append(_when(ended))
+    return [(max(t) - min(t)).total_seconds() for run_id in order if len(t := spans[run_id]) >= 2]
+
+
 def print_gaps(home: Path, label: str = "", show: int = 5) -> float:
     """Print the largest gaps; return the largest."""
     gaps = pending_gaps(home)
