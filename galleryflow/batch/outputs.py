@@ -109,7 +109,7 @@ def folder_fault(exc: OSError, folder: Path) -> OutputError | None:
     return OutputError(template.format(folder=folder), exc.errno)
 
 
-class Claim(BaseModel):
+class OutputClaim(BaseModel):
     """The record behind one output name."""
 
     input: str
@@ -137,7 +137,7 @@ class OutputRegistry:
             rel = Path(source.name)
         return (self.output_dir / rel).with_suffix(suffix)
 
-    def claim(self, source: Path, desired: Path, max_tries: int = 1000) -> tuple[Path, Claim]:
+    def claim(self, source: Path, desired: Path, max_tries: int = 1000) -> tuple[Path, OutputClaim]:
         """The output path for ``source``: ``desired`` if free or already ours, else
         ``name-1.ext``, ``name-2.ext``… Never a path that exists and is not ours."""
         try:
@@ -145,7 +145,7 @@ class OutputRegistry:
         except OSError as exc:
             raise folder_fault(exc, self.output_dir) or exc
 
-    def _claim(self, source: Path, desired: Path, max_tries: int) -> tuple[Path, Claim]:
+    def _claim(self, source: Path, desired: Path, max_tries: int) -> tuple[Path, OutputClaim]:
         self.claims_dir.mkdir(parents=True, exist_ok=True)
         source_str = str(source)
         for n in range(max_tries):
@@ -157,12 +157,12 @@ class OutputRegistry:
                 continue  # another input owns this name
             if candidate.exists() or candidate.resolve() == source:
                 continue  # an input or a file that is not ours: never overwrite it
-            record = Claim(input=source_str, output=str(candidate))
+            record = OutputClaim(input=source_str, output=str(candidate))
             if self._create(candidate, record):
                 return candidate, record
         raise FileExistsError(f"no free output name for {source.name} after {max_tries} tries")
 
-    def _create(self, output: Path, record: Claim) -> bool:
+    def _create(self, output: Path, record: OutputClaim) -> bool:
         target = self._claim_file(output)
         fd, tmp = tempfile.mkstemp(prefix=".claim.", suffix=".part", dir=self.claims_dir)
         try:
@@ -176,13 +176,13 @@ class OutputRegistry:
         finally:
             os.unlink(tmp)
 
-    def read(self, output: Path) -> Claim | None:
+    def read(self, output: Path) -> OutputClaim | None:
         try:
-            return Claim.model_validate_json(self._claim_file(output).read_text())
+            return OutputClaim.model_validate_json(self._claim_file(output).read_text())
         except FileNotFoundError:
             return None
 
-    def complete(self, output: Path, record: Claim, key: str) -> bool:
+    def complete(self, output: Path, record: OutputClaim, key: str) -> bool:
         """True when ``output`` is the finished result of ``key`` (a rerun can skip it)."""
         if record.key != key or record.size is None:
             return False
@@ -191,7 +191,7 @@ class OutputRegistry:
         except FileNotFoundError:
             return False
 
-    def record_done(self, output: Path, record: Claim, key: str, job: str | None = None) -> None:
+    def record_done(self, output: Path, record: OutputClaim, key: str, job: str | None = None) -> None:
         record = record.model_copy(update={"key": key, "size": output.stat().st_size, "job": job})
         try:
             atomic_write_text(self._claim_file(output), record.model_dump_json())
@@ -205,16 +205,16 @@ class OutputRegistry:
         except OSError as exc:
             raise folder_fault(exc, self.output_dir) or exc
 
-    def finished_by(self, job: str) -> list[Claim]:
+    def finished_by(self, job: str) -> list[OutputClaim]:
         """The outputs ``job`` finished that are on disk, as their claims say."""
-        found: list[Claim] = []
+        found: list[OutputClaim] = []
         try:
             entries = list(self.claims_dir.glob("*.json"))
         except OSError:
             return found
         for entry in entries:
             try:
-                claim = Claim.model_validate_json(entry.read_text())
+                claim = OutputClaim.model_validate_json(entry.read_text())
             except (OSError, ValueError):
                 continue
             if claim.job == job and claim.size is not None:
