@@ -49,7 +49,11 @@ def test_good_drafts_pass_and_rows_await_review(gf_home: Settings, stub: OllamaS
         assert "lake thun" in row.keywords
         assert row.proof.passed and row.proof.model == PRIMARY
         assert row.proof.prompt_version == PROMPT_VERSION
-        assert set(row.proof.field_states.values()) == {"accepted"}
+        # No classifier weights here: the visual keywords only the caption names are
+        # kept as unverified, never silently trusted; the rest is accepted as drafted.
+        assert row.proof.field_states == {"caption": "accepted", "alt_text": "accepted",
+                                          "keywords": "unverified", "subject": "accepted",
+                                          "file_name": "accepted"}
         assert row.proof.repair_attempts == 0 and not row.proof.fallback_used
 
     calls = stub.chat_calls()
@@ -155,7 +159,14 @@ BAD_ANSWERS = [
     ("malformed_json", "answer", Raw('{"caption": "Green hills", "alt_text": ')),
     ("schema_invalid", "answer", Answer({"caption": "Green hills under a pale sky near the lake.",
                                          "keywords": "hills, sky"})),
-    ("filler_opening", "caption", Good(caption="This image shows green hills under a pale sky.")),
+    ("meta_talk", "caption", Good(caption="Green hills under a pale sky, as we can see in this photo.")),
+    ("markup", "caption", Good(caption="<b>Green hills</b><script>alert(1)</script> under a pale sky.")),
+    ("url", "alt_text", Good(alt_text="Green hills, more at foto-meier.ch")),
+    ("hashtag", "caption", Good(caption="Green hills under a pale sky #nofilter #hills")),
+    ("emoji", "caption", Good(caption="Green hills under a pale sky 🌄🌄🌄 by the lake.")),
+    ("hedging", "caption", Good(caption="Green hills, possibly near a lake, under a pale sky.")),
+    ("wrong_language", "caption",
+     Good(caption="Grüne Hügel unter einem blassen Himmel am Ufer des Sees.")),
     ("repeated_word", "caption", Good(caption="Green green hills roll under a pale sky by the lake.")),
     ("digit_only", "keywords", Good(keywords=["hills", "sky", "2026", "lake shore"])),
     ("split_letters", "keywords", Good(keywords=["h i l l s", "sky", "lake shore"])),
@@ -163,7 +174,7 @@ BAD_ANSWERS = [
     ("time_contradiction", "caption",
      Good(caption="Green hills glow under a starry night sky above the lake shore.")),
     ("path_separator", "file_name", Good(file_name="../../site/index")),
-    ("non_ascii", "file_name", Good(file_name="lake-shore-café")),
+    ("time_contradiction", "file_name", Good(file_name="lake-shore-at-midnight")),
 ]
 
 
@@ -231,9 +242,12 @@ def test_unsupported_keywords_are_dropped_not_repaired(gf_home: Settings, stub: 
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.proof.passed and row.proof.repair_attempts == 0
-    assert "eagle" not in row.keywords and row.keywords.count("hill") == 1
+    assert "eagle" not in row.keywords and row.keywords.count("hills") == 1
     fixed = {(i["code"], i["severity"]) for i in row.proof.issues}
     assert {("keyword_without_evidence", "fixed"), ("duplicate_keyword", "fixed")} <= fixed
+    assert ("keyword_unverified", "unverified") in fixed  # "hills": only the caption names it
+    dropped = next(i for i in row.proof.issues if i["code"] == "keyword_without_evidence")
+    assert dropped["before"] == "eagle"  # the proof shows what the fix changed
     assert len(stub.chat_calls()) == 1
 
 
@@ -247,8 +261,12 @@ def test_file_name_already_used_elsewhere(gf_home: Settings, stub: OllamaStub,
     stub.script(PRIMARY, Good(file_name="taken-name"))
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
-    assert row.proof.passed and row.web_file_name != "taken-name.jpg"
-    assert any(i["code"] == "duplicate_file_name" for i in row.proof.issues)
+    # Made unique deterministically (the capture time), no repair prompt.
+    assert row.proof.passed and row.web_file_name == "taken-name-0900.jpg"
+    fix = next(i for i in row.proof.issues if i["code"] == "file_name_made_unique")
+    assert (fix["before"], fix["after"], fix["severity"]) == ("taken-name", "taken-name-0900", "fixed")
+    assert row.proof.field_states["file_name"] == "fixed"
+    assert len(stub.chat_calls()) == 1
 
 
 def test_fallback_model_after_repairs_fail(gf_home: Settings, stub: OllamaStub,
@@ -270,17 +288,17 @@ def test_blocked_with_reasons_when_everything_fails(gf_home: Settings, stub: Oll
                                                    tmp_path: Path) -> None:
     point_at(gf_home, stub, fallback=FALLBACK)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
-    stub.default = Good(caption="This image shows hills.")
+    stub.default = Good(caption="In this image we can see green hills under a pale sky.")
     report = caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
     (row,) = rows(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW  # the reviewer sees it, with its reasons
     assert row.proof_status == ProofStatus.BLOCKED and not row.proof.passed
     assert row.proof.field_states["caption"] == "blocked"
-    assert row.proof.field_states["keywords"] == "accepted"
+    assert row.proof.field_states["keywords"] == "unverified"
     assert row.proof.repair_attempts == 4 and row.proof.fallback_used
     assert len(stub.chat_calls()) == 6  # (1 + 2 repairs) × 2 models, then it stops
     assert "blocked for review" in report.outcomes[0].message
-    assert "filler" in report.outcomes[0].message
+    assert "talks about the photo" in report.outcomes[0].message
 
 
 def test_blocked_malformed_answer_keeps_fields_empty(gf_home: Settings, stub: OllamaStub,

@@ -175,13 +175,13 @@ def check_file_name(name: str, taken: Collection[str] = (), max_chars: int = 60)
         return fault("too_long", f"file name has {len(name)} characters; at most {max_chars}")
     if len(name) < 3:
         return [Issue(code="too_short", field="file_name", message=f"file name “{name}” is too short")]
-    if not re.search(r"[a-z]{2}", name):
-        return [Issue(code="digit_only", field="file_name",
-                      message=f"file name “{name}” has no words")]
     split = checks.check_split_letters("file_name", name.replace("-", " "))
     if split:
         return [Issue(code="split_letters", field="file_name",
                       message=f"file name “{name}” is split into single letters")]
+    if not re.search(r"[a-z]{2}", name):
+        return [Issue(code="digit_only", field="file_name",
+                      message=f"file name “{name}” has no words")]
     if name in taken:
         return [Issue(code="duplicate_file_name", field="file_name",
                       message=f"file name “{name}” is already used by another photo or on the site")]
@@ -233,9 +233,8 @@ def _text_checks(field: str, text: str, ctx: DraftContext, planted: dict[str, st
         *checks.check_hashtags(field, text),
         *checks.check_characters(field, text),
         *checks.check_echo(field, text, planted),
+        *checks.check_instructions(field, text),
     ]
-    if not any(i.code == "prompt_injection" for i in issues):
-        issues += checks.check_instructions(field, text)
     issues += checks.check_meta(field, text)
     issues += checks.check_hedging(field, text)
     issues += checks.check_repeated_words(field, text, protected)
@@ -316,7 +315,11 @@ def check_draft(draft: Draft, ctx: DraftContext, human: bool = False) -> tuple[D
     raw_name = draft.file_name
     planted = checks.planted_text(ctx.evidence)
     draft, issues = normalise_draft(draft, ctx.limits.file_name_max_chars)
-    keywords, judged = judge_keywords(draft.keywords, draft, ctx.evidence, human=human)
+    # A keyword with a fault of its own (split letters, a link, a hashtag, "midnight" at
+    # noon) is kept to be named and blocked, not merely dropped for want of evidence.
+    malformed = {k for k in draft.keywords if _keyword_checks([k], ctx, planted)}
+    keywords, judged = judge_keywords(draft.keywords, draft, ctx.evidence, human=human,
+                                      malformed=malformed)
     issues += judged
     draft = draft.model_copy(update={"keywords": keywords})
 

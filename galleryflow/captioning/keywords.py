@@ -16,7 +16,7 @@ gets a warning.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,8 +83,11 @@ def camera_words(evidence: Evidence) -> set[str]:
 
 
 def judge_keywords(keywords: Sequence[str], draft: Draft, evidence: Evidence,
-                   human: bool = False) -> tuple[list[str], list[Issue]]:
-    """Keep the keywords the evidence supports; drop (model) or flag (person) the rest."""
+                   human: bool = False, malformed: Collection[str] = ()) -> tuple[list[str], list[Issue]]:
+    """Keep the keywords the evidence supports; drop (model) or flag (person) the rest.
+
+    ``malformed`` keywords (split letters, digits only, function words only) are kept
+    untouched: they are faults to name, not merely keywords without evidence."""
     supported = evidence_lemmas(evidence)
     cameras = camera_words(evidence) - supported
     classifier = evidence.hints_source is not None
@@ -95,7 +98,7 @@ def judge_keywords(keywords: Sequence[str], draft: Draft, evidence: Evidence,
     for keyword in keywords:
         key = keyword.lower()
         tokens = content_words(keyword) or words(keyword)
-        if not tokens or key in supported:
+        if not tokens or key in supported or keyword in malformed:
             kept.append(keyword)
             continue
         missing = [t for t in tokens if t not in supported and lemma(t) not in supported]

@@ -61,10 +61,8 @@ def noun_lemmas(word: str) -> tuple[str, ...]:
 def lemma(word: str) -> str:
     """The singular of a known plural noun, else the word itself (never a made-up word)."""
     w = word.lower()
-    found = noun_lemmas(w)
-    if not found or w in found:
-        return w
-    return found[0]
+    other = [f for f in noun_lemmas(w) if f != w]
+    return other[0] if other else w
 
 
 def lemmas(text: str) -> set[str]:

@@ -58,13 +58,15 @@ def sun_day(latitude: float, longitude: float, day: date) -> SunDay:
 
     observer = Observer(latitude=latitude, longitude=longitude)
     offset = round(longitude / 15)
-    noon_at = _clock(noon(observer, day), offset, day)
+    # astral gives the events of the UTC date: bring each to the local day, around noon.
+    noon_at = _clock(noon(observer, day), offset, day) % 24
 
     def event(fn) -> float | None:
         try:
-            return _clock(fn(observer, day), offset, day)
+            value = _clock(fn(observer, day), offset, day)
         except ValueError:  # polar day or night: the sun never gets there
             return None
+        return noon_at + ((value - noon_at + 12) % 24 - 12)
 
     rise, set_ = event(sunrise), event(sunset)
     up = down = False
