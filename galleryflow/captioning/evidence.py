@@ -11,7 +11,6 @@ a photo was taken.
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import datetime
 
@@ -21,8 +20,6 @@ from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.captioning.timeplace import daylight, locate, nearest_place, season_of, time_of_day
 from galleryflow.core.settings import Settings
 from galleryflow.db.models import ImageSet, Photo
-
-_log = logging.getLogger(__name__)
 
 # A date in a folder name: 2026-09, 2026_09_14, 20260914 (stated, not a subject word).
 _FOLDER_DATE = re.compile(r"(?<!\d)(?:19|20)\d{2}(?:[-_ .]?(?:0[1-9]|1[0-2])(?:[-_ .]?(?:0[1-9]|[12]\d|3[01]))?)?(?!\d)")

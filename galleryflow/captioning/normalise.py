@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from galleryflow.captioning.draft import Draft, Issue
-from galleryflow.captioning.text import collapse, is_plural_of, lemma, slugify, words
+from galleryflow.captioning.text import collapse, is_plural_of, slugify
 
 # A leading phrase that only says "this is a photo": cut, and the rest capitalised.
 # "Photo of a boat" → "A boat"; "This image shows two boats" → "Two boats".
@@ -88,12 +88,10 @@ def normalise_keywords(keywords: Sequence[str]) -> tuple[list[str], list[Issue]]
     fixes: list[Issue] = []
     cleaned: list[str] = []
     for original in keywords:
-        value = collapse(original).strip(_EDGE_PUNCT).lower()
-        value = collapse(value)
+        trimmed = collapse(original).strip(_EDGE_PUNCT)
+        value = trimmed.lower()
         if value != original:
-            code = "keyword_case" if value == collapse(original).strip(_EDGE_PUNCT).lower() \
-                and original.strip(_EDGE_PUNCT) != original.strip(_EDGE_PUNCT).lower() else \
-                "keyword_cleaned"
+            code = "keyword_case" if trimmed == original.strip() else "keyword_cleaned"
             fixes.append(_fix(code, "keywords", f"keyword “{original}” written as “{value}”",
                               original, value))
         if value:
@@ -216,7 +214,3 @@ def normalise_draft(draft: Draft, max_name_chars: int) -> tuple[Draft, list[Issu
     values["file_name"], found = normalise_file_name(draft.file_name, max_name_chars)
     fixes += found
     return Draft(**values), fixes
-
-
-def keyword_words(keyword: str) -> list[str]:
-    return [lemma(w) for w in words(keyword)]

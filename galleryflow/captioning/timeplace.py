@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from galleryflow.captioning.draft import Evidence, Issue
-from galleryflow.captioning.text import fold, lemma, words
+from galleryflow.captioning.text import fold, words
 
 # --------------------------------------------------------------------------- the sun
 
@@ -411,8 +411,3 @@ def check_places(field: str, text: str, evidence: Evidence, radius_km: float) ->
                           message=f"{field} names “{name}”, {near:.0f} km from where the photo "
                           "was taken")]
     return []
-
-
-def place_words(evidence: Evidence) -> set[str]:
-    """Words of the place names the evidence states (keyword evidence)."""
-    return {lemma(w) for text in evidence.places for w in words(text)}
