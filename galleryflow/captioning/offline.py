@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from galleryflow.captioning.draft import Draft, Evidence
 from galleryflow.captioning.normalise import unique_name
 from galleryflow.captioning.text import slugify
+from galleryflow.captioning.timeplace import time_words
 from galleryflow.imaging.colour import to_rgb
 from galleryflow.imaging.decode import decode
 from galleryflow.imaging.geometry import reduce
@@ -94,7 +95,9 @@ def _place(evidence: Evidence) -> str:
     if named:
         return named
     subject = evidence.subject_hint or evidence.set_name
-    return f"the {subject.lower()}" if subject else "this set"
+    if not subject or time_words(subject):  # a folder "dawn" says nothing of this photo's hour
+        return "this set"
+    return f"the {subject.lower()}"
 
 
 def _words(evidence: Evidence, stats: ImageStats) -> _Words:
