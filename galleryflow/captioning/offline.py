@@ -94,10 +94,10 @@ def _place(evidence: Evidence) -> str:
     named = evidence.location or (evidence.place.split(",")[0] if evidence.place else None)
     if named:
         return named
-    subject = evidence.subject_hint or evidence.set_name
-    if not subject or time_words(subject):  # a folder "dawn" says nothing of this photo's hour
-        return "this set"
-    return f"the {subject.lower()}"
+    subject = (evidence.subject_hint or evidence.set_name or "").lower()
+    for word in time_words(subject):  # a folder "dawn" says nothing of this photo's hour
+        subject = " ".join(re.sub(rf"\b{re.escape(word)}\w*", " ", subject).split())
+    return f"the {subject}" if subject else "this set"
 
 
 def _words(evidence: Evidence, stats: ImageStats) -> _Words:
