@@ -592,3 +592,28 @@ def test_a_folder_name_is_never_a_place(gf_home: Settings, tmp_path: Path) -> No
     draft = offline_draft(evidence, image_stats(Path(rows(inserted.row_ids)[0].ollama_path)))
     assert "2026 09" not in draft.caption and "2026 09" not in draft.alt_text
     assert "harbour" in draft.caption.lower() and draft.subject == "the harbour"
+
+
+def test_evidence_from_gps_text_fields_identifiers_and_hints(gf_home: Settings,
+                                                             tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from galleryflow.captioning.evidence import build_evidence
+
+    inserted = insert_set(
+        gf_home, tmp_path, "spotting 2026-05", 1, gps_lat=52.31, gps_lon=4.76,
+        taken_at=datetime(2026, 5, 10, 14, 20),
+        embedded_text={"ImageDescription": "KLM PH-BXA on runway 18R, flight KL1234"},
+        visual_hints={"source": "open_clip ViT-L-14", "labels": [["aircraft", 0.31]]})
+    with session_scope() as session:
+        row = session.get(Photo, inserted.row_ids[0])
+        evidence = build_evidence(row, row.image_set, gf_home)
+    assert "Netherlands" in evidence.place  # named offline from GPS
+    assert evidence.set_name == "spotting" and evidence.season == "spring"
+    assert evidence.daylight.startswith("daylight")
+    assert {(i.kind, i.value) for i in evidence.identifiers} >= {
+        ("aircraft registration", "PH-BXA"), ("flight number", "KL1234")}
+    assert evidence.hints == ["aircraft"] and evidence.hints_source == "open_clip ViT-L-14"
+    data = evidence.prompt_data()
+    assert data["embedded"]["ImageDescription"].startswith("KLM")
+    assert "latitude" not in data and data["hints"]["labels"] == ["aircraft"]
