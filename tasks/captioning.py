@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from galleryflow.captioning.client import ModelReply, Transport, request_answer
-from galleryflow.captioning.context import build_context
+from galleryflow.captioning.context import build_context, proof_overrides
 from galleryflow.captioning.drafting import RowOutcome, draft_offline, draft_with_model
 from galleryflow.captioning.edits import DraftEdits, EditResult, as_edits, check_edit
 from galleryflow.captioning.evidence import build_evidence, lacks_location
@@ -298,7 +298,7 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
         evidence = build_evidence(row, row.image_set, settings,
                                   previous_caption=(previous or {}).get(row_id))
         _warn_no_location(row.set_key, not lacks_location(evidence))
-        ctx = build_context(session, row, evidence, settings, overrides=_overrides_of(session, row))
+        ctx = build_context(session, row, evidence, settings, overrides=proof_overrides(row.proof))
         if copy_of is not None:
             source = session.scalar(select(Photo.original_name).join(Proof).where(
                 Photo.sha256 == row.sha256, Photo.set_key == row.set_key, Photo.id != row.id)
@@ -336,12 +336,6 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
         report.add(row.original_name, *outcome.report_line())
         return outcome
 
-
-def _overrides_of(session: Session, row: Photo) -> dict[tuple[str, str], str]:
-    """A reviewer's earlier overrides of false positives: they hold for later drafts."""
-    proof = session.scalar(select(Proof).where(Proof.review_id == row.id))
-    return {(o["field"], o["code"]): o.get("reason") or "overridden"
-            for o in (proof.overrides if proof is not None and proof.overrides else [])}
 
 
 @task(name="caption-chunk", tags=["captioning"], retries=0)

@@ -16,7 +16,7 @@ from galleryflow.captioning.normalise import name_stem
 from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
-from galleryflow.db.models import PublishLog, Photo
+from galleryflow.db.models import Proof, PublishLog, Photo
 
 # Rows whose captions a new caption must not repeat: everything but the discarded.
 _COMPARED_STATUSES = [s.value for s in RowStatus if s not in (RowStatus.REJECTED, RowStatus.FAILED)]
@@ -61,6 +61,13 @@ class TakenNames(Collection[str]):
 
     def __len__(self) -> int:
         return 0
+
+
+def proof_overrides(proof: Proof | None) -> dict[tuple[str, str], str]:
+    """A reviewer's overrides of false positives recorded in a proof: (field, code) →
+    reason. They hold for later drafts and edits of the row."""
+    return {(o["field"], o["code"]): o.get("reason") or "overridden"
+            for o in (proof.overrides if proof is not None and proof.overrides else [])}
 
 
 def build_context(session: Session, row: Photo, evidence: Evidence, settings: Settings,

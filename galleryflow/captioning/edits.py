@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from galleryflow.captioning.context import build_context
+from galleryflow.captioning.context import build_context, proof_overrides
 from galleryflow.captioning.evidence import build_evidence
 from galleryflow.captioning.guardrails import Draft, Issue, check_draft
 from galleryflow.captioning.rows import EDIT_ALIASES, row_draft_values
@@ -61,8 +61,6 @@ def check_edit(session: Session, row: Photo, edits: DraftEdits,
     """The row's draft with ``edits`` merged over it, checked as a person's draft."""
     evidence = build_evidence(row, row.image_set, settings)
     evidence.photographer = {}
-    proof = row.proof
-    overrides = {(o["field"], o["code"]): o.get("reason") or "overridden"
-                 for o in (proof.overrides if proof is not None and proof.overrides else [])}
-    ctx = build_context(session, row, evidence, settings, human=True, overrides=overrides)
+    ctx = build_context(session, row, evidence, settings, human=True,
+                        overrides=proof_overrides(row.proof))
     return check_draft(edited_draft(row, edits), ctx, human=True)
