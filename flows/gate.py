@@ -229,11 +229,11 @@ def _awaiting(row_ids: Sequence[int]) -> tuple[list[Photo], dict[int, Proof]]:
 def _record(outcome: DecisionOutcome, result: GateResult, page: int) -> None:
     result.approved += outcome.ids("approve")
     result.rejected += outcome.ids("reject")
-    lines = [f"## Review page {page}: decisions", "", "| file | decision | applied | issues | flags |",
-             "|---|---|---|---|---|"]
+    lines = [f"## Review page {page}: decisions", "",
+             "| file | decision | applied | issues | flags | overrides |", "|---|---|---|---|---|---|"]
     for v in outcome.verdicts:
         lines.append(f"| {v.file} | {v.decision} | {'yes' if v.applied else 'no'} | "
-                     f"{'; '.join(v.issues)} | {'; '.join(v.flags)} |")
+                     f"{'; '.join(v.issues)} | {'; '.join(v.flags)} | {'; '.join(v.overrides)} |")
     create_markdown_artifact(key=f"review-decisions-{page}", markdown="\n".join(lines),
                              description="What the reviewer decided, as written to the DB")
 
