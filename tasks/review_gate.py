@@ -20,6 +20,9 @@ from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.db import Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.review.forms import (
+    BULK_APPROVE_PASSED,
+    BULK_APPROVE_PASSED_REJECT_REST,
+    BULK_REJECT_ALL,
     WEB_SUFFIX,
     Bulk,
     Decision,
@@ -41,7 +44,7 @@ def _stem(name: str) -> str:
     return name[: -len(WEB_SUFFIX)] if name.lower().endswith(WEB_SUFFIX) else name
 
 
-def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
+def form_edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
     """The fields the reviewer changed, in the captioning module's edit vocabulary.
 
     Compared in the form's own terms, so re-spacing the keyword list or dropping
@@ -49,7 +52,7 @@ def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
     """
     current = row_to_input(row)
     edits: dict[str, Any] = {}
-    for name in ("caption", "alt_text"):
+    for name in ("caption", "alt_text", "subject"):
         new = getattr(given, name).strip()
         if new != getattr(current, name).strip():
             edits[name] = new
@@ -64,12 +67,12 @@ def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
 
 
 def _bulk_decision(bulk: Bulk, row: Photo) -> Decision:
-    if bulk == "reject_all":
+    if bulk == BULK_REJECT_ALL:
         return "reject"
-    if bulk in ("approve_passed", "approve_passed_reject_rest"):
+    if bulk in (BULK_APPROVE_PASSED, BULK_APPROVE_PASSED_REJECT_REST):
         if row.proof_status == ProofStatus.PASSED:
             return "approve"
-        return "reject" if bulk == "approve_passed_reject_rest" else "undecided"
+        return "reject" if bulk == BULK_APPROVE_PASSED_REJECT_REST else "undecided"
     return "undecided"
 
 
@@ -134,7 +137,7 @@ def apply_decisions(decision: ReviewDecision, page_ids: Sequence[int],
         verdict = RowVerdict(row_id=row_id, file=answer.file or row.original_name,
                              decision=choice, applied=False)
         outcome.verdicts.append(verdict)
-        edits = _edits(row, answer)
+        edits = form_edits(row, answer)
         if edits and choice != "reject" and not _apply_one_edit(row, edits, verdict, reviewer, settings):
             _note(row_id, "edit refused: " + "; ".join(verdict.issues))
             continue

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from galleryflow.core.settings import get_settings
@@ -328,6 +329,37 @@ def _gate_table(gate: Any) -> Table:
     return table
 
 
+# The prompt's shortcut letters stand in square brackets, which Rich would take for
+# markup and drop ("pprove, eject…"): escaped, they print as typed.
+ROW_PROMPT = escape("  [a]pprove, [r]eject, re[g]enerate, [e]dit caption, [v]iew photo, [s]kip")
+EDITED_PROMPT = escape("  then [a]pprove or [s]kip")
+
+
+def _show_photo(row_id: int) -> None:
+    """Open the row's photo in the system viewer, or say where to see it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from galleryflow.db import Photo, session_scope
+    from galleryflow.review.page import image_source
+
+    with session_scope() as db:
+        row = db.get(Photo, row_id)
+        source = image_source(row) if row is not None else None
+    opener = shutil.which("open" if sys.platform == "darwin" else "xdg-open")
+    display = sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if source is not None and opener and display:
+        subprocess.Popen([opener, str(source)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        console.print(f"  opened {escape(str(source))} in the system viewer")
+        return
+    url = f"{get_settings().review.page_url}/photo/{row_id}?size=large"
+    console.print(f"  photo: {url}  (while `galleryflow review --web` runs)"
+                  + (f"\n  file:  {escape(str(source))}" if source is not None else ""))
+
+
 def _interactive_answer(gate: Any, reviewer: str) -> dict[str, Any]:
     from rich.prompt import Prompt
 
@@ -335,14 +367,21 @@ def _interactive_answer(gate: Any, reviewer: str) -> dict[str, Any]:
 
     answer = build_answer(gate, reviewer=reviewer)
     choices = {"a": "approve", "r": "reject", "g": "regenerate", "s": "undecided"}
+    console.print(f"Review page for this gate: {get_settings().review.page_url}/gate/{gate.flow_run_id} "
+                  "(with `galleryflow review --web` running)")
     for row in answer["rows"]:
-        console.print(f"\n[bold]{row['file']}[/]\n  caption:  {row['caption']}\n  alt text: {row['alt_text']}"
-                      f"\n  keywords: {row['keywords']}\n  file:     {row['web_file_name']}")
-        pick = Prompt.ask("  [a]pprove, [r]eject, re[g]enerate, [e]dit caption, [s]kip",
-                          choices=["a", "r", "g", "e", "s"], default="s", console=console)
+        console.print(f"\n[bold]{escape(row['file'])}[/]\n  {escape(row['summary'])}"
+                      f"\n  caption:  {escape(row['caption'])}\n  alt text: {escape(row['alt_text'])}"
+                      f"\n  keywords: {escape(row['keywords'])}\n  subject:  {escape(row.get('subject', ''))}"
+                      f"\n  file:     {escape(row['web_file_name'])}")
+        pick = Prompt.ask(ROW_PROMPT, choices=["a", "r", "g", "e", "v", "s"], default="s", console=console)
+        while pick == "v":
+            _show_photo(row["row_id"])
+            pick = Prompt.ask(ROW_PROMPT, choices=["a", "r", "g", "e", "v", "s"], default="s",
+                              console=console)
         if pick == "e":
             row["caption"] = Prompt.ask("  new caption", default=row["caption"], console=console)
-            pick = Prompt.ask("  then [a]pprove or [s]kip", choices=["a", "s"], default="a", console=console)
+            pick = Prompt.ask(EDITED_PROMPT, choices=["a", "s"], default="a", console=console)
         row["decision"] = choices[pick]
     return answer
 
@@ -355,9 +394,21 @@ def review(
     reject: Annotated[Optional[list[str]], typer.Option("--reject", help="Reject this file (repeatable).")] = None,
     reviewer: Annotated[str, typer.Option(help="Your name, for the record.")] = "",
     end: Annotated[bool, typer.Option("--end", help="End the review after this page.")] = False,
+    web: Annotated[bool, typer.Option("--web", help="Serve the review page (photos, keyboard) instead.")] = False,
+    host: Annotated[Optional[str], typer.Option(help="--web: address to bind (default review.web_host, "
+                                                     "127.0.0.1; another needs review.web_token).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="--web: port (default review.web_port, 8765).")] = None,
 ) -> None:
-    """Show a paused run's review gate and answer it (same input as the Prefect UI)."""
-    from galleryflow.review.answer import answer_gate, build_answer, open_gates
+    """Show a paused run's review gate and answer it (same input as the Prefect UI).
+
+    With --web: serve the review page, where every open gate's photos are shown large
+    enough to judge and a page is worked through from the keyboard.
+    """
+    from galleryflow.review.answer import answer_gate, build_answer, describe_answer, open_gates
+
+    if web:
+        _serve_review_page(host, port, run_id)
+        return
 
     gates, formless = open_gates(run_id)
     for lost in formless:
@@ -382,14 +433,27 @@ def review(
             console.print("Not a terminal: pass --approve-all, --approve FILE or --reject FILE.")
             raise typer.Exit(2)
         answer_gate(gate, answer)
-        decided = sum(r["decision"] != "undecided" for r in answer["rows"])
-        # The bulk choice is applied by the gate to rows left undecided, against the
-        # proof in the DB; the form's summary says which of them passed.
-        bulk = sum(r["decision"] == "undecided" and r["summary"].startswith("proof passed")
-                   for r in answer["rows"]) if approve_all else 0
-        console.print(f"Sent {decided + bulk} decisions"
-                      f"{f' ({bulk} by bulk approval of rows whose proof passed)' if bulk else ''} "
-                      f"to run {gate.flow_run_id}.")
+        # The gate applies the bulk choice to the rows left undecided, against the proof
+        # in the DB; the cards' summaries say which of them passed.
+        console.print(f"Answered run {gate.flow_run_name} ({gate.flow_run_id}), page {gate.key}: "
+                      f"{describe_answer(gate, answer)}.")
+
+
+def _serve_review_page(host: str | None, port: int | None, run_id: str | None) -> None:
+    from galleryflow.app.review_web import ReviewPageError, ReviewServer
+    from galleryflow.db import migrate
+
+    settings = get_settings()
+    migrate(settings.db_url)
+    try:
+        server = ReviewServer(settings, host, port)
+    except ReviewPageError as exc:
+        console.print(f"[red bold]review page not started[/]: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"Review page: {server.url(f'/gate/{run_id}' if run_id else '/')}\n"
+                  f"[dim]Ctrl-C stops it. Keys: j/k next/previous, a approve, r reject, g regenerate, "
+                  f"u undecided, e edit, v larger photo, Ctrl+Enter submit.[/]")
+    server.run()
 
 
 @app.command()
