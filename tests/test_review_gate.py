@@ -387,3 +387,12 @@ def test_answering_threads_use_the_callers_prefect_api() -> None:
             thread.join()
     assert seen["bound"] == "http://127.0.0.1:9/api"
     assert seen["bare"] != seen["bound"]  # what a plain thread would have used
+
+
+def test_the_subject_is_editable_at_the_gate(page: list[int], gf_home: Settings) -> None:
+    decision = answer(page, r1={"decision": "approve", "subject": "misty ridges above the lake shore"})
+    outcome = apply_decisions(decision, page, gf_home)
+    assert outcome.ids("approve") == [page[1]]
+    row = by_id(page)[page[1]]
+    assert row.subject == "misty ridges above the lake shore" and row.edited_fields == ["subject"]
+    assert row.proof.field_states["subject"] == "edited"

@@ -113,6 +113,19 @@ def test_the_review_form_renders_and_submits_in_the_prefect_ui(
             expect(_field(card, "Caption").locator("textarea")).to_have_value(row.caption)
             expect(_field(card, "Keywords").locator("textarea")).to_have_value(row.keywords)
             expect(_dropdown(card, "Decision")).to_have_text("undecided")
+        # Identity fields are fixed (a const: shown disabled), no row can be added, and
+        # the bulk choices read as words.
+        for label in ("Row Id", "File", "Summary"):
+            expect(_field(cards.nth(0), label).locator("fieldset[disabled]")).to_have_count(1)
+        expect(dialog.get_by_text("List can only have 2 items")).to_be_visible()
+        bulk = _dropdown(dialog, "Bulk")
+        bulk.focus()
+        bulk.press("ArrowDown")
+        assert page.get_by_role("option").all_inner_texts() == [
+            "none", "approve rows whose proof passed",
+            "approve rows whose proof passed, reject the rest", "reject every row"]
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("option")).to_have_count(0)
         page.screenshot(path=str(shots / "1-form.png"))
 
         # Approve the first row. (Prefect's select opens from the keyboard; a synthetic
@@ -150,6 +163,7 @@ def test_the_review_form_renders_and_submits_in_the_prefect_ui(
     assert found[other_file].status == RowStatus.AWAITING_REVIEW  # left for review-publish
     assert sorted(p.name for p in shots.iterdir()) == ["1-form.png", "2-approved.png",
                                                        "3-completed.png"]
+    _keep(shots)
 
 
 def _keep(shots: Path) -> None:

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
+from uuid import UUID
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -181,7 +182,7 @@ class GateView(BaseModel):
 
 def gate_view(run_id: str, settings: Settings, form_wait: float = 5.0) -> GateView | None:
     """The open gate of ``run_id`` (its stored form) with what the DB knows of each row."""
-    gates, _ = open_gates(run_id, form_wait=form_wait)
+    gates = _gates(run_id, form_wait)
     if not gates:
         return None
     gate = gates[0]
@@ -195,6 +196,16 @@ def gate_view(run_id: str, settings: Settings, form_wait: float = 5.0) -> GateVi
     form = [r for r in gate.rows if r.row_id in shown]
     return GateView(gate=gate, rows=[shown[r.row_id] for r in form], form=form,
                     held=[held_message(k, v) for k, v in sorted(held.items())])
+
+
+def _gates(run_id: str, form_wait: float = 0) -> list[OpenGate]:
+    """The open gate of ``run_id`` (none for an unknown or malformed run id)."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return open_gates(str(UUID(run_id)), form_wait=form_wait)[0]
+    except (ValueError, ObjectNotFound):
+        return []
 
 
 def check_row(row_id: int, values: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -291,7 +302,7 @@ def create_app(settings: Settings, token: str | None = None) -> Starlette:
             check_row, int(body.get("row_id", 0)), body, settings))
 
     def state(request: Request) -> Response:
-        gates, _ = open_gates(request.path_params["run_id"], form_wait=0)
+        gates = _gates(request.path_params["run_id"])
         return JSONResponse({"key": gates[0].key if gates else None,
                              "rows": len(gates[0].rows) if gates else 0})
 
@@ -302,7 +313,7 @@ def create_app(settings: Settings, token: str | None = None) -> Starlette:
         return await run_in_threadpool(_submit, request.path_params["run_id"], body)
 
     def _submit(run_id: str, body: dict[str, Any]) -> Response:
-        gates, _ = open_gates(run_id, form_wait=0)
+        gates = _gates(run_id)
         if not gates or gates[0].key != body.get("key"):
             return JSONResponse({"error": "this page was answered already or the run moved on; "
                                  "reload for its current page"}, status_code=409)
