@@ -155,3 +155,21 @@ def test_form_rows_carry_the_subject(db: str, gf_home: Settings, tmp_path: Path)
     ids = insert_set(gf_home, tmp_path / "sets", "lake-shore",
                      per_row=drafted([RowSpec(status="awaiting_review")])).row_ids
     assert row_to_input(rows(ids)[0]).subject == "Lake shore at dawn"
+
+
+def test_status_says_awaiting_review_for_a_set_at_the_gate(db: str, gf_home: Settings,
+                                                           tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from galleryflow.app.cli import app
+    from galleryflow.db import ImageSet, session_scope
+
+    inserted = insert_set(gf_home, tmp_path / "sets", "lake-shore", per_row=drafted(
+        [RowSpec(status="awaiting_review"), RowSpec(status="approved")]))
+    with session_scope() as session:
+        session.get(ImageSet, inserted.image_set_id).status = "completed"
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "awaiting review (1 photo)" in result.output and "completed" not in result.output
+    as_json = CliRunner().invoke(app, ["status", "--json"])
+    assert '"status": "awaiting_review"' in as_json.output and '"awaiting_review": 1' in as_json.output

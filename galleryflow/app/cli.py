@@ -57,8 +57,9 @@ def _terminal_reviewer(bars: "ProgressBars"):  # type: ignore[no-untyped-def]
             if console.is_terminal:
                 answer_gate(gate, _interactive_answer(gate, reviewer=""))
             else:
-                console.print(f"Review gate open ({rows} rows): answer it in the Prefect UI or with "
-                              f"`galleryflow review {flow_run_id}`.")
+                console.print(f"Review gate open ({rows} rows): answer it in the Prefect UI, on the "
+                              f"review page ({get_settings().review.page_url}/gate/{flow_run_id}) or "
+                              f"with `galleryflow review {flow_run_id}` (all three need a Prefect server).")
             bars.progress.start()
 
         threading.Thread(target=with_api_context(answer), name=f"review-{key}", daemon=True).start()
@@ -124,8 +125,14 @@ def _server_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: bool) -> bool:
-    """Start the urgent deployment for these sets; False when it is not deployed."""
+def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: bool,
+                     approve_all: bool = False) -> bool:
+    """Start the urgent deployment for these sets; False when it is not deployed.
+
+    ``wait``: follow the run to its end, saying when it waits at the review gate and where
+    to answer; ``approve_all``: answer each page of the gate by approving every row whose
+    proof passed (through the API, as `galleryflow review --approve-all` does).
+    """
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -140,26 +147,57 @@ def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: boo
         return False
     from prefect.settings import PREFECT_UI_URL
 
-    console.print(f"Started run {flow_run.name} ({flow_run.id}) of {settings.watch.urgent_deployment}.")
+    console.print(f"Started run {flow_run.name} ({flow_run.id}) of {settings.watch.urgent_deployment}: "
+                  f"a worker of its work pool runs it, not this process.")
     if PREFECT_UI_URL.value():
         console.print(f"Watch it and answer its review gate at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
     console.print(f"or from here: galleryflow review {flow_run.id}")
-    if wait:
-        import time
-
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            while True:
-                state = client.read_flow_run(flow_run.id).state
-                if state and state.is_final():
-                    break
-                time.sleep(2)
+    if wait or approve_all:
+        state = _follow(str(flow_run.id), flow_run.name, approve_all)
         console.print(f"Run {flow_run.name} ended {state.name}.")
         _print_status(str(flow_run.id), None)
         if not state.is_completed():
             raise typer.Exit(1)
     return True
+
+
+def _follow(run_id: str, name: str, approve_all: bool) -> Any:
+    """Wait for a run on the server to end; say when it waits at the review gate (or
+    answer it, with ``approve_all``). Returns its final state."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL
+
+    from galleryflow.review.answer import answer_gate, build_answer, describe_answer, wait_for_gate
+
+    seen: set[str] = set()
+    page_url = get_settings().review.page_url
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(UUID(run_id)).state
+            if state and state.is_final():
+                return state
+            key = state.state_details.pause_key if state and state.is_paused() else None
+            if key and key not in seen:
+                gate = wait_for_gate(run_id, key=key, timeout=30)
+                if gate is not None:
+                    seen.add(key)
+                    if approve_all:
+                        answer = build_answer(gate, approve_all=True,
+                                              reviewer="galleryflow --approve-all")
+                        answer_gate(gate, answer)
+                        console.print(f"Answered {key}: {describe_answer(gate, answer)}.")
+                    else:
+                        ui = PREFECT_UI_URL.value()
+                        console.print(
+                            f"[bold]Run {name} waits at the review gate[/] ({key}, {len(gate.rows)} "
+                            "photos). Answer it "
+                            + (f"in the Prefect UI ({ui}/runs/flow-run/{run_id} → Resume), " if ui else "")
+                            + f"on the review page ({page_url}/gate/{run_id}, with `galleryflow "
+                            f"review --web` running) or here: galleryflow review {run_id}")
+            time.sleep(2)
 
 
 @app.command()
@@ -172,23 +210,39 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="With a Prefect server: wait for the run to end.")] = False,
     here: Annotated[bool, typer.Option("--here", help="Run in this process even when a server is configured.")] = False,
     approve_all: Annotated[bool, typer.Option("--approve-all",
-                                              help="In this process: approve every passing row at the gate.")] = False,
+                                              help="Approve every row whose proof passed at the gate "
+                                                   "(on a server: waits for the run and answers it).")] = False,
 ) -> None:
     """Start process-sets on SET_DIR....
 
     With a Prefect server configured (PREFECT_API_URL) and `galleryflow setup` done,
     the sets go to the urgent deployment and a worker runs them; answer the gate
-    in the UI or with `galleryflow review`. Otherwise (or with --here) the flow
-    runs in this process, gate included.
+    in the UI, on the review page or with `galleryflow review` (--approve-all answers
+    it from here). Otherwise (or with --here) the flow runs in this process, gate
+    included. Either way the command says where the run executes.
     """
-    if not here and not approve_all and _server_configured():
+    server = _server_configured()
+    if server and not here:
         params = {"location": location, "subject": subject, "strict": strict}
-        if _start_on_server(set_dirs, params, wait):
+        if _start_on_server(set_dirs, params, wait, approve_all):
             return
-        console.print("No process-sets deployment on the server (run `galleryflow setup`): "
+        console.print("[yellow]No process-sets deployment on the server[/] (run `galleryflow setup`): "
                       "running in this process instead.")
+    console.print(_where_here(server))
     state = _run_process_sets(set_dirs, location, subject, strict, approve_all)
     _print_run_result(state)
+
+
+def _where_here(server: bool) -> str:
+    """Where a run in this process executes, and what that means for its review gate."""
+    if server:
+        from prefect.settings import PREFECT_API_URL
+
+        return (f"Running process-sets in this process, against the Prefect server at "
+                f"{PREFECT_API_URL.value()}: it shows in the UI, and stops if this command does.")
+    return ("Running process-sets in this process, on Prefect's embedded server (no PREFECT_API_URL "
+            "configured): its review gate is answered here; the Prefect UI, `galleryflow review` and "
+            "the review page need a Prefect server (docs/operations.md).")
 
 
 @app.command()
@@ -228,6 +282,9 @@ def demo(
 def _status_data(run_id: str | None) -> dict[str, Any]:
     from sqlalchemy import select
 
+    from collections import Counter
+
+    from galleryflow.core.status import RowStatus
     from galleryflow.db import ImageSet, Photo, session_scope
     from galleryflow.db.engine import is_up_to_date
 
@@ -249,9 +306,11 @@ def _status_data(run_id: str | None) -> dict[str, Any]:
         keys = {s.set_key for s in sets}
         rows = list(db.scalars(select(Photo).where(Photo.set_key.in_(keys))
                                .order_by(Photo.set_key, Photo.original_name))) if keys else []
+        waiting = Counter(r.set_key for r in rows if r.status == RowStatus.AWAITING_REVIEW)
         return {
             "sets": [
-                {"image_set_id": s.id, "set": s.name, "status": s.status, "flow_run_id": s.flow_run_id,
+                {"image_set_id": s.id, "set": s.name, "status": _set_status(s.status, waiting[s.set_key]),
+                 "awaiting_review": waiting[s.set_key], "flow_run_id": s.flow_run_id,
                  "images": s.image_count, "excluded": s.excluded_count, "error": s.error,
                  "stage_seconds": s.stage_seconds or {},
                  "started_at": s.started_at.isoformat() if s.started_at else None}
@@ -259,6 +318,14 @@ def _status_data(run_id: str | None) -> dict[str, Any]:
             ],
             "rows": [_row_dict(r) for r in rows],
         }
+
+
+def _set_status(status: str, waiting: int) -> str:
+    """A set whose stages are done but whose photos still wait for a person is not
+    finished: it is awaiting review (paused at the gate, or left for review-publish)."""
+    from galleryflow.core.status import SetStatus
+
+    return SetStatus.AWAITING_REVIEW.value if status == SetStatus.COMPLETED and waiting else status
 
 
 STATUS_COLUMNS = ("file", "status", "proof", "taken", "camera", "size",
@@ -303,7 +370,10 @@ def _print_status(run_id: str | None, as_json: bool | None) -> None:
     for s in data["sets"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
         style = "red" if s["status"] in ("rolled_back", "failed") else ""
-        sets.add_row(str(s["image_set_id"]), s["set"], s["status"], str(s["images"]),
+        waiting = s["awaiting_review"]
+        shown = (f"awaiting review ({waiting} photo{'s' if waiting != 1 else ''})"
+                 if s["status"] == "awaiting_review" else s["status"])
+        sets.add_row(str(s["image_set_id"]), s["set"], shown, str(s["images"]),
                      str(s["excluded"]), stages, s["error"] or "", style=style)
     console.print(sets)
     for set_name in dict.fromkeys(r["set"] for r in data["rows"]):
