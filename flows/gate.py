@@ -297,8 +297,10 @@ def review_gate(
                     listener(flow_run_id(), key, len(page_rows))
                 except Exception as exc:  # a listener never blocks the gate
                     logger.warning("review gate listener failed: %s", exc)
-            logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "
-                        "with `galleryflow review`", page, pages, len(page_rows))
+            logger.info("review gate open: page %d of %d (%d rows); answer on the review page "
+                        "(%s/gate/%s, `galleryflow review --web`), in the Prefect UI or with "
+                        "`galleryflow review`", page, pages, len(page_rows),
+                        settings.review.page_url, flow_run_id())
 
         result.pauses += 1
         decision = pause_for_review(form, key, timeout=settings.review.timeout_seconds,

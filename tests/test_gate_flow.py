@@ -386,7 +386,11 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
         remove_gate_listener(listener)
     found = db_rows()
     assert found["cove-01.jpg"].proof_status == "blocked"
+    # The blocked row is left waiting, and holds its set back (the zero-blocked rule):
+    # the approved rows wait until a person fixes, regenerates or rejects it.
     assert {n: r.status for n, r in found.items()} == {
-        "cove-01.jpg": "awaiting_review", "cove-02.jpg": "published", "cove-03.jpg": "published"}
+        "cove-01.jpg": "awaiting_review", "cove-02.jpg": "approved", "cove-03.jpg": "approved"}
     assert {found[n].reviewer for n in ("cove-02.jpg", "cove-03.jpg")} == {"approve-all"}
     assert summary.review.pending == [found["cove-01.jpg"].id] and summary.review.pauses == 1
+    assert summary.publish.published == [] and len(summary.publish.held) == 1
+    assert "cove-01.jpg is blocked and undecided" in summary.publish.held[0]

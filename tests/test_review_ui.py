@@ -248,7 +248,7 @@ def test_the_review_page_is_worked_through_from_the_keyboard(
 
     port = free_port()
     offline(monkeypatch, GALLERYFLOW_REVIEW__WEB_PORT=str(port))
-    folder = make_set(tmp_path / "sets", "harbour", 3, size=(640, 427))
+    folder = make_set(tmp_path / "sets", "harbour", 3, size=(1200, 800))
     run = FlowThread(process_sets, [str(folder)])
     gate = reviewer.next_gate()
     assert f"http://127.0.0.1:{port}/gate/{gate.flow_run_id}" in gate.description

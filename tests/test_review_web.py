@@ -118,3 +118,17 @@ def test_a_public_bind_needs_a_token(gf_home: Settings) -> None:
     assert ReviewServer(gf_home).url() == "http://127.0.0.1:8765/"
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback(None)
+
+
+def test_the_token_can_live_in_a_secret_block(gf_home: Settings, prefect_api: None) -> None:
+    from prefect.blocks.system import Secret
+
+    from galleryflow.app.review_web import resolve_token
+
+    Secret(value=TOKEN).save("review-token", overwrite=True)
+    review = gf_home.review.model_copy(update={"web_token_block": "review-token"})
+    assert resolve_token(gf_home.model_copy(update={"review": review})) == TOKEN
+    assert resolve_token(gf_home) is None
+    missing = gf_home.review.model_copy(update={"web_token_block": "no-such-block"})
+    with pytest.raises(ReviewPageError, match="no Secret block"):
+        resolve_token(gf_home.model_copy(update={"review": missing}))

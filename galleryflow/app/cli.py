@@ -394,8 +394,9 @@ def _gate_table(gate: Any) -> Table:
         table.add_column(column, overflow="fold",
                          max_width=40 if column in ("caption", "alt text", "proof and scores") else None)
     for i, row in enumerate(gate.rows, 1):
-        table.add_row(str(i), row.file, row.summary, row.caption, row.alt_text, row.keywords,
-                      row.web_file_name)
+        # Escaped: a caption's "[...]" is text, not Rich markup.
+        table.add_row(str(i), *(escape(x) for x in (row.file, row.summary, row.caption, row.alt_text,
+                                                    row.keywords, row.web_file_name)))
     return table
 
 

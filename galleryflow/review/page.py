@@ -22,7 +22,6 @@ from galleryflow.core.settings import Settings
 from galleryflow.db import Photo, Proof
 from galleryflow.imaging.decode import open_reduced
 from galleryflow.imaging.encode import encode
-from galleryflow.imaging.stats import phash_distance
 from galleryflow.publishing.hold import RULE, HoldingRow, held_message
 
 # Proof-issue keys shown by name; any other key an issue carries (a fix's before and
@@ -67,19 +66,17 @@ def near_duplicate_groups(rows: Sequence[Photo], max_distance: int) -> dict[int,
             i = parent[i]
         return i
 
-    hashed = [r for r in rows if r.phash]
-    for i, a in enumerate(hashed):
-        for b in hashed[i + 1:]:
-            if phash_distance(a.phash, b.phash) <= max_distance:
-                parent[root(b.id)] = root(a.id)
+    hashed = [(r.id, int(r.phash, 16)) for r in rows if r.phash]
+    for i, (a, ha) in enumerate(hashed):
+        for b, hb in hashed[i + 1:]:
+            if (ha ^ hb).bit_count() <= max_distance:
+                parent[root(b)] = root(a)
     members: dict[int, list[int]] = {}
     for r in rows:
         members.setdefault(root(r.id), []).append(r.id)
     groups: dict[int, int] = {}
-    for ids in members.values():
-        if len(ids) > 1:
-            number = len({g for g in groups.values()}) + 1
-            groups.update({i: number for i in ids})
+    for number, ids in enumerate((ids for ids in members.values() if len(ids) > 1), 1):
+        groups.update({i: number for i in ids})
     return groups
 
 
@@ -87,16 +84,17 @@ def keep_duplicates_together(rows: Sequence[Photo], max_distance: int) -> list[P
     """``rows`` in their order, except that each near duplicate follows the first
     photo of its group (so a reviewer compares them side by side)."""
     groups = near_duplicate_groups(rows, max_distance)
-    ordered: list[Photo] = []
-    placed: set[int] = set()
+    mates: dict[int, list[Photo]] = {}
     for row in rows:
-        if row.id in placed:
-            continue
+        if row.id in groups:
+            mates.setdefault(groups[row.id], []).append(row)
+    ordered: list[Photo] = []
+    for row in rows:
         group = groups.get(row.id)
-        mates = [r for r in rows if group is not None and groups.get(r.id) == group]
-        for mate in mates or [row]:
-            ordered.append(mate)
-            placed.add(mate.id)
+        if group is None:
+            ordered.append(row)
+        elif mates[group][0] is row:
+            ordered += mates[group]
     return ordered
 
 
