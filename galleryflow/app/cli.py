@@ -75,7 +75,9 @@ def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str |
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
     with ProgressBars() as bars:
-        listener = auto_approver() if approve_all else _terminal_reviewer(bars)
+        listener = auto_approver(report=lambda gate, what: bars.progress.console.print(
+            f"Answered review gate {gate.key} (--approve-all): {what}.")) if approve_all \
+            else _terminal_reviewer(bars)
         add_gate_listener(listener)
         try:
             state = process_sets(

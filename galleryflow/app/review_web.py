@@ -298,8 +298,11 @@ def create_app(settings: Settings, token: str | None = None) -> Starlette:
         from starlette.concurrency import run_in_threadpool
 
         body = await request.json()
-        return JSONResponse(await run_in_threadpool(
-            check_row, int(body.get("row_id", 0)), body, settings))
+        try:
+            row_id = int(body.get("row_id", 0))
+        except (TypeError, ValueError):
+            return JSONResponse({"error": "row_id must be a number"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(check_row, row_id, body, settings))
 
     def state(request: Request) -> Response:
         gates = _gates(request.path_params["run_id"])

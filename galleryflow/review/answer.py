@@ -205,11 +205,13 @@ def with_api_context(target: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def auto_approver(reviewer: str = "galleryflow --approve-all"):  # type: ignore[no-untyped-def]
+def auto_approver(reviewer: str = "galleryflow --approve-all",  # type: ignore[no-untyped-def]
+                  report: Callable[[OpenGate, str], None] | None = None):
     """A gate listener that answers each page by approving every row whose proof passed.
 
     It answers from a separate thread *through the Prefect API*, exactly as a
-    person would from the terminal: the gate itself stays mandatory.
+    person would from the terminal: the gate itself stays mandatory. ``report`` hears
+    what each answer decided (:func:`describe_answer`).
     """
     import threading
 
@@ -220,7 +222,10 @@ def auto_approver(reviewer: str = "galleryflow --approve-all"):  # type: ignore[
         def answer() -> None:
             gate = wait_for_gate(flow_run_id, key=key)
             if gate is not None:
-                answer_gate(gate, build_answer(gate, approve_all=True, reviewer=reviewer))
+                answer = build_answer(gate, approve_all=True, reviewer=reviewer)
+                answer_gate(gate, answer)
+                if report is not None:
+                    report(gate, describe_answer(gate, answer))
 
         # The answering thread talks to the same API as the run (a settings context,
         # e.g. a test harness or `temporary_settings`, lives in contextvars).
