@@ -92,3 +92,12 @@ def test_rows_of_another_set_and_decided_rows_hold_nothing_back(
 
     summary = publish_approved(ids[:1], settings=settings)
     assert summary.published == ["harbour-01.jpg"] and summary.held == []
+
+
+def test_each_reason_is_named_once(settings: Settings, tmp_path: Path) -> None:
+    from galleryflow.publishing.hold import blocking_reasons
+
+    again = {**BLOCKED_ISSUE, "attempt": 2}
+    warning = {"field": "keywords", "message": "not in evidence", "severity": "warning"}
+    assert blocking_reasons([BLOCKED_ISSUE, again, warning]) == [
+        "caption: starts with filler ('This image shows')"]

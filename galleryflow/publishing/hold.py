@@ -38,15 +38,15 @@ class HoldingRow(BaseModel):
 
 
 def blocking_reasons(issues: list[dict[str, Any]] | None) -> list[str]:
-    """The blocking issues of a proof, in words (``field: message``), whatever else
-    each issue records."""
-    found = []
+    """The blocking issues of a proof, in words (``field: message``), each once (a proof
+    records every repair attempt's issues), whatever else each issue records."""
+    found: dict[str, None] = {}
     for issue in issues or []:
         if issue.get("severity", "error") != "error":
             continue
         field, message = issue.get("field", ""), issue.get("message", "")
-        found.append(f"{field}: {message}" if field else str(message))
-    return found
+        found[f"{field}: {message}" if field else str(message)] = None
+    return list(found)
 
 
 def holding_rows(session: Session, set_keys: Collection[str]) -> dict[str, list[HoldingRow]]:
