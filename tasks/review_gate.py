@@ -33,7 +33,7 @@ from galleryflow.review.forms import (
     row_to_input,
     spelling_flags,
 )
-from tasks.captioning import apply_edit
+from tasks.captioning import apply_edit, validate_edit
 
 
 def _keyword_list(text: str) -> list[str]:
@@ -170,3 +170,27 @@ def _decide(row_id: int, choice: Decision, verdict: RowVerdict, reviewer: str | 
 def _note(row_id: int, note: str) -> None:
     with session_scope() as db:
         db.get(Photo, row_id).review_note = note[:4000]
+
+
+def check_edits(answer: ReviewRowInput, settings: Settings) -> RowVerdict:
+    """The checks :func:`apply_decisions` runs on one card's edits, with nothing written
+    (the review page checks a row before it sends the page): ``issues`` would refuse
+    the edit, ``flags`` are only reported (warnings, spelling)."""
+    with session_scope() as session:
+        row = session.get(Photo, answer.row_id)
+        if row is None:
+            return RowVerdict(row_id=answer.row_id, file=answer.file, decision=answer.decision,
+                              applied=False, issues=[f"row {answer.row_id} no longer exists"])
+        verdict = RowVerdict(row_id=row.id, file=row_to_input(row).file, decision=answer.decision,
+                             applied=False)
+        edits = form_edits(row, answer)
+        if not edits:
+            return verdict
+        issues = validate_edit(row, edits, session=session)
+        verdict.issues = [f"{i.field}: {i.message}" for i in issues if i.blocking and i.field in edits]
+        verdict.flags = [f"{i.field}: {i.message}" for i in issues
+                         if not i.blocking and i.field in edits]
+        text = " ".join(str(edits.get(k, "")) for k in ("caption", "alt_text"))
+        if text.strip():
+            verdict.flags += spelling_flags(text, settings, known=_evidence_words(row))
+    return verdict

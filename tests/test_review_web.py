@@ -132,3 +132,22 @@ def test_the_token_can_live_in_a_secret_block(gf_home: Settings, prefect_api: No
     missing = gf_home.review.model_copy(update={"web_token_block": "no-such-block"})
     with pytest.raises(ReviewPageError, match="no Secret block"):
         resolve_token(gf_home.model_copy(update={"review": missing}))
+
+
+def test_edits_are_checked_on_the_page_with_the_gates_own_checks(gf_home: Settings,
+                                                                   photo_row: int) -> None:
+    local = _client(gf_home, None, LOCAL)
+    unchanged = local.post("/api/gate/x/check", json={
+        "row_id": photo_row, "caption": "Morning light on the lake shore, frame 1. Mist over the water.",
+        "alt_text": "A calm lake below green hills in soft morning light (frame 1)",
+        "keywords": "lake, morning, hills, frame-1", "subject": "Lake shore at dawn",
+        "web_file_name": "lake-shore-dawn-01"})
+    assert unchanged.json() == {"row_id": photo_row, "errors": [], "warnings": []}
+    refused = local.post("/api/gate/x/check", json={
+        "row_id": photo_row, "caption": "This image shows a lake visit http://spam.example.com",
+        "alt_text": "A calm lake below green hills in soft morning light (frame 1)",
+        "keywords": "lake, morning, hills, frame-1", "subject": "Lake shore at dawn",
+        "web_file_name": "lake-shore-dawn-01"})
+    errors = refused.json()["errors"]
+    assert errors and all(e.startswith("caption: ") for e in errors)
+    assert local.post("/api/gate/x/check", json={"row_id": "x"}).status_code == 400

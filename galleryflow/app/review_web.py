@@ -44,7 +44,7 @@ from galleryflow.core.settings import Settings
 from galleryflow.db import Photo, Proof, session_scope
 from galleryflow.publishing.hold import holding_rows, held_message
 from galleryflow.review.answer import OpenGate, answer_gate, open_gates
-from galleryflow.review.forms import BULK_NONE, ReviewRowInput, spelling_flags
+from galleryflow.review.forms import BULK_NONE, ReviewRowInput
 from galleryflow.review.page import PageRow, image_source, jpeg_preview, page_rows
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -209,34 +209,16 @@ def _gates(run_id: str, form_wait: float = 0) -> list[OpenGate]:
 
 
 def check_row(row_id: int, values: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The stage-7 checks on a row's edited fields, nothing written: which fields
-    changed, the issues that refuse them (``errors``) and those only reported."""
-    from tasks.captioning import validate_edit
-    from tasks.review_gate import form_edits
+    """The gate's own checks on a row's edits (``tasks.review_gate.check_edits``: stage 7's
+    guardrails for a person's draft, spelling), nothing written: ``errors`` refuse the
+    edit, ``warnings`` are only reported."""
+    from tasks.review_gate import check_edits
 
-    with session_scope() as db:
-        row = db.get(Photo, row_id)
-        if row is None:
-            return {"row_id": row_id, "edited": [], "errors": [f"row {row_id} no longer exists"],
-                    "warnings": []}
-        given = ReviewRowInput(row_id=row_id, file="", **{
-            k: str(values.get(k, "")) for k in ("caption", "alt_text", "keywords", "subject",
-                                                "web_file_name")})
-        edits = form_edits(row, given)
-        if not edits:
-            return {"row_id": row_id, "edited": [], "errors": [], "warnings": []}
-        issues = validate_edit(row, edits, session=db)
-        known = {w for x in (row.location, row.subject, row.set_key, row.camera_make,
-                             row.camera_model) if x for w in x.replace("-", " ").split()}
-    field = {"file_name": "web_file_name"}
-    errors = [f"{field.get(i.field, i.field)}: {i.message}" for i in issues
-              if i.blocking and i.field in edits]
-    warnings = [f"{field.get(i.field, i.field)}: {i.message}" for i in issues
-                if not i.blocking and i.field in edits]
-    text = " ".join(str(edits.get(k, "")) for k in ("caption", "alt_text"))
-    warnings += spelling_flags(text, settings, known=known) if text.strip() else []
-    return {"row_id": row_id, "edited": sorted(field.get(k, k) for k in edits), "errors": errors,
-            "warnings": warnings}
+    card = ReviewRowInput(row_id=row_id, file="", **{
+        k: str(values.get(k, "")) for k in ("caption", "alt_text", "keywords", "subject",
+                                            "web_file_name")})
+    verdict = check_edits(card, settings)
+    return {"row_id": row_id, "errors": verdict.issues, "warnings": verdict.flags}
 
 
 def _decided(rows: list[dict[str, Any]]) -> dict[str, int]:
