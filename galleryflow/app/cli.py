@@ -523,6 +523,10 @@ def _serve_review_page(host: str | None, port: int | None, run_id: str | None) -
     except ReviewPageError as exc:
         console.print(f"[red bold]review page not started[/]: {escape(str(exc))}")
         raise typer.Exit(2) from None
+    if not _server_configured():
+        console.print("[yellow]No Prefect server configured[/] (PREFECT_API_URL): the page sees only "
+                      "gates of runs on a server; a run in another process's embedded server is "
+                      "answered there (docs/operations.md).")
     console.print(f"Review page: {server.url(f'/gate/{run_id}' if run_id else '/')}\n"
                   f"[dim]Ctrl-C stops it. Keys: j/k next/previous, a approve, r reject, g regenerate, "
                   f"u undecided, e edit, v larger photo, Ctrl+Enter submit.[/]")
