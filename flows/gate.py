@@ -34,6 +34,7 @@ from galleryflow.core.prefect_run import flow_run_id, forget_gate, gate_wakeup
 from galleryflow.notifications import notify_review_gate
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
+from galleryflow.publishing.hold import HoldingRow, held_message, holding_rows
 from galleryflow.review.forms import (
     DecisionOutcome,
     ReviewDecision,
@@ -41,6 +42,7 @@ from galleryflow.review.forms import (
     row_to_input,
     sort_for_review,
 )
+from galleryflow.review.page import held_lines, keep_duplicates_together, page_markdown
 from tasks.review_gate import apply_decisions
 
 Regenerate = Callable[[list[int]], None]
@@ -217,16 +219,44 @@ class GateResult(BaseModel):
     pauses: int = 0
 
 
-def _awaiting(row_ids: Sequence[int]) -> tuple[list[Photo], dict[int, Proof]]:
+def _awaiting(row_ids: Sequence[int], settings: Settings) -> tuple[list[Photo], dict[int, Proof]]:
+    """The rows still to review, best first, each near duplicate right after its twin."""
     with session_scope() as db:
         rows = list(db.scalars(select(Photo).where(
             Photo.id.in_(list(row_ids)), Photo.status == RowStatus.AWAITING_REVIEW)))
         proofs = {p.review_id: p for p in db.scalars(
             select(Proof).where(Proof.review_id.in_([r.id for r in rows])))}
-    return sort_for_review(rows), proofs
+    ordered = keep_duplicates_together(sort_for_review(rows), settings.review.near_duplicate_distance)
+    return ordered, proofs
 
 
-def _record(outcome: DecisionOutcome, result: GateResult, page: int) -> None:
+def _held(row_ids: Sequence[int]) -> dict[str, list[HoldingRow]]:
+    """The zero-blocked rule: rows of these sets that hold their set back."""
+    with session_scope() as db:
+        keys = set(db.scalars(select(Photo.set_key).where(Photo.id.in_(list(row_ids)))))
+        return holding_rows(db, keys)
+
+
+def _links(page: int, artifact_id: UUID | None, settings: Settings) -> list[str]:
+    """Where a reviewer sees this page's photos: its artifact in the Prefect UI (inline
+    thumbnails) and the review page (`galleryflow review --web`)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    links = []
+    if artifact_id is not None:
+        ui = (PREFECT_UI_URL.value() or "").rstrip("/")
+        links.append(f"**Photos**: [artifact review-page-{page}]({ui}/artifacts/artifact/{artifact_id}) "
+                     "(thumbnails, drafts, proof, scores)")
+    run = flow_run_id()
+    if run:
+        links.append(f"**Review page**: [{settings.review.page_url}/gate/{run}]"
+                     f"({settings.review.page_url}/gate/{run}) (start it with "
+                     "`galleryflow review --web`: large photos, keyboard)")
+    return links
+
+
+def _record(outcome: DecisionOutcome, result: GateResult, page: int,
+            held: dict[str, list[HoldingRow]]) -> None:
     result.approved += outcome.ids("approve")
     result.rejected += outcome.ids("reject")
     lines = [f"## Review page {page}: decisions", "",
@@ -234,6 +264,7 @@ def _record(outcome: DecisionOutcome, result: GateResult, page: int) -> None:
     for v in outcome.verdicts:
         lines.append(f"| {v.file} | {v.decision} | {'yes' if v.applied else 'no'} | "
                      f"{'; '.join(v.issues)} | {'; '.join(v.flags)} | {'; '.join(v.overrides)} |")
+    lines += held_lines(held)
     create_markdown_artifact(key=f"review-decisions-{page}", markdown="\n".join(lines),
                              description="What the reviewer decided, as written to the DB")
 
@@ -247,22 +278,26 @@ def review_gate(
     result = GateResult()
     page = 0
     while True:
-        rows, proofs = _awaiting(row_ids)
+        rows, proofs = _awaiting(row_ids, settings)
         rows = [r for r in rows if r.id not in result.pending]
         if not rows:
             break
         page_rows = rows[: settings.review.page_size]
         page += 1
         pages = page - 1 + -(-len(rows) // settings.review.page_size)
-        description = build_description(page_rows, proofs, page, pages)
-        form = ReviewDecision.with_initial_data(
+        # The page with its photos as an artifact (inline thumbnails): the resume dialog
+        # has no room for them, its description links here and to the review page.
+        artifact_id = create_markdown_artifact(
+            key=f"review-page-{page}", description=f"Review gate page {page}: the rows to decide",
+            markdown=page_markdown(page_rows, proofs, settings, page, pages,
+                                   links=_links(page, None, settings), held=_held(row_ids)))
+        description = build_description(
+            page_rows, proofs, page, pages, run_hint="  \n".join(_links(page, artifact_id, settings)),
+            photo_url=f"{settings.review.page_url}/photo/")
+        form = ReviewDecision.for_page(
             description=description, rows=[row_to_input(r, proofs.get(r.id)) for r in page_rows],
         )
         key = f"review-{page}"
-        # The same table as an artifact: the UI's resume dialog hides a long form's
-        # description, the run's Artifacts tab shows it in full.
-        create_markdown_artifact(key=f"review-page-{page}", markdown=description,
-                                 description=f"Review gate page {page}: the rows to decide")
         listeners = [*_gate_listeners, *([on_open] if on_open else [])]
         page_sets = sorted({r.set_key for r in page_rows})
 
@@ -275,8 +310,10 @@ def review_gate(
                     listener(flow_run_id(), key, len(page_rows))
                 except Exception as exc:  # a listener never blocks the gate
                     logger.warning("review gate listener failed: %s", exc)
-            logger.info("review gate open: page %d of %d (%d rows); answer in the Prefect UI or "
-                        "with `galleryflow review`", page, pages, len(page_rows))
+            logger.info("review gate open: page %d of %d (%d rows); answer on the review page "
+                        "(%s/gate/%s, `galleryflow review --web`), in the Prefect UI or with "
+                        "`galleryflow review`", page, pages, len(page_rows),
+                        settings.review.page_url, flow_run_id())
 
         result.pauses += 1
         decision = pause_for_review(form, key, timeout=settings.review.timeout_seconds,
@@ -290,7 +327,7 @@ def review_gate(
             break
         page_ids = [r.id for r in page_rows]
         outcome = apply_decisions(decision, page_ids, settings)
-        _record(outcome, result, page)
+        _record(outcome, result, page, _held(row_ids))
         to_regenerate = outcome.ids("regenerate")
         if to_regenerate:
             logger.info("regenerating %d rows", len(to_regenerate))
@@ -302,10 +339,13 @@ def review_gate(
                 result.pending += to_regenerate
         if decision.end_review:
             result.ended_by_reviewer = True
-            result.pending = [r.id for r in _awaiting(row_ids)[0]]
+            result.pending = [r.id for r in _awaiting(row_ids, settings)[0]]
             break
         # Rows the reviewer saw and left undecided are not shown again in this run
         # (review-publish offers them later); a refused edit or approval comes back
         # on a later page with its reason.
         result.pending += [v.row_id for v in outcome.verdicts if v.decision == "undecided"]
+    for key, rows in sorted(_held(row_ids).items()):
+        logger.warning("%s; fix, regenerate or reject those rows (galleryflow review), then run "
+                       "review-publish", held_message(key, rows))
     return result

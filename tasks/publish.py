@@ -63,6 +63,7 @@ from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.publishing.cleanup import cleanup_work_files
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
+from galleryflow.publishing.hold import held_message, holding_rows
 from galleryflow.publishing.journal import PublishJournal
 from galleryflow.publishing.names import publish_file_name
 from galleryflow.publishing.site_index import write_site_index
@@ -127,6 +128,9 @@ def _select(
                 select(ImageSet).where(ImageSet.id.in_({r.image_set_id for r in rows.values()}))
             )
         }
+        # The zero-blocked rule (galleryflow.publishing.hold), unless relaxed for this run.
+        held = {} if settings.publish.allow_blocked_sets else holding_rows(
+            session, {r.set_key for r in rows.values() if r.status == RowStatus.APPROVED})
         for row_id in row_ids:
             row = rows.get(row_id)
             if row is None:
@@ -146,6 +150,9 @@ def _select(
                     f"metadata proof is {row.proof_status}: "
                     "never published without a passing proof",
                 )
+                continue
+            if row.set_key in held:
+                report.add(label, "skipped", held_message(row.set_key, held[row.set_key]))
                 continue
             if not row.incoming_path:
                 report.add(label, "failed", "no incoming copy recorded for this row")
@@ -298,6 +305,16 @@ def publish_chunk_task(settings: Settings) -> Task[..., ChunkReport]:
 # ------------------------------------------------------------------ after the chunks
 
 
+def _held_sets(row_ids: Sequence[int], settings: Settings) -> tuple[list[str], bool]:
+    """Lines for the summary: each set held back by the zero-blocked rule and why (or,
+    with the rule relaxed, which sets it would have held)."""
+    with session_scope(settings.db_url) as session:
+        keys = set(session.scalars(select(Photo.set_key).where(Photo.id.in_(list(row_ids)))))
+        held = holding_rows(session, keys)
+    return [held_message(k, rows) for k, rows in sorted(held.items())], \
+        settings.publish.allow_blocked_sets
+
+
 def finish_publish(
     row_ids: Sequence[int],
     reports: Sequence[ChunkReport],
@@ -311,6 +328,7 @@ def finish_publish(
     stay approved and a rerun resumes them.
     """
     summary = summarize(reports, blocking)
+    summary.held, summary.rule_relaxed = _held_sets(row_ids, settings)
     publish_summary_artifact(summary)
     run_logger(_log).info(summary_markdown(summary).replace("**", ""))
     if not summary.complete:

@@ -20,6 +20,9 @@ from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.db import Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.review.forms import (
+    BULK_APPROVE_PASSED,
+    BULK_APPROVE_PASSED_REJECT_REST,
+    BULK_REJECT_ALL,
     WEB_SUFFIX,
     Bulk,
     Decision,
@@ -30,7 +33,7 @@ from galleryflow.review.forms import (
     row_to_input,
     spelling_flags,
 )
-from tasks.captioning import apply_edit, apply_override
+from tasks.captioning import apply_edit, apply_override, validate_edit
 
 
 def _keyword_list(text: str) -> list[str]:
@@ -41,7 +44,7 @@ def _stem(name: str) -> str:
     return name[: -len(WEB_SUFFIX)] if name.lower().endswith(WEB_SUFFIX) else name
 
 
-def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
+def form_edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
     """The fields the reviewer changed, in the captioning module's edit vocabulary.
 
     Compared in the form's own terms, so re-spacing the keyword list or dropping
@@ -49,7 +52,7 @@ def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
     """
     current = row_to_input(row)
     edits: dict[str, Any] = {}
-    for name in ("caption", "alt_text"):
+    for name in ("caption", "alt_text", "subject"):
         new = getattr(given, name).strip()
         if new != getattr(current, name).strip():
             edits[name] = new
@@ -64,12 +67,12 @@ def _edits(row: Photo, given: ReviewRowInput) -> dict[str, Any]:
 
 
 def _bulk_decision(bulk: Bulk, row: Photo) -> Decision:
-    if bulk == "reject_all":
+    if bulk == BULK_REJECT_ALL:
         return "reject"
-    if bulk in ("approve_passed", "approve_passed_reject_rest"):
+    if bulk in (BULK_APPROVE_PASSED, BULK_APPROVE_PASSED_REJECT_REST):
         if row.proof_status == ProofStatus.PASSED:
             return "approve"
-        return "reject" if bulk == "approve_passed_reject_rest" else "undecided"
+        return "reject" if bulk == BULK_APPROVE_PASSED_REJECT_REST else "undecided"
     return "undecided"
 
 
@@ -151,7 +154,7 @@ def apply_decisions(decision: ReviewDecision, page_ids: Sequence[int],
         verdict = RowVerdict(row_id=row_id, file=answer.file or row.original_name,
                              decision=choice, applied=False)
         outcome.verdicts.append(verdict)
-        edits = _edits(row, answer)
+        edits = form_edits(row, answer)
         if answer.override.strip() and choice != "reject" and not _apply_override(
                 row_id, answer, verdict, reviewer):
             _note(row_id, "override refused: " + "; ".join(verdict.issues))
@@ -188,3 +191,27 @@ def _decide(row_id: int, choice: Decision, verdict: RowVerdict, reviewer: str | 
 def _note(row_id: int, note: str) -> None:
     with session_scope() as db:
         db.get(Photo, row_id).review_note = note[:4000]
+
+
+def check_edits(answer: ReviewRowInput, settings: Settings) -> RowVerdict:
+    """The checks :func:`apply_decisions` runs on one card's edits, with nothing written
+    (the review page checks a row before it sends the page): ``issues`` would refuse
+    the edit, ``flags`` are only reported (warnings, spelling)."""
+    with session_scope() as session:
+        row = session.get(Photo, answer.row_id)
+        if row is None:
+            return RowVerdict(row_id=answer.row_id, file=answer.file, decision=answer.decision,
+                              applied=False, issues=[f"row {answer.row_id} no longer exists"])
+        verdict = RowVerdict(row_id=row.id, file=row_to_input(row).file, decision=answer.decision,
+                             applied=False)
+        edits = form_edits(row, answer)
+        if not edits:
+            return verdict
+        issues = validate_edit(row, edits, session=session)
+        verdict.issues = [f"{i.field}: {i.message}" for i in issues if i.blocking and i.field in edits]
+        verdict.flags = [f"{i.field}: {i.message}" for i in issues
+                         if not i.blocking and i.field in edits]
+        text = " ".join(str(edits.get(k, "")) for k in ("caption", "alt_text"))
+        if text.strip():
+            verdict.flags += spelling_flags(text, settings, known=_evidence_words(row))
+    return verdict

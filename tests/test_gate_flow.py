@@ -299,7 +299,8 @@ def test_the_form_is_stored_after_the_pause_and_found_again_when_the_server_lose
         assert pages.get(timeout=240) == "review-1"
         result = CliRunner().invoke(app, ["review", "--approve-all", "--reviewer", "terminal"])
         assert result.exit_code == 0, (result.output, result.exception)
-        assert "Sent 1 decisions" in result.output and "form is not stored" not in result.output
+        assert "review-1: 1 approved, none left undecided" in result.output
+        assert "form is not stored" not in result.output
         assert pages.get(timeout=240) == "review-2"
         summary: RunSummary = run.result()
     finally:
@@ -344,7 +345,8 @@ def test_timeout_leaves_rows_waiting_then_review_publish_and_the_cli_finish_the_
                                       "--approve", "harbour-03.jpg", "--reject", "harbour-02.jpg",
                                       "--reviewer", "cli"])
     assert result.exit_code == 0, (result.output, result.exception)
-    assert "Sent 3 decisions" in result.output and "harbour/harbour-02.jpg" in result.output
+    assert "2 approved, 1 rejected, none left undecided" in result.output
+    assert "harbour/harbour-02.jpg" in result.output
     outcome: ReviewPublishSummary = later.result()
 
     assert outcome.rows == 3 and outcome.review.approved and not outcome.review.timed_out
@@ -384,7 +386,11 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
         remove_gate_listener(listener)
     found = db_rows()
     assert found["cove-01.jpg"].proof_status == "blocked"
+    # The blocked row is left waiting, and holds its set back (the zero-blocked rule):
+    # the approved rows wait until a person fixes, regenerates or rejects it.
     assert {n: r.status for n, r in found.items()} == {
-        "cove-01.jpg": "awaiting_review", "cove-02.jpg": "published", "cove-03.jpg": "published"}
+        "cove-01.jpg": "awaiting_review", "cove-02.jpg": "approved", "cove-03.jpg": "approved"}
     assert {found[n].reviewer for n in ("cove-02.jpg", "cove-03.jpg")} == {"approve-all"}
     assert summary.review.pending == [found["cove-01.jpg"].id] and summary.review.pauses == 1
+    assert summary.publish.published == [] and len(summary.publish.held) == 1
+    assert "cove-01.jpg is blocked and undecided" in summary.publish.held[0]

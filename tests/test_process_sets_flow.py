@@ -56,6 +56,10 @@ def _counts() -> tuple[int, int]:
 def test_two_sets_then_a_rerun_that_copies_and_reads_nothing_twice(tmp_path: Path, gf_home: Settings):
     sets = [make_set(tmp_path / "sets", "dawn", 3), make_set(tmp_path / "sets", "dusk", 2)]
     (sets[1] / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    # Morning photos in sets named "dawn" and "dusk": some drafts are blocked (time of day),
+    # which holds both sets back; this test is about what a rerun redoes, so the
+    # zero-blocked rule is relaxed for its runs and the passing rows publish.
+    gf_home.publish.allow_blocked_sets = True
     first = process_sets([str(s) for s in sets])
     assert [s.status for s in first.sets] == ["completed", "completed"]
     assert first.sets[1].excluded == 1

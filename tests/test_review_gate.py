@@ -406,3 +406,12 @@ def test_a_reviewer_overrides_a_false_positive_and_approves(page: list[int], gf_
     assert row.status == RowStatus.APPROVED
     assert row.proof.field_states["caption"] == "overridden"
     assert row.proof.overrides[0]["reviewer"] == "ana"
+
+
+def test_the_subject_is_editable_at_the_gate(page: list[int], gf_home: Settings) -> None:
+    decision = answer(page, r1={"decision": "approve", "subject": "misty ridges above the lake shore"})
+    outcome = apply_decisions(decision, page, gf_home)
+    assert outcome.ids("approve") == [page[1]]
+    row = by_id(page)[page[1]]
+    assert row.subject == "misty ridges above the lake shore" and row.edited_fields == ["subject"]
+    assert row.proof.field_states["subject"] == "edited"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from galleryflow.core.settings import get_settings
@@ -56,8 +57,9 @@ def _terminal_reviewer(bars: "ProgressBars"):  # type: ignore[no-untyped-def]
             if console.is_terminal:
                 answer_gate(gate, _interactive_answer(gate, reviewer=""))
             else:
-                console.print(f"Review gate open ({rows} rows): answer it in the Prefect UI or with "
-                              f"`galleryflow review {flow_run_id}`.")
+                console.print(f"Review gate open ({rows} rows): answer it in the Prefect UI, on the "
+                              f"review page ({get_settings().review.page_url}/gate/{flow_run_id}) or "
+                              f"with `galleryflow review {flow_run_id}` (all three need a Prefect server).")
             bars.progress.start()
 
         threading.Thread(target=with_api_context(answer), name=f"review-{key}", daemon=True).start()
@@ -74,7 +76,9 @@ def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str |
     logging.getLogger("prefect").setLevel(logging.WARNING)
     _use_local_server()
     with ProgressBars() as bars:
-        listener = auto_approver() if approve_all else _terminal_reviewer(bars)
+        listener = auto_approver(report=lambda gate, what: bars.progress.console.print(
+            f"Answered review gate {gate.key} (--approve-all): {what}.")) if approve_all \
+            else _terminal_reviewer(bars)
         add_gate_listener(listener)
         try:
             state = process_sets(
@@ -139,8 +143,14 @@ def _server_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: bool) -> bool:
-    """Start the urgent deployment for these sets; False when it is not deployed."""
+def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: bool,
+                     approve_all: bool = False) -> bool:
+    """Start the urgent deployment for these sets; False when it is not deployed.
+
+    ``wait``: follow the run to its end, saying when it waits at the review gate and where
+    to answer; ``approve_all``: answer each page of the gate by approving every row whose
+    proof passed (through the API, as `galleryflow review --approve-all` does).
+    """
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -155,26 +165,57 @@ def _start_on_server(set_dirs: list[Path], parameters: dict[str, Any], wait: boo
         return False
     from prefect.settings import PREFECT_UI_URL
 
-    console.print(f"Started run {flow_run.name} ({flow_run.id}) of {settings.watch.urgent_deployment}.")
+    console.print(f"Started run {flow_run.name} ({flow_run.id}) of {settings.watch.urgent_deployment}: "
+                  f"a worker of its work pool runs it, not this process.")
     if PREFECT_UI_URL.value():
         console.print(f"Watch it and answer its review gate at {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
     console.print(f"or from here: galleryflow review {flow_run.id}")
-    if wait:
-        import time
-
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            while True:
-                state = client.read_flow_run(flow_run.id).state
-                if state and state.is_final():
-                    break
-                time.sleep(2)
+    if wait or approve_all:
+        state = _follow(str(flow_run.id), flow_run.name, approve_all)
         console.print(f"Run {flow_run.name} ended {state.name}.")
         _print_status(str(flow_run.id), None)
         if not state.is_completed():
             raise typer.Exit(1)
     return True
+
+
+def _follow(run_id: str, name: str, approve_all: bool) -> Any:
+    """Wait for a run on the server to end; say when it waits at the review gate (or
+    answer it, with ``approve_all``). Returns its final state."""
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_UI_URL
+
+    from galleryflow.review.answer import answer_gate, build_answer, describe_answer, wait_for_gate
+
+    seen: set[str] = set()
+    page_url = get_settings().review.page_url
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(UUID(run_id)).state
+            if state and state.is_final():
+                return state
+            key = state.state_details.pause_key if state and state.is_paused() else None
+            if key and key not in seen:
+                gate = wait_for_gate(run_id, key=key, timeout=30)
+                if gate is not None:
+                    seen.add(key)
+                    if approve_all:
+                        answer = build_answer(gate, approve_all=True,
+                                              reviewer="galleryflow --approve-all")
+                        answer_gate(gate, answer)
+                        console.print(f"Answered {key}: {describe_answer(gate, answer)}.")
+                    else:
+                        ui = PREFECT_UI_URL.value()
+                        console.print(
+                            f"[bold]Run {name} waits at the review gate[/] ({key}, {len(gate.rows)} "
+                            "photos). Answer it "
+                            + (f"in the Prefect UI ({ui}/runs/flow-run/{run_id} → Resume), " if ui else "")
+                            + f"on the review page ({page_url}/gate/{run_id}, with `galleryflow "
+                            f"review --web` running) or here: galleryflow review {run_id}")
+            time.sleep(2)
 
 
 @app.command()
@@ -187,23 +228,39 @@ def run(
     wait: Annotated[bool, typer.Option("--wait", help="With a Prefect server: wait for the run to end.")] = False,
     here: Annotated[bool, typer.Option("--here", help="Run in this process even when a server is configured.")] = False,
     approve_all: Annotated[bool, typer.Option("--approve-all",
-                                              help="In this process: approve every passing row at the gate.")] = False,
+                                              help="Approve every row whose proof passed at the gate "
+                                                   "(on a server: waits for the run and answers it).")] = False,
 ) -> None:
     """Start process-sets on SET_DIR....
 
     With a Prefect server configured (PREFECT_API_URL) and `galleryflow setup` done,
     the sets go to the urgent deployment and a worker runs them; answer the gate
-    in the UI or with `galleryflow review`. Otherwise (or with --here) the flow
-    runs in this process, gate included.
+    in the UI, on the review page or with `galleryflow review` (--approve-all answers
+    it from here). Otherwise (or with --here) the flow runs in this process, gate
+    included. Either way the command says where the run executes.
     """
-    if not here and not approve_all and _server_configured():
+    server = _server_configured()
+    if server and not here:
         params = {"location": location, "subject": subject, "strict": strict}
-        if _start_on_server(set_dirs, params, wait):
+        if _start_on_server(set_dirs, params, wait, approve_all):
             return
-        console.print("No process-sets deployment on the server (run `galleryflow setup`): "
+        console.print("[yellow]No process-sets deployment on the server[/] (run `galleryflow setup`): "
                       "running in this process instead.")
+    console.print(_where_here(server))
     state = _run_process_sets(set_dirs, location, subject, strict, approve_all)
     _print_run_result(state)
+
+
+def _where_here(server: bool) -> str:
+    """Where a run in this process executes, and what that means for its review gate."""
+    if server:
+        from prefect.settings import PREFECT_API_URL
+
+        return (f"Running process-sets in this process, against the Prefect server at "
+                f"{PREFECT_API_URL.value()}: it shows in the UI, and stops if this command does.")
+    return ("Running process-sets in this process, on Prefect's embedded server (no PREFECT_API_URL "
+            "configured): its review gate is answered here; the Prefect UI, `galleryflow review` and "
+            "the review page need a Prefect server (docs/operations.md).")
 
 
 @app.command()
@@ -243,6 +300,9 @@ def demo(
 def _status_data(run_id: str | None) -> dict[str, Any]:
     from sqlalchemy import select
 
+    from collections import Counter
+
+    from galleryflow.core.status import RowStatus
     from galleryflow.db import ImageSet, Photo, session_scope
     from galleryflow.db.engine import is_up_to_date
 
@@ -264,9 +324,11 @@ def _status_data(run_id: str | None) -> dict[str, Any]:
         keys = {s.set_key for s in sets}
         rows = list(db.scalars(select(Photo).where(Photo.set_key.in_(keys))
                                .order_by(Photo.set_key, Photo.original_name))) if keys else []
+        waiting = Counter(r.set_key for r in rows if r.status == RowStatus.AWAITING_REVIEW)
         return {
             "sets": [
-                {"image_set_id": s.id, "set": s.name, "status": s.status, "flow_run_id": s.flow_run_id,
+                {"image_set_id": s.id, "set": s.name, "status": _set_status(s.status, waiting[s.set_key]),
+                 "awaiting_review": waiting[s.set_key], "flow_run_id": s.flow_run_id,
                  "images": s.image_count, "excluded": s.excluded_count, "error": s.error,
                  "stage_seconds": s.stage_seconds or {},
                  "started_at": s.started_at.isoformat() if s.started_at else None}
@@ -274,6 +336,14 @@ def _status_data(run_id: str | None) -> dict[str, Any]:
             ],
             "rows": [_row_dict(r) for r in rows],
         }
+
+
+def _set_status(status: str, waiting: int) -> str:
+    """A set whose stages are done but whose photos still wait for a person is not
+    finished: it is awaiting review (paused at the gate, or left for review-publish)."""
+    from galleryflow.core.status import SetStatus
+
+    return SetStatus.AWAITING_REVIEW.value if status == SetStatus.COMPLETED and waiting else status
 
 
 STATUS_COLUMNS = ("file", "status", "proof", "taken", "camera", "size",
@@ -318,7 +388,10 @@ def _print_status(run_id: str | None, as_json: bool | None) -> None:
     for s in data["sets"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
         style = "red" if s["status"] in ("rolled_back", "failed") else ""
-        sets.add_row(str(s["image_set_id"]), s["set"], s["status"], str(s["images"]),
+        waiting = s["awaiting_review"]
+        shown = (f"awaiting review ({waiting} photo{'s' if waiting != 1 else ''})"
+                 if s["status"] == "awaiting_review" else s["status"])
+        sets.add_row(str(s["image_set_id"]), s["set"], shown, str(s["images"]),
                      str(s["excluded"]), stages, s["error"] or "", style=style)
     console.print(sets)
     for set_name in dict.fromkeys(r["set"] for r in data["rows"]):
@@ -339,9 +412,41 @@ def _gate_table(gate: Any) -> Table:
         table.add_column(column, overflow="fold",
                          max_width=40 if column in ("caption", "alt text", "proof and scores") else None)
     for i, row in enumerate(gate.rows, 1):
-        table.add_row(str(i), row.file, row.summary, row.caption, row.alt_text, row.keywords,
-                      row.web_file_name)
+        # Escaped: a caption's "[...]" is text, not Rich markup.
+        table.add_row(str(i), *(escape(x) for x in (row.file, row.summary, row.caption, row.alt_text,
+                                                    row.keywords, row.web_file_name)))
     return table
+
+
+# The prompt's shortcut letters stand in square brackets, which Rich would take for
+# markup and drop ("pprove, eject…"): escaped, they print as typed.
+ROW_PROMPT = escape("  [a]pprove, [r]eject, re[g]enerate, [e]dit caption, [v]iew photo, [s]kip")
+EDITED_PROMPT = escape("  then [a]pprove or [s]kip")
+
+
+def _show_photo(row_id: int) -> None:
+    """Open the row's photo in the system viewer, or say where to see it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from galleryflow.db import Photo, session_scope
+    from galleryflow.review.page import image_source
+
+    with session_scope() as db:
+        row = db.get(Photo, row_id)
+        source = image_source(row) if row is not None else None
+    opener = shutil.which("open" if sys.platform == "darwin" else "xdg-open")
+    display = sys.platform == "darwin" or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if source is not None and opener and display:
+        subprocess.Popen([opener, str(source)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        console.print(f"  opened {escape(str(source))} in the system viewer")
+        return
+    url = f"{get_settings().review.page_url}/photo/{row_id}?size=large"
+    console.print(f"  photo: {url}  (while `galleryflow review --web` runs)"
+                  + (f"\n  file:  {escape(str(source))}" if source is not None else ""))
 
 
 def _interactive_answer(gate: Any, reviewer: str) -> dict[str, Any]:
@@ -351,14 +456,21 @@ def _interactive_answer(gate: Any, reviewer: str) -> dict[str, Any]:
 
     answer = build_answer(gate, reviewer=reviewer)
     choices = {"a": "approve", "r": "reject", "g": "regenerate", "s": "undecided"}
+    console.print(f"Review page for this gate: {get_settings().review.page_url}/gate/{gate.flow_run_id} "
+                  "(with `galleryflow review --web` running)")
     for row in answer["rows"]:
-        console.print(f"\n[bold]{row['file']}[/]\n  caption:  {row['caption']}\n  alt text: {row['alt_text']}"
-                      f"\n  keywords: {row['keywords']}\n  file:     {row['web_file_name']}")
-        pick = Prompt.ask("  [a]pprove, [r]eject, re[g]enerate, [e]dit caption, [s]kip",
-                          choices=["a", "r", "g", "e", "s"], default="s", console=console)
+        console.print(f"\n[bold]{escape(row['file'])}[/]\n  {escape(row['summary'])}"
+                      f"\n  caption:  {escape(row['caption'])}\n  alt text: {escape(row['alt_text'])}"
+                      f"\n  keywords: {escape(row['keywords'])}\n  subject:  {escape(row.get('subject', ''))}"
+                      f"\n  file:     {escape(row['web_file_name'])}")
+        pick = Prompt.ask(ROW_PROMPT, choices=["a", "r", "g", "e", "v", "s"], default="s", console=console)
+        while pick == "v":
+            _show_photo(row["row_id"])
+            pick = Prompt.ask(ROW_PROMPT, choices=["a", "r", "g", "e", "v", "s"], default="s",
+                              console=console)
         if pick == "e":
             row["caption"] = Prompt.ask("  new caption", default=row["caption"], console=console)
-            pick = Prompt.ask("  then [a]pprove or [s]kip", choices=["a", "s"], default="a", console=console)
+            pick = Prompt.ask(EDITED_PROMPT, choices=["a", "s"], default="a", console=console)
         row["decision"] = choices[pick]
     return answer
 
@@ -371,9 +483,21 @@ def review(
     reject: Annotated[Optional[list[str]], typer.Option("--reject", help="Reject this file (repeatable).")] = None,
     reviewer: Annotated[str, typer.Option(help="Your name, for the record.")] = "",
     end: Annotated[bool, typer.Option("--end", help="End the review after this page.")] = False,
+    web: Annotated[bool, typer.Option("--web", help="Serve the review page (photos, keyboard) instead.")] = False,
+    host: Annotated[Optional[str], typer.Option(help="--web: address to bind (default review.web_host, "
+                                                     "127.0.0.1; another needs review.web_token).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="--web: port (default review.web_port, 8765).")] = None,
 ) -> None:
-    """Show a paused run's review gate and answer it (same input as the Prefect UI)."""
-    from galleryflow.review.answer import answer_gate, build_answer, open_gates
+    """Show a paused run's review gate and answer it (same input as the Prefect UI).
+
+    With --web: serve the review page, where every open gate's photos are shown large
+    enough to judge and a page is worked through from the keyboard.
+    """
+    from galleryflow.review.answer import answer_gate, build_answer, describe_answer, open_gates
+
+    if web:
+        _serve_review_page(host, port, run_id)
+        return
 
     _use_local_server(start=False)  # a run of this home waits on its background server
     gates, formless = open_gates(run_id)
@@ -399,14 +523,31 @@ def review(
             console.print("Not a terminal: pass --approve-all, --approve FILE or --reject FILE.")
             raise typer.Exit(2)
         answer_gate(gate, answer)
-        decided = sum(r["decision"] != "undecided" for r in answer["rows"])
-        # The bulk choice is applied by the gate to rows left undecided, against the
-        # proof in the DB; the form's summary says which of them passed.
-        bulk = sum(r["decision"] == "undecided" and r["summary"].startswith("proof passed")
-                   for r in answer["rows"]) if approve_all else 0
-        console.print(f"Sent {decided + bulk} decisions"
-                      f"{f' ({bulk} by bulk approval of rows whose proof passed)' if bulk else ''} "
-                      f"to run {gate.flow_run_id}.")
+        # The gate applies the bulk choice to the rows left undecided, against the proof
+        # in the DB; the cards' summaries say which of them passed.
+        console.print(f"Answered run {gate.flow_run_name} ({gate.flow_run_id}), page {gate.key}: "
+                      f"{describe_answer(gate, answer)}.")
+
+
+def _serve_review_page(host: str | None, port: int | None, run_id: str | None) -> None:
+    from galleryflow.app.review_web import ReviewPageError, ReviewServer
+    from galleryflow.db import migrate
+
+    settings = get_settings()
+    migrate(settings.db_url)
+    try:
+        server = ReviewServer(settings, host, port)
+    except ReviewPageError as exc:
+        console.print(f"[red bold]review page not started[/]: {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if not _server_configured():
+        console.print("[yellow]No Prefect server configured[/] (PREFECT_API_URL): the page sees only "
+                      "gates of runs on a server; a run in another process's embedded server is "
+                      "answered there (docs/operations.md).")
+    console.print(f"Review page: {server.url(f'/gate/{run_id}' if run_id else '/')}\n"
+                  f"[dim]Ctrl-C stops it. Keys: j/k next/previous, a approve, r reject, g regenerate, "
+                  f"u undecided, e edit, v larger photo, Ctrl+Enter submit.[/]")
+    server.run()
 
 
 @app.command()

@@ -233,6 +233,44 @@ class ReviewSettings(BaseModel):
         description="How often a paused gate asks the server whether it was answered (an "
                     "answer given in the gate's own process wakes it at once).")
     word_list: Path | None = Field(default=None, description="Extra spellchecker words.")
+    thumb_edge: int = Field(
+        default=160, ge=32, le=400,
+        description="Long edge of the inline thumbnails in the review-page artifacts (JPEG).",
+    )
+    thumb_quality: int = Field(default=70, ge=30, le=95, description="Their JPEG quality.")
+    near_duplicate_distance: int = Field(
+        default=8, ge=0, le=32,
+        description="pHash Hamming distance (of 64 bits) at or below which two photos of a "
+                    "page are near duplicates, shown next to each other.",
+    )
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="Address the review page (`galleryflow review --web`) binds to. Any "
+                    "non-loopback address needs web_token (or web_token_block).",
+    )
+    web_port: int = Field(default=8765, description="Port of the review page.")
+    web_url: str | None = Field(
+        default=None,
+        description="The review page's address as reviewers reach it, for the links in the "
+                    "gate's description (default: http://<web_host>:<web_port>).",
+    )
+    web_token: SecretStr | None = Field(
+        default=None,
+        description="Token a reviewer on another machine must present (a non-loopback "
+                    "bind refuses to start without one).",
+    )
+    web_token_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding web_token instead.",
+    )
+
+    @property
+    def page_url(self) -> str:
+        """Base URL of the review page, without a trailing slash."""
+        if self.web_url:
+            return self.web_url.rstrip("/")
+        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::", "") else self.web_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.web_port}"
 
 
 class PublishSettings(BaseModel):
@@ -251,6 +289,11 @@ class PublishSettings(BaseModel):
     thumb_long_edge: int = 400
     jpeg_quality: int = 88
     keep_gps: bool = False
+    allow_blocked_sets: bool = Field(
+        default=False,
+        description="Publish a set's approved rows even while another of its rows is blocked "
+                    "and undecided (the zero-blocked rule relaxed; the publish summary says so).",
+    )
     concurrency: int = Field(
         default=4,
         description="Slots of the global concurrency limit `publish` (chunk uploads at once, "

@@ -26,6 +26,10 @@ class PublishSummary(BaseModel):
     failed: list[str] = Field(default_factory=list)
     outcomes: list[FileOutcome] = Field(default_factory=list)
     blocking_errors: list[str] = Field(default_factory=list)
+    # The zero-blocked rule (galleryflow.publishing.hold): each set held back and why,
+    # and whether this run relaxed the rule (publish.allow_blocked_sets).
+    held: list[str] = Field(default_factory=list)
+    rule_relaxed: bool = False
 
     @property
     def complete(self) -> bool:
@@ -66,6 +70,13 @@ def summary_markdown(summary: PublishSummary) -> str:
         f"**Publish**: {len(summary.published)} published, {len(summary.skipped)} skipped, "
         f"{len(summary.failed)} failed."
     ]
+    for line in summary.held:
+        if summary.rule_relaxed:
+            lines.append(f"\n⚠ Zero-blocked rule relaxed for this run (publish.allow_blocked_sets): "
+                         f"{line.replace(' is held back', ' would be held back')}")
+        else:
+            lines.append(f"\n⏸ Not published: {line}. Fix, regenerate or reject those rows "
+                         "(`galleryflow review`), then run review-publish.")
     for error in summary.blocking_errors:
         lines.append(f"\n⚠ Blocking error (rows left approved; rerun to resume): {error}")
     return "\n".join(lines)

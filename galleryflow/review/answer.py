@@ -23,7 +23,13 @@ from prefect.flow_runs import resume_flow_run
 from pydantic import BaseModel
 
 from galleryflow.core.prefect_run import wake_gate
-from galleryflow.review.forms import ReviewRowInput
+from galleryflow.review.forms import (
+    BULK_APPROVE_PASSED,
+    BULK_APPROVE_PASSED_REJECT_REST,
+    BULK_NONE,
+    BULK_REJECT_ALL,
+    ReviewRowInput,
+)
 
 GATED_FLOWS = ["process-sets", "review-publish"]
 
@@ -130,13 +136,42 @@ def build_answer(gate: OpenGate, approve_all: bool = False, approve: set[str] = 
         elif names & set(reject):
             decision = "reject"
         rows.append(row.model_copy(update={"decision": decision}).model_dump())
-    return {"rows": rows, "bulk": "approve_passed" if approve_all else "none",
+    return {"rows": rows, "bulk": BULK_APPROVE_PASSED if approve_all else BULK_NONE,
             "end_review": end_review, "reviewer": reviewer}
 
 
 def answer_gate(gate: OpenGate, run_input: dict[str, Any]) -> None:
     resume_flow_run(UUID(gate.flow_run_id), run_input=run_input)
     wake_gate(gate.flow_run_id)  # a gate waiting in this process resumes now, not at its next poll
+
+
+def describe_answer(gate: OpenGate, run_input: dict[str, Any]) -> str:
+    """What an answer decides, in words: per decision how many rows, and what the bulk
+    choice does to the rows left undecided (judged by the proof each card shows)."""
+    counts: dict[str, int] = {}
+    undecided = [r for r in run_input["rows"] if r["decision"] == "undecided"]
+    for row in run_input["rows"]:
+        if row["decision"] != "undecided":
+            counts[row["decision"]] = counts.get(row["decision"], 0) + 1
+    bulk = run_input.get("bulk", BULK_NONE)
+    passed = sum(str(r.get("summary", "")).startswith("proof passed") for r in undecided)
+    left = len(undecided)
+    if bulk == BULK_APPROVE_PASSED:
+        counts["approve"] = counts.get("approve", 0) + passed
+        left -= passed
+    elif bulk == BULK_APPROVE_PASSED_REJECT_REST:
+        counts["approve"] = counts.get("approve", 0) + passed
+        counts["reject"] = counts.get("reject", 0) + left - passed
+        left = 0
+    elif bulk == BULK_REJECT_ALL:
+        counts["reject"] = counts.get("reject", 0) + left
+        left = 0
+    words = {"approve": "approved", "reject": "rejected", "regenerate": "sent to regenerate"}
+    parts = [f"{counts[d]} {words[d]}" for d in ("approve", "reject", "regenerate") if counts.get(d)]
+    parts.append(f"{left} left undecided" if left else "none left undecided")
+    by_bulk = f" (bulk: {bulk})" if bulk != BULK_NONE and undecided else ""
+    end = "; review ended after this page" if run_input.get("end_review") else ""
+    return f"{', '.join(parts)}{by_bulk}{end}"
 
 
 def wait_for_gate(flow_run_id: str, key: str | None = None, timeout: float = 120.0,
@@ -172,11 +207,13 @@ def with_api_context(target: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def auto_approver(reviewer: str = "galleryflow --approve-all"):  # type: ignore[no-untyped-def]
+def auto_approver(reviewer: str = "galleryflow --approve-all",  # type: ignore[no-untyped-def]
+                  report: Callable[[OpenGate, str], None] | None = None):
     """A gate listener that answers each page by approving every row whose proof passed.
 
     It answers from a separate thread *through the Prefect API*, exactly as a
-    person would from the terminal: the gate itself stays mandatory.
+    person would from the terminal: the gate itself stays mandatory. ``report`` hears
+    what each answer decided (:func:`describe_answer`).
     """
     import threading
 
@@ -187,7 +224,10 @@ def auto_approver(reviewer: str = "galleryflow --approve-all"):  # type: ignore[
         def answer() -> None:
             gate = wait_for_gate(flow_run_id, key=key)
             if gate is not None:
-                answer_gate(gate, build_answer(gate, approve_all=True, reviewer=reviewer))
+                answer = build_answer(gate, approve_all=True, reviewer=reviewer)
+                answer_gate(gate, answer)
+                if report is not None:
+                    report(gate, describe_answer(gate, answer))
 
         # The answering thread talks to the same API as the run (a settings context,
         # e.g. a test harness or `temporary_settings`, lives in contextvars).

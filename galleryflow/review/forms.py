@@ -15,19 +15,32 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect.input import RunInput
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from galleryflow.core.settings import Settings
 from galleryflow.db import Proof, Photo
 
 Decision = Literal["undecided", "approve", "reject", "regenerate"]
-Bulk = Literal["none", "approve_passed_reject_rest", "approve_passed", "reject_all"]
+# Bulk choices read as words in the UI's dropdown (the values are what it shows); the
+# short codes of earlier versions are still accepted (``ReviewDecision._bulk_words``).
+BULK_NONE = "none"
+BULK_APPROVE_PASSED = "approve rows whose proof passed"
+BULK_APPROVE_PASSED_REJECT_REST = "approve rows whose proof passed, reject the rest"
+BULK_REJECT_ALL = "reject every row"
+Bulk = Literal["none", "approve rows whose proof passed",
+               "approve rows whose proof passed, reject the rest", "reject every row"]
+BULK_CODES = {"approve_passed": BULK_APPROVE_PASSED,
+              "approve_passed_reject_rest": BULK_APPROVE_PASSED_REJECT_REST,
+              "reject_all": BULK_REJECT_ALL}
 
-EDITABLE = ("caption", "alt_text", "keywords", "web_file_name")
+EDITABLE = ("caption", "alt_text", "keywords", "subject", "web_file_name")
 EDIT_FIELD_NAMES = {"web_file_name": "file_name", "file": "file_name", "alt": "alt_text"}
+# Identity and reading-only fields of a row: fixed per page in the form's schema
+# (``const``: the Prefect UI shows them disabled and the server refuses a change).
+FIXED = ("row_id", "file", "summary")
 WEB_SUFFIX = ".jpg"  # web file names are stored with it (tasks.captioning)
 
 # Words a photographer's captions use that a general dictionary lacks.
@@ -42,7 +55,7 @@ PROJECT_WORDS = {
 class ReviewRowInput(BaseModel):
     """One row of the review form (a card in the Prefect UI)."""
 
-    row_id: int = Field(description="galleryflow row id (do not change)")
+    row_id: int = Field(description="galleryflow row id (fixed)")
     file: str = Field(description="Original file (for reference)")
     summary: str = Field(
         default="", description="Proof, scores and issues (for reference; editing it changes nothing)"
@@ -51,6 +64,7 @@ class ReviewRowInput(BaseModel):
     caption: str = ""
     alt_text: str = ""
     keywords: str = Field(default="", description="Comma-separated")
+    subject: str = Field(default="", description="What the photo shows, in a few words")
     web_file_name: str = ""
     override: str = Field(
         default="",
@@ -85,6 +99,44 @@ class ReviewDecision(RunInput):
     )
     reviewer: str = Field(default="", description="Your name, for the record")
 
+    @field_validator("bulk", mode="before")
+    @classmethod
+    def _bulk_words(cls, value: Any) -> Any:
+        return BULK_CODES.get(value, value) if isinstance(value, str) else value
+
+    page_rows: ClassVar[list[dict[str, Any]]] = []
+
+    @classmethod
+    def for_page(cls, description: str, rows: list[ReviewRowInput]) -> type[ReviewDecision]:
+        """The form of one page: ``rows`` pre-filled, and a schema that fixes them.
+
+        Rows can be neither added nor deleted (``minItems`` = ``maxItems``: the Prefect
+        UI disables *Add item*, and the server refuses an answer with a row fewer), and
+        each card's identity (row id, file) and summary is a ``const`` of that row
+        (``prefixItems``: the UI shows them disabled; the server refuses a change).
+        """
+        model = cls.with_initial_data(description=description, rows=rows)
+        model.page_rows = [r.model_dump() for r in rows]
+        model.model_config = ConfigDict(**{**cls.model_config, "json_schema_extra": _fixed_rows})
+        model.model_rebuild(force=True)
+        return model
+
+
+def _fixed_rows(schema: dict[str, Any], model: type[ReviewDecision]) -> None:
+    rows = model.page_rows
+    prop = schema.get("properties", {}).get("rows")
+    if not rows or prop is None:
+        return
+    card = ReviewRowInput.model_json_schema()
+    prefix = []
+    for row in rows:
+        item = {**card, "properties": dict(card["properties"])}
+        for name in FIXED:
+            item["properties"][name] = {**card["properties"][name], "const": row[name],
+                                        "default": row[name], "readOnly": True}
+        prefix.append(item)
+    prop.update(minItems=len(rows), maxItems=len(rows), prefixItems=prefix)
+
 
 class RowVerdict(BaseModel):
     row_id: int
@@ -111,7 +163,8 @@ def row_to_input(row: Photo, proof: Proof | None = None) -> ReviewRowInput:
     return ReviewRowInput(
         row_id=row.id, file=f"{row.set_key}/{row.original_name}", summary=row_summary(row, proof),
         caption=row.caption or "", alt_text=row.alt_text or "",
-        keywords=", ".join(row.keywords or []), web_file_name=row.web_file_name or "",
+        keywords=", ".join(row.keywords or []), subject=row.subject or "",
+        web_file_name=row.web_file_name or "",
     )
 
 
@@ -144,10 +197,16 @@ def _md(text: str | None) -> str:
 
 
 def build_description(rows: Sequence[Photo], proofs: dict[int, Proof],
-                      page: int, pages: int, run_hint: str = "") -> str:
-    """The Markdown a reviewer decides from: best rows first, with proof issues."""
+                      page: int, pages: int, run_hint: str = "", photo_url: str = "") -> str:
+    """The Markdown a reviewer decides from: best rows first, with proof issues.
+
+    ``run_hint`` (where to see the photos: the page's artifact, the review page) comes
+    right under the heading, where the resume dialog still shows it; ``photo_url``
+    (the review page's ``…/photo/``) links each file name to its photo.
+    """
     lines = [
         f"## Review {page} of {pages}: {len(rows)} photos",
+        *([run_hint, ""] if run_hint else []),
         "Approve, reject or regenerate each row; edit caption, alt text, keywords or file name "
         "in place. Or pick a bulk choice for the rows you leave *undecided*. "
         "Rows whose proof is **blocked** cannot be approved until an edit fixes them.",
@@ -157,16 +216,14 @@ def build_description(rows: Sequence[Photo], proofs: dict[int, Proof],
     ]
     for i, row in enumerate(rows, 1):
         issues = row_issues(row, proofs.get(row.id))
-        thumb = row.thumbnail_path or row.ollama_path or row.incoming_path or ""
-        photo = f"[{_md(row.original_name)}](file://{thumb})" if thumb else _md(row.original_name)
+        name = _md(row.original_name)
+        photo = f"[{name}]({photo_url}{row.id})" if photo_url else name
         lines.append(
             f"| {i} | {photo} | {_score(row.clip_aesthetic_score, '{:.2f}')} | "
             f"{_score(row.brisque_score)} | {_score(row.blur_score, '{:.0f}')} | "
             f"{row.proof_status} | {_md(row.caption)} | {_md(', '.join(row.keywords or []))} | "
             f"{_md(issues)} |"
         )
-    if run_hint:
-        lines += ["", run_hint]
     return "\n".join(lines)
 
 
