@@ -540,6 +540,7 @@ def _serve_review_page(host: str | None, port: int | None, run_id: str | None) -
     except ReviewPageError as exc:
         console.print(f"[red bold]review page not started[/]: {escape(str(exc))}")
         raise typer.Exit(2) from None
+    _use_local_server()  # the gates of this home's runs are on its background server
     if not _server_configured():
         console.print("[yellow]No Prefect server configured[/] (PREFECT_API_URL): the page sees only "
                       "gates of runs on a server; a run in another process's embedded server is "
