@@ -55,6 +55,8 @@ class SetOutcome(BaseModel):
     images: int = 0
     excluded: int = 0
     row_ids: list[int] = Field(default_factory=list)
+    # files re-exported under a known name with other content: new photos for review
+    changed: list[str] = Field(default_factory=list)
     error: str | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
@@ -88,8 +90,10 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _ingest(report: SetReport, image_set_id: int, settings: Settings,
-            timings: dict[str, float], outcomes: list[FileOutcome]) -> list[int]:
-    """Stages 2–4 for one set's session; returns the row ids that go on."""
+            timings: dict[str, float], outcomes: list[FileOutcome],
+            changed: list[str]) -> list[int]:
+    """Stages 2–4 for one set's session; returns the row ids that go on, and adds the
+    files re-exported with new content to ``changed``."""
     size = settings.chunk_size
     items = [IntakeItem.from_check(c) for c in report.accepted]
     with _timed(timings, "intake"):
@@ -107,13 +111,25 @@ def _ingest(report: SetReport, image_set_id: int, settings: Settings,
     with _timed(timings, "review_rows"):
         by_sha = {e.sha256: e for e in exifs}
         row_ids: list[int] = []
+        # One photo is one content: the same bytes under two names make one row (and
+        # two chunks must not both insert it).
+        first: dict[str, str] = {}
+        unique: list[IntakeResult] = []
+        for r in copied:
+            if r.sha256 in first:
+                outcomes.append(FileOutcome(file=r.name, stage="review_rows", outcome="skipped",
+                                            message=f"same content as {first[r.sha256]}: one photo, one row"))
+            else:
+                first[r.sha256] = r.name
+                unique.append(r)
         futures = [
             review_rows_chunk.submit(chunk, [by_sha[r.sha256] for r in chunk], image_set_id)
-            for chunk in chunked(copied, size)
+            for chunk in chunked(unique, size)
         ]
         for ids, chunk_report in _results(futures):
             row_ids += ids
             outcomes += chunk_report.outcomes
+            changed += [o.file for o in chunk_report.outcomes if o.outcome == "changed"]
     return row_ids
 
 
@@ -184,7 +200,8 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
     try:
         with transaction():
             outcome.image_set_id = open_session(report, flow_run_id, location or settings.location, subject)
-            row_ids = _ingest(report, outcome.image_set_id, settings, timings, outcomes)
+            row_ids = _ingest(report, outcome.image_set_id, settings, timings, outcomes,
+                              outcome.changed)
             for stage, run_stage in LATER_STAGES:
                 start = time.perf_counter()
                 reports = run_stage(row_ids, outcome.image_set_id, settings)
@@ -201,6 +218,11 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
         return outcome
     outcome.status = SetStatus.COMPLETED
     outcome.stage_seconds = timings
+    if outcome.changed:
+        logger.warning("set %s: %d photo(s) changed since the last run (re-exported under the "
+                       "same name): %s; each is a new photo for review, the earlier versions "
+                       "keep their own bytes", report.name, len(outcome.changed),
+                       ", ".join(outcome.changed))
     _finish_session(outcome.image_set_id, outcome.status, timings, settings)
     logger.info("set %s: %d rows ready (%s)", report.name, len(row_ids),
                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
@@ -220,9 +242,11 @@ def _publish_outcomes(outcomes: list[FileOutcome], summary: RunSummary) -> None:
             key="file-outcomes", table=[o.model_dump() for o in outcomes],
             description="Per-file outcome of each stage",
         )
-    lines = ["| set | status | images | excluded | error |", "|---|---|---|---|---|"]
+    lines = ["| set | status | images | excluded | re-exported (new photos) | error |",
+             "|---|---|---|---|---|---|"]
     for s in summary.sets:
-        lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | {s.error or ''} |")
+        lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | "
+                     f"{', '.join(s.changed)} | {s.error or ''} |")
     create_markdown_artifact(key="run-summary", markdown="\n".join(lines),
                              description="process-sets: one line per set")
 

@@ -81,15 +81,28 @@ def rollback_session(image_set_id: int, settings: Settings, cause: str | None = 
             )
         )
     ledger.discard()
-    # Leave no empty per-set folders behind in incoming/ or work/.
-    for root in (settings.incoming_dir, settings.work_dir):
-        for folder in sorted(root.glob("*"), reverse=True):
-            if folder.is_dir() and not folder.name.startswith(".") and not any(folder.iterdir()):
-                folder.rmdir()
+    remove_empty_folders(settings)
     log.warning(
         "session %s rolled back: %d files removed, %d rows deleted, %d rows restored",
         image_set_id, removed, len(inserted), sum(s["table"] == "review_queue" for s in snapshots),
     )
+
+
+def remove_empty_folders(settings: Settings) -> None:
+    """Leave no empty per-set folders (nor their content-addressed or pending
+    sub-folders) behind in incoming/ or work/; the ledgers' folder is left alone."""
+    for root in (settings.incoming_dir, settings.work_dir):
+        if not root.is_dir():
+            continue
+        for top in root.iterdir():
+            if not top.is_dir() or (root == settings.work_dir and top.name.startswith(".")):
+                continue
+            for folder in sorted((p for p in top.rglob("*") if p.is_dir()),
+                                 key=lambda p: len(p.parts), reverse=True) + [top]:
+                try:
+                    folder.rmdir()  # only succeeds when empty
+                except OSError:
+                    pass
 
 
 def record_cause(image_set_id: int, cause: str) -> None:
