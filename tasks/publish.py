@@ -51,7 +51,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 from sqlalchemy import select
 
-from blocks.gallery_db import GalleryDatabase, GalleryRecord, GalleryUnavailable
+from blocks.gallery_db import GalleryDatabase, GalleryRecord, GalleryUnavailable, UpsertResult
 from blocks.targets import PublishTarget, TargetUnavailable, UnsafeRemotePath
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.prefect_run import limit_slot, run_logger
@@ -61,6 +61,7 @@ from galleryflow.core.stages import ChunkReport
 from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
 from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
+from galleryflow.db.names import reserve
 from galleryflow.publishing.cleanup import cleanup_work_files
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
 from galleryflow.publishing.journal import PublishJournal
@@ -156,6 +157,16 @@ def _select(
             except UnsafeRemotePath as exc:
                 report.add(label, "failed", f"web file name refused: {exc}")
                 continue
+            # The name must be this photo's reservation (made when its draft was
+            # accepted; made now for rows from before reservations): the state DB's
+            # unique key, not an earlier read, keeps two photos off one name.
+            other = reserve(session, row.id, name, release_others=False)
+            if other is not None:
+                owner = session.get(Photo, other) if other > 0 else None
+                report.add(label, "failed", f"web file name {name} is reserved by another photo"
+                           f"{f' ({owner.set_key}/{owner.original_name})' if owner else ''}; "
+                           "choose another name in review")
+                continue
             units.append(unit_for_row(row, name, set_names.get(row.image_set_id), keep_gps))
     return units
 
@@ -163,7 +174,7 @@ def _select(
 def _mark_published(
     units: list[PublishUnit],
     records: list[GalleryRecord],
-    ids: dict[str, str],
+    upserted: UpsertResult,
     settings: Settings,
     report: ChunkReport,
     now: datetime,
@@ -171,8 +182,12 @@ def _mark_published(
     published = []
     with session_scope(settings.db_url) as session:
         for unit, record in zip(units, records, strict=True):
-            remote_id = ids.get(unit.file_name)
+            remote_id = upserted.ids.get(unit.file_name)
             row = session.get(Photo, unit.row_id)
+            if unit.file_name in upserted.refused:
+                report.add(unit.label, "failed", f"gallery refused {unit.file_name}: "
+                           f"{upserted.refused[unit.file_name]}")
+                continue
             if remote_id is None or row is None:
                 report.add(
                     unit.label,
@@ -243,10 +258,10 @@ def publish_rows(
             units = upload_units(target, journal, units, report)
             now = utcnow().replace(microsecond=0)
             records = gallery_records(units, target, now)
-            ids = upsert_records(
+            upserted = upsert_records(
                 g, f"{gallery.safe_url()}#{gallery.table}", journal, units, records, now
             )
-        _mark_published(units, records, ids, settings, report, now)
+        _mark_published(units, records, upserted, settings, report, now)
     if progress is not None:
         progress.advance(len(row_ids))
     report.outcomes.sort(key=lambda o: o.file)  # stable order for tables and tests

@@ -323,7 +323,8 @@ def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
                         per_row=drafted([RowSpec(web_file_name="sunrise")])).row_ids
     report = publish_rows(second, settings=settings, target=target, gallery=gallery)
     assert report.outcomes[0].outcome == "failed"
-    assert "already belongs to set-a/set-a-01.jpg" in report.outcomes[0].message
+    # the state DB's reservation refuses it before anything is uploaded
+    assert "reserved by another photo (set-a/set-a-01.jpg)" in report.outcomes[0].message
     assert (settings.site_dir / "sunrise.jpg").read_bytes() == before
     assert rows_by_id(settings, second)[second[0]].status == "approved"
 
@@ -337,7 +338,7 @@ def test_duplicate_names_within_one_publish(settings, tmp_path):
         ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings)
     )
     assert [o.outcome for o in report.outcomes] == ["ok", "failed"]
-    assert "also used by lake-shore-01.jpg" in report.outcomes[1].message
+    assert "reserved by another photo (lake-shore/lake-shore-01.jpg)" in report.outcomes[1].message
 
 
 def test_a_missing_incoming_copy_fails_that_row_only(settings, tmp_path):
@@ -430,8 +431,9 @@ def test_upload_killed_mid_file_leaves_no_partial_file_under_the_final_name(
 
     with sftp_server.client() as sftp:
         names = sftp.listdir(base)
-        partial = sftp.stat(f"{base}/.lake-shore-dawn-01.jpg{TEMP_SUFFIX}").st_size
-    assert names == [f".lake-shore-dawn-01.jpg{TEMP_SUFFIX}"]  # only the temporary name
+        assert len(names) == 1  # only the temporary name, of this upload alone
+        assert names[0].startswith(".lake-shore-dawn-01.jpg.") and names[0].endswith(TEMP_SUFFIX)
+        partial = sftp.stat(f"{base}/{names[0]}").st_size
     assert 0 < partial < 16 * 1024 * 2 + 1  # the child died after its first block or two
     assert [(e.action, e.status) for e in log_entries(settings)] == [("upload_image", "started")]
     assert {r.status for r in rows_by_id(settings, ids).values()} == {"approved"}
@@ -618,7 +620,7 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
     # A gallery that is down: the chunk is retried (a network error), then the run fails
     # with the rows still approved.
     more = insert_set(settings, tmp_path / "more" / "sets", "harbour", size=(960, 640),
-                      per_row=drafted([RowSpec()])).row_ids
+                      per_row=drafted([RowSpec(web_file_name="harbour-evening")])).row_ids
     monkeypatch.setenv(
         "GALLERYFLOW_PUBLISH__GALLERY_URL", f"mysql+pymysql://site@127.0.0.1:{free_port()}/site"
     )
