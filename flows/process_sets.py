@@ -37,6 +37,8 @@ from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
 from tasks.exif import ExifData, ExifInput, read_exif_chunk
 from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
 from tasks.review_rows import review_rows_chunk
+from tasks.publish import publishable_row_ids
+from tasks.recovery import recover
 from tasks.rollback import record_cause
 from tasks.scoring import log_scoring_setup
 from tasks.captioning import caption_chunk, start_captioning
@@ -69,7 +71,8 @@ class RunSummary(BaseModel):
 
     @property
     def failed(self) -> list[SetOutcome]:
-        return [s for s in self.sets if s.status in (SetStatus.FAILED, SetStatus.ROLLED_BACK)]
+        return [s for s in self.sets if s.status in (SetStatus.FAILED, SetStatus.ROLLED_BACK,
+                                                     SetStatus.ROLLBACK_FAILED)]
 
 
 class SetsFailed(RuntimeError):
@@ -214,7 +217,7 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
         outcome.error = f"{type(exc).__name__}: {exc}"
         logger.error("set %s: blocking error, session rolled back: %s", report.name, outcome.error)
         if outcome.image_set_id is not None:
-            record_cause(outcome.image_set_id, outcome.error)
+            outcome.status = record_cause(outcome.image_set_id, outcome.error)
         return outcome
     outcome.status = SetStatus.COMPLETED
     outcome.stage_seconds = timings
@@ -227,6 +230,16 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
     logger.info("set %s: %d rows ready (%s)", report.name, len(row_ids),
                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return outcome
+
+
+def _note_unpublished(set_names: list[str]) -> None:
+    """Say so when a set of this run has approved rows an earlier publish did not finish."""
+    waiting = publishable_row_ids(set_keys=set_names)
+    if waiting:
+        get_run_logger().warning(
+            "%d approved row(s) of %s are not published yet (an earlier publish was "
+            "interrupted): `galleryflow publish %s` finishes them", len(waiting),
+            ", ".join(set_names), " ".join(set_names))
 
 
 def _publish_validation(report: ValidationReport) -> None:
@@ -283,6 +296,8 @@ def process_sets(
                 len(report.sets), sum(len(s.accepted) for s in report.sets),
                 sum(len(s.excluded) for s in report.sets), warnings)
     prepare_db()
+    recover()  # sessions of runs that died: rolled back before this run takes their sets
+    _note_unpublished([s.name for s in report.sets])
     outcomes: list[FileOutcome] = []
     summary = RunSummary(flow_run_id=flow_run_id, sets=[
         process_one_set(set_report, settings, flow_run_id, location, subject, outcomes)

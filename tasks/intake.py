@@ -34,11 +34,12 @@ from sqlalchemy import select
 from galleryflow.db import ImageSet, Photo, migrate, session_scope
 from galleryflow.core.fsutil import FileStamp, copy_verified, sha256_file
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.liveness import current_owner
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, StageError
-from tasks.rollback import rollback_session
+from tasks.rollback import rollback_or_mark
 from tasks.validate import FileCheck, SetReport
 
 
@@ -90,7 +91,8 @@ def open_session(report: SetReport, flow_run_id: str | None, location: str | Non
     with session_scope() as db:
         image_set = ImageSet(
             set_key=report.name, name=report.name, source_dir=report.path,
-            status=SetStatus.RUNNING, flow_run_id=flow_run_id, location=location,
+            status=SetStatus.RUNNING, flow_run_id=flow_run_id, owner=current_owner(),
+            location=location,
             subject=subject, image_count=len(report.accepted),
             excluded_count=len(report.excluded),
             report={"excluded": [{"file": f.name, "reason": "; ".join(f.messages)}
@@ -111,7 +113,7 @@ def _rollback_session(txn) -> None:  # type: ignore[no-untyped-def]
 
     image_set_id = txn.get("image_set_id", None)
     if image_set_id is not None:
-        rollback_session(image_set_id, get_settings())
+        rollback_or_mark(image_set_id, get_settings())
 
 
 def _listing_digest(report: SetReport) -> str:

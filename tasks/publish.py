@@ -58,11 +58,11 @@ from galleryflow.core.prefect_run import limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
-from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
+from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus, SetStatus
 from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.db.names import reserve
-from galleryflow.publishing.cleanup import cleanup_work_files
+from galleryflow.publishing.cleanup import cleanup_work_files, published_leftovers
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
 from galleryflow.publishing.journal import PublishJournal
 from galleryflow.publishing.names import publish_file_name
@@ -95,16 +95,26 @@ _log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------ review rows
 
 
+def uncommitted_sessions() -> Any:
+    """The ids of sessions not committed (still running, or a rollback left to finish):
+    nothing of theirs is shown for review or published."""
+    return select(ImageSet.id).where(
+        ImageSet.status.in_([SetStatus.RUNNING, SetStatus.ROLLBACK_FAILED]))
+
+
 def publishable_row_ids(
     settings: Settings | None = None, image_set_ids: Sequence[int] | None = None,
-    row_ids: Sequence[int] | None = None,
+    row_ids: Sequence[int] | None = None, set_keys: Sequence[str] | None = None,
 ) -> list[int]:
-    """Rows waiting to be published: approved with a passing proof (optionally per set
-    or among ``row_ids``)."""
+    """Rows waiting to be published: approved with a passing proof, of a committed
+    session (optionally per session, per set or among ``row_ids``)."""
     settings = settings or get_settings()
     query = select(Photo.id).where(
-        Photo.status == RowStatus.APPROVED, Photo.proof_status == ProofStatus.PASSED
+        Photo.status == RowStatus.APPROVED, Photo.proof_status == ProofStatus.PASSED,
+        Photo.image_set_id.notin_(uncommitted_sessions()),
     )
+    if set_keys is not None:
+        query = query.where(Photo.set_key.in_(list(set_keys)))
     if image_set_ids is not None:
         query = query.where(Photo.image_set_id.in_(list(image_set_ids)))
     if row_ids is not None:
@@ -123,8 +133,8 @@ def _select(
             r.id: r
             for r in session.scalars(select(Photo).where(Photo.id.in_(list(row_ids))))
         }
-        set_names = {
-            s.id: s.name
+        sets = {
+            s.id: s
             for s in session.scalars(
                 select(ImageSet).where(ImageSet.id.in_({r.image_set_id for r in rows.values()}))
             )
@@ -167,7 +177,9 @@ def _select(
                            f"{f' ({owner.set_key}/{owner.original_name})' if owner else ''}; "
                            "choose another name in review")
                 continue
-            units.append(unit_for_row(row, name, set_names.get(row.image_set_id), keep_gps))
+            image_set = sets.get(row.image_set_id)
+            units.append(unit_for_row(row, name, image_set.name if image_set else None, keep_gps,
+                                      set_location=image_set.location if image_set else None))
     return units
 
 
@@ -331,6 +343,8 @@ def finish_publish(
     publish_summary_artifact(summary)
     run_logger(_log).info(summary_markdown(summary).replace("**", ""))
     if not summary.complete:
+        # The rows that did get published need their work files no more either.
+        cleanup_work_files(published_leftovers(settings), settings)
         raise PublishIncomplete("; ".join(summary.blocking_errors))
     cleanup_work_files(row_ids, settings)
     if settings.publish.target == "local" and not settings.publish.target_block:

@@ -45,10 +45,12 @@ class PublishUnit:
 
 
 def unit_for_row(
-    row: Photo, file_name: str, set_name: str | None, keep_gps: bool
+    row: Photo, file_name: str, set_name: str | None, keep_gps: bool,
+    set_location: str | None = None,
 ) -> PublishUnit:
     """The unit of an eligible row (approved, proof passed, with an incoming copy),
-    published as ``file_name`` (checked by ``publish_file_name``)."""
+    published as ``file_name`` (checked by ``publish_file_name``). The gallery's
+    Location is the photo's own, else its set's (``--location``), as captioning uses."""
     keywords = list(row.keywords or [])
     title = headline(row.subject, row.caption)
     return PublishUnit(
@@ -75,7 +77,7 @@ def unit_for_row(
             alt_text=row.alt_text,
             keywords=keywords,
             subject=row.subject,
-            location=row.location,
+            location=row.location or set_location,
             # the table says no more than the file: GPS only where the file
             # keeps it; the size is the published image's, set later
             **CameraFacts.of(row, keep_gps).model_dump(exclude={"width", "height"}),
