@@ -166,3 +166,46 @@ def test_a_burst_of_70_in_chunks_of_8_never_shares_a_name(
                                    resolve_target(settings), tmp_path / "scratch")
     assert len(state.published) == len(summary.publish.published) > 0
 
+
+
+@pytest.mark.integration
+def test_a_rollback_that_raises_is_finished_by_the_next_run(prefect_api, tmp_path: Path, gf_home,
+                                                           monkeypatch):
+    import flows.process_sets as process_module
+    import tasks.rollback as rollback_module
+    from flows.process_sets import SetsFailed, process_sets
+    from flows.review_publish import _waiting_rows
+    from galleryflow.core.stages import StageError
+    from galleryflow.db import ImageSet
+    from tasks.recovery import recover
+
+    settings = offline(monkeypatch)
+    folder = make_set(tmp_path / "sets", "doomed", 2, (96, 64))
+
+    def disk_gone(row_ids, image_set_id, settings):
+        raise StageError("disk went away")
+
+    def broken_rollback(*args, **kwargs):
+        raise OSError("incoming/ went read-only")
+
+    monkeypatch.setattr(process_module, "LATER_STAGES", [("fail", disk_gone)])
+    real_rollback = rollback_module.rollback_session
+    monkeypatch.setattr(rollback_module, "rollback_session", broken_rollback)
+    with pytest.raises(SetsFailed, match="disk went away"):
+        process_sets([str(folder)])
+    with session_scope() as db:
+        (image_set,) = db.scalars(select(ImageSet))
+        assert image_set.status == "rollback_failed"  # never called rolled back
+        assert "rollback failed" in image_set.error and "disk went away" in image_set.error
+        assert len(list(db.scalars(select(Photo)))) == 2  # not undone yet …
+    assert SessionLedger(settings, image_set.id).root.is_dir()  # … and its ledger kept
+    assert _waiting_rows(None) == []  # shown to nobody
+
+    monkeypatch.setattr(rollback_module, "rollback_session", real_rollback)
+    report = recover()
+    assert [(r.set, r.outcome) for r in report.sessions] == [("doomed", "rolled_back")]
+    with session_scope() as db:
+        assert [s.status for s in db.scalars(select(ImageSet))] == ["rolled_back"]
+        assert list(db.scalars(select(Photo))) == []
+    assert not SessionLedger(settings, image_set.id).root.exists()
+    assert not any(p.is_file() for p in settings.incoming_dir.rglob("*"))

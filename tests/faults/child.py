@@ -7,7 +7,8 @@ embedded server's process) at the N-th time the pipeline passes that point.
     python -m tests.faults.child CONFIG.json
 
 CONFIG: {"sets": [...], "point": "stage:name" | null, "hit": N, "when": "before"|"after",
-"target": {SftpTarget fields}}. Exit 0: the life ended without reaching the point.
+"target": {SftpTarget fields}, "commands": [[argv], ...] (default: the three above)}.
+Exit 0: the life ended without reaching the point.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 # (module, attribute[, class]): the attribute is replaced in the module that calls it.
 POINTS: dict[str, tuple[str, str, str | None]] = {
     "2:copy": ("tasks.intake", "copy_verified", None),
+    "2:fsync": ("os", "fsync", None),  # a copy written, not yet renamed into place
     "2:open-session": ("galleryflow.core.ledger", "record_created_file", "SessionLedger"),
     "3:exif": ("tasks.exif", "read_exif", None),
     "4:rows": ("tasks.review_rows", "upsert_rows", None),
@@ -81,10 +83,13 @@ def main(config_path: str) -> int:
     if cfg.get("point"):
         arm(cfg["point"], cfg["hit"], cfg["when"])
     runner = CliRunner()
-    for args in (["recover"], ["publish"], ["run", "--here", "--approve-all", *cfg["sets"]]):
+    commands = cfg.get("commands") or [
+        ["recover"], ["publish"], ["run", "--here", "--approve-all", *cfg["sets"]]]
+    for args in commands:
         result = runner.invoke(app, args, catch_exceptions=True)
-        print(f"$ galleryflow {' '.join(args)} -> {result.exit_code}\n{result.output[-2000:]}",
-              flush=True)
+        text = result.output if len(result.output) < 4000 else (
+            f"{result.output[:1500]}\n…\n{result.output[-2000:]}")
+        print(f"$ galleryflow {' '.join(args)} -> {result.exit_code}\n{text}", flush=True)
         if result.exception and not isinstance(result.exception, SystemExit):
             import traceback
 

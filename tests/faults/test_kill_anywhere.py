@@ -90,7 +90,7 @@ def _life(tmp_path: Path, n: int, env: dict[str, str], cfg: dict) -> tuple[int, 
     proc = subprocess.run([sys.executable, "-m", "tests.faults.child", str(path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=240,
                           start_new_session=True)  # its own process group: killpg hits only it
-    return proc.returncode, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.returncode, proc.stdout[-8000:] + proc.stderr[-3000:]
 
 
 def _remote_files(sftp_server, base: str) -> dict[str, bytes]:
@@ -169,3 +169,84 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, mariadb_url: str, 
         waiting = [r.original_name for r in db.scalars(select(Photo).where(Photo.status == "approved"))]
     assert waiting == [], f"approved rows the last life did not publish: {waiting}"
     assert state.published, "nothing was published at all"
+
+
+def _settings(home: Path) -> Settings:
+    return Settings(home=home, publish=PublishSettings(full_long_edge=120, thumb_long_edge=40))
+
+
+def test_a_kill_during_intake_or_drafting_is_recovered(tmp_path: Path, mariadb_url: str,
+                                                      sftp_server, api_url: str | None,
+                                                      monkeypatch) -> None:
+    """Killed while copying, then while drafting: nothing of the dead session is shown
+    for review, and `galleryflow recover` rolls it back without a trace."""
+    from flows.review_publish import _waiting_rows
+    from galleryflow.db import ImageSet
+    from tests.fixtures.site import temp_files
+
+    home, folder = tmp_path / "home", tmp_path / "sets" / "alps"
+    for k in range(4):
+        _photo(folder, f"alps-{k:02d}.jpg", seed=k, minute=k)
+    target = sftp_target_fields(sftp_server, sftp_server.fresh_dir())
+    env = _env(home, mariadb_url, api_url)
+    settings = _settings(home)
+    run = [["run", "--here", "--approve-all", str(folder)]]
+
+    rc, output = _life(tmp_path, 1, env, dict(sets=[], target=target, commands=run,
+                                              point="2:fsync", hit=2, when="before"))
+    assert rc == -9, output
+    with session_scope(settings.db_url) as db:
+        assert [s.status for s in db.scalars(select(ImageSet))] == ["running"]
+    assert temp_files(settings.incoming_dir), "the copy cut short is left as a temporary"
+
+    rc, output = _life(tmp_path, 2, env, dict(sets=[], target=target, commands=[["recover"]] + run,
+                                              point="7:draft", hit=2, when="after"))
+    assert rc == -9, output
+    assert "its process is gone" in output and "rolled back" in output
+    with session_scope(settings.db_url) as db:
+        statuses = [s.status for s in db.scalars(select(ImageSet).order_by(ImageSet.id))]
+        drafted = [r.id for r in db.scalars(select(Photo).where(Photo.status == "awaiting_review"))]
+    assert statuses == ["rolled_back", "running"] and drafted  # drafts of a dead session …
+    from galleryflow.core.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("GALLERYFLOW_HOME", str(home))
+    reset_settings()
+    assert get_settings().home == home
+    assert _waiting_rows(None) == []  # … are shown to nobody
+
+    rc, output = _life(tmp_path, 3, env, dict(sets=[], target=target, commands=[["recover"]],
+                                              point=None))
+    assert rc == 0, output
+    with session_scope(settings.db_url) as db:
+        assert [s.status for s in db.scalars(select(ImageSet))] == ["rolled_back", "rolled_back"]
+        assert list(db.scalars(select(Photo))) == []
+    assert temp_files(settings.incoming_dir, settings.work_dir) == []
+    assert not any((settings.work_dir / ".sessions").glob("*"))
+    assert not any(p.is_file() for p in settings.incoming_dir.rglob("*"))
+
+
+def test_a_kill_inside_publish_is_finished_by_galleryflow_publish(
+        tmp_path: Path, mariadb_url: str, sftp_server, api_url: str | None) -> None:
+    home, folder = tmp_path / "home", tmp_path / "sets" / "harbour"
+    for k in range(3):
+        _photo(folder, f"harbour-{k:02d}.jpg", seed=50 + k, minute=k)
+    base = sftp_server.fresh_dir()
+    target = sftp_target_fields(sftp_server, base)
+    env = _env(home, mariadb_url, api_url)
+    run = ["run", "--here", "--approve-all", str(folder)]
+    rc, output = _life(tmp_path, 1, env, dict(sets=[], target=target, commands=[run],
+                                              point="9:mark", hit=1, when="before"))
+    assert rc == -9, output
+    settings = _settings(home)
+    with session_scope(settings.db_url) as db:
+        approved = [r.original_name for r in db.scalars(select(Photo).where(Photo.status == "approved"))]
+    assert approved  # on the server and in the gallery, not yet marked
+
+    rc, output = _life(tmp_path, 2, env, dict(sets=[], target=target, point=None,
+                                              commands=[run, ["publish", "harbour"]]))
+    assert rc == 0, output
+    assert "not published yet" in output and "galleryflow publish harbour" in output
+    state = assert_site_consistent(settings, _remote_files(sftp_server, base),
+                                   GalleryDatabase(url=mariadb_url), SftpTarget(**target),
+                                   tmp_path / "scratch")
+    assert sorted(r.original_name for r in state.published.values()) == sorted(approved)
