@@ -35,7 +35,8 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
 from tasks.exif import ExifData, ExifInput, read_exif_chunk
-from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
+from tasks.intake import (IntakeItem, IntakeResult, intake_chunk, intake_report, open_session,
+                          prepare_db, tidy_pending)
 from tasks.review_rows import review_rows_chunk
 from tasks.publish import publishable_row_ids
 from tasks.recovery import recover
@@ -221,6 +222,7 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
         return outcome
     outcome.status = SetStatus.COMPLETED
     outcome.stage_seconds = timings
+    tidy_pending(settings, report.name)
     if outcome.changed:
         logger.warning("set %s: %d photo(s) changed since the last run (re-exported under the "
                        "same name): %s; each is a new photo for review, the earlier versions "

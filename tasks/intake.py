@@ -239,6 +239,15 @@ def intake_chunk(items: list[IntakeItem], image_set_id: int) -> list[IntakeResul
         return list(pool.map(one, items))
 
 
+def tidy_pending(settings: Settings, set_name: str) -> None:
+    """Remove the set's empty pending folder once its session committed (never while
+    chunks may still copy into it)."""
+    try:
+        (settings.incoming_dir / set_name / ".pending").rmdir()
+    except OSError:  # not there, or not empty (another session of the set is copying)
+        pass
+
+
 def intake_report(results: list[IntakeResult]) -> ChunkReport:
     report = ChunkReport(stage="intake")
     for r in results:

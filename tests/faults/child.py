@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,14 @@ def main(config_path: str) -> int:
     from blocks.targets import SftpTarget
     from galleryflow.app.cli import app
 
-    SftpTarget(**cfg["target"]).save("fault-site", overwrite=True)
+    for attempt in range(5):  # lives started together may save it at the same moment
+        try:
+            SftpTarget(**cfg["target"]).save("fault-site", overwrite=True)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
     if cfg.get("point"):
         arm(cfg["point"], cfg["hit"], cfg["when"])
     runner = CliRunner()
