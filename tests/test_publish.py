@@ -329,6 +329,41 @@ def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
     assert rows_by_id(settings, second)[second[0]].status == "approved"
 
 
+@pytest.mark.integration
+def test_a_new_sunset_never_overwrites_the_sites_own_Sunset(settings, tmp_path, mariadb_url):
+    """The site's table on MariaDB, made by the site itself: no unique key, its own
+    `Sunset.jpg` row. galleryflow adds the key, and a new photo drafted `sunset` is
+    refused (MySQL's collation ignores case), its files never uploaded."""
+    from sqlalchemy import UniqueConstraint
+
+    from blocks.gallery_db import gallery_table
+
+    legacy = gallery_table("gallery")
+    for constraint in [c for c in legacy.constraints if isinstance(c, UniqueConstraint)]:
+        legacy.constraints.discard(constraint)
+    gallery = GalleryDatabase(url=mariadb_url, table="gallery")
+    engine = gallery.engine()
+    with engine.begin() as conn:
+        legacy.create(conn)
+        conn.execute(legacy.insert().values(File_Name="Sunset.jpg", Caption="the site's own"))
+    engine.dispose()
+    ids = insert_set(settings, tmp_path / "sets", "alps", size=(640, 480),
+                     per_row=drafted([RowSpec(web_file_name="sunset"), RowSpec()])).row_ids
+    report = publish_rows(ids, settings=settings, target=_local(settings), gallery=gallery)
+    outcomes = {o.file: o for o in report.outcomes}
+    assert outcomes["alps-01.jpg"].outcome == "failed"
+    assert "taken in the gallery by Sunset.jpg" in outcomes["alps-01.jpg"].message
+    assert outcomes["alps-02.jpg"].outcome == "ok"
+    rows = _gallery_rows(gallery)
+    assert sorted(rows) == ["Sunset.jpg", "lake-shore-dawn-02.jpg"]
+    assert rows["Sunset.jpg"]["Caption"] == "the site's own"
+    assert not (settings.site_dir / "sunset.jpg").exists()
+    assert rows_by_id(settings, ids)[ids[0]].status == "approved"
+    # and the key now exists: a second Sunset can never be inserted
+    with gallery.connect() as g, pytest.raises(Exception, match="Duplicate"):
+        g.connection.execute(legacy.insert().values(File_Name="SUNSET.jpg"))
+
+
 def test_duplicate_names_within_one_publish(settings, tmp_path):
     ids = insert_set(
         settings, tmp_path / "sets", "lake-shore", size=(960, 640),

@@ -248,9 +248,13 @@ def _unpublished_notice(set_names: list[str]) -> None:
     """`run` on a set with approved rows an earlier publish did not finish: say so."""
     from tasks.publish import publishable_row_ids
 
-    if not _state_db_ready():
+    try:
+        if not _state_db_ready():
+            return
+        waiting = publishable_row_ids(set_keys=set_names)
+    except Exception as exc:  # a notice must never keep a run from starting
+        console.print(f"[dim](could not check for unpublished rows: {type(exc).__name__})[/]")
         return
-    waiting = publishable_row_ids(set_keys=set_names)
     if waiting:
         console.print(f"[yellow bold]{len(waiting)} approved row(s)[/] of {', '.join(set_names)} "
                       "are not published yet (an earlier publish was interrupted). Finish them "
