@@ -285,6 +285,9 @@ def process_sets(
     flow_run_id = current_flow_run_id()
     set_dirs = list(set_dirs or [])
     if intake_dir:
+        # Sets a dead run had claimed go back to the queue first, so this run takes them.
+        prepare_db()
+        recover()
         set_dirs += [str(p) for p in discover_sets(Path(intake_dir), settings)]
     if not set_dirs:
         logger.info("nothing to do: no sets%s", f" ready under {intake_dir}" if intake_dir else " given")
