@@ -48,3 +48,39 @@ def test_another_hosts_session_is_dead_only_when_prefect_says_its_run_ended(pref
 @pytest.mark.parametrize("owner", [None, "garbage"])
 def test_an_unknown_owner_without_a_run_is_left_alone(owner):
     assert dead_reason(_session(owner)) is None
+
+
+def test_recovery_rolls_back_a_dead_session_and_gives_its_set_back(db, gf_home, tmp_path):
+    from sqlalchemy import select
+
+    from galleryflow.core.ledger import SessionLedger
+    from galleryflow.db import Photo, SeenContent, session_scope
+    from tasks.recovery import recover
+
+    gone = f"{socket.gethostname()}:{2**22 + 4321}:1000.00"
+    with session_scope() as s:
+        dead = _session(gone, "dead-run")
+        s.add(dead)
+        s.flush()
+        s.add(Photo(set_key="alps", original_name="a.jpg", image_set_id=dead.id,
+                    created_session_id=dead.id, sha256="a" * 64, source_path="/x/a.jpg",
+                    status="awaiting_review"))
+        s.add(SeenContent(content_sha256="c" * 64, folder="/intake/urgent/alps", queue="urgent",
+                          flow_run_id="dead-run"))
+        dead_id = dead.id
+    copy = gf_home.incoming_dir / "alps" / "aaaa" / "a.jpg"
+    partial = gf_home.incoming_dir / "alps" / "aaaa" / ".a.jpg.x1y2.jpg.part"
+    for path in (copy, partial):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"jpeg")
+    SessionLedger(gf_home, dead_id).record_created_file(copy)
+
+    report = recover()
+    assert [(r.set, r.outcome) for r in report.sessions] == [("alps", "rolled_back")]
+    assert report.claims == ["/intake/urgent/alps"] and report.partial_files == 1
+    with session_scope() as s:
+        assert s.get(ImageSet, dead_id).status == "rolled_back"
+        assert list(s.scalars(select(Photo))) == [] and list(s.scalars(select(SeenContent))) == []
+    assert not copy.exists() and not partial.exists()
+    assert not SessionLedger(gf_home, dead_id).root.exists()
+    assert recover().anything is False  # nothing left to do
