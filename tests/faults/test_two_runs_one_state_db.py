@@ -24,7 +24,7 @@ from tests.faults.test_kill_anywhere import REPO, _env, _photo, _remote_files
 from tests.fixtures.services import sftp_target_fields
 from tests.fixtures.site import assert_site_consistent
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 
 def test_two_runs_four_sets_one_state_db(tmp_path: Path, mariadb_server: str, sftp_server,
