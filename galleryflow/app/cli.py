@@ -391,7 +391,7 @@ def _print_status(run_id: str | None, as_json: bool | None) -> None:
         sets.add_column(column)
     for s in data["sets"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
-        style = "red" if s["status"] in ("rolled_back", "failed") else ""
+        style = "red" if s["status"] in ("rolled_back", "rollback_failed", "failed") else ""
         sets.add_row(str(s["image_set_id"]), s["set"], s["status"], str(s["images"]),
                      str(s["excluded"]), stages, s["error"] or "", style=style)
     console.print(sets)
