@@ -161,6 +161,17 @@ def main() -> None:
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
     for label, decoded, hashed in work:
         print_work(label, n, decoded, hashed)
+    from bench.pending import print_gaps, stage_spans
+    from bench.reference import one_decode_limit
+
+    print_gaps(home, "both runs: ")
+    files = sorted(folder.glob("*.jpg"))[:n]
+    limit = min(one_decode_limit(files, os.cpu_count() or 2) for _ in range(2))
+    print(f"\nstages 1–6 against the one-decode limit (bench/reference.py, same photos, "
+          f"{os.cpu_count()} threads, best of 2: {limit:.2f} s = {n / limit:.1f} img/s)")
+    for (label, *_), span in zip(rows, stage_spans(home)):
+        print(f"  {label:<10} {span:6.2f} s = {n / span:6.1f} img/s: {100 * limit / span:5.1f} % "
+              "of the limit")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ undecided, when the reviewer ends it, or on timeout — rows then stay
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from galleryflow.db import Proof, Photo, session_scope
-from galleryflow.core.prefect_run import flow_run_id
+from galleryflow.core.prefect_run import flow_run_id, forget_gate, gate_wakeup
 from galleryflow.notifications import notify_review_gate
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
@@ -113,19 +114,31 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
         if on_paused is not None:
             on_paused()
         deadline = time.monotonic() + timeout
-        while True:
-            time.sleep(max(0.0, min(poll_interval, deadline - time.monotonic())))
-            run = client.read_flow_run(run_id)
-            if run.state and run.state.is_running():
-                return _answer(form, keyset, run_id)
-            if run.state and not run.state.is_paused():
-                _stop_for(client, run_id, run.state, key)
-            if time.monotonic() >= deadline:
-                break
-            _ensure_form(client, form, keyset, run_id, key)
-        # Time is up: take the pause back (allowed while the server-side pause lasts).
-        client.set_flow_run_state(run_id, Running(message=f"review gate {key} timed out"))
-        return _answer(form, keyset, run_id)
+        wakeup = gate_wakeup(str(run_id))
+        try:
+            return _wait(client, form, keyset, run_id, key, deadline, poll_interval, wakeup)
+        finally:
+            forget_gate(str(run_id))
+
+
+def _wait(client: SyncPrefectClient, form: type[ReviewDecision], keyset: Any, run_id: UUID,
+          key: str, deadline: float, poll_interval: float,
+          wakeup: threading.Event) -> ReviewDecision | None:
+    """Poll until the run is resumed; an answer given in this process wakes the poll."""
+    while True:
+        wakeup.wait(max(0.0, min(poll_interval, deadline - time.monotonic())))
+        wakeup.clear()
+        run = client.read_flow_run(run_id)
+        if run.state and run.state.is_running():
+            return _answer(form, keyset, run_id)
+        if run.state and not run.state.is_paused():
+            _stop_for(client, run_id, run.state, key)
+        if time.monotonic() >= deadline:
+            break
+        _ensure_form(client, form, keyset, run_id, key)
+    # Time is up: take the pause back (allowed while the server-side pause lasts).
+    client.set_flow_run_state(run_id, Running(message=f"review gate {key} timed out"))
+    return _answer(form, keyset, run_id)
 
 
 class GateStopped(Abort):
@@ -216,11 +229,11 @@ def _awaiting(row_ids: Sequence[int]) -> tuple[list[Photo], dict[int, Proof]]:
 def _record(outcome: DecisionOutcome, result: GateResult, page: int) -> None:
     result.approved += outcome.ids("approve")
     result.rejected += outcome.ids("reject")
-    lines = [f"## Review page {page}: decisions", "", "| file | decision | applied | issues | flags |",
-             "|---|---|---|---|---|"]
+    lines = [f"## Review page {page}: decisions", "",
+             "| file | decision | applied | issues | flags | overrides |", "|---|---|---|---|---|---|"]
     for v in outcome.verdicts:
         lines.append(f"| {v.file} | {v.decision} | {'yes' if v.applied else 'no'} | "
-                     f"{'; '.join(v.issues)} | {'; '.join(v.flags)} |")
+                     f"{'; '.join(v.issues)} | {'; '.join(v.flags)} | {'; '.join(v.overrides)} |")
     create_markdown_artifact(key=f"review-decisions-{page}", markdown="\n".join(lines),
                              description="What the reviewer decided, as written to the DB")
 

@@ -46,36 +46,38 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from pydantic import BaseModel
 from prefect.cache_policies import TASK_SOURCE
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from galleryflow.captioning.client import ModelReply, Transport, request_answer
-from galleryflow.captioning.context import build_context
+from galleryflow.captioning.context import build_context, proof_overrides
 from galleryflow.captioning.drafting import RowOutcome, draft_offline, draft_with_model
 from galleryflow.captioning.edits import DraftEdits, EditResult, as_edits, check_edit
-from galleryflow.captioning.evidence import build_evidence
-from galleryflow.captioning.guardrails import Draft, Issue
+from galleryflow.captioning.evidence import build_evidence, lacks_location
+from galleryflow.captioning.guardrails import Draft, DraftContext, Issue
+from galleryflow.captioning.normalise import make_unique
 from galleryflow.captioning.plan import CaptionPlan, prepare_plan
 from galleryflow.captioning.prompts import ModelCall, system_prompt
 from galleryflow.captioning.rows import ROW_FIELD, STAGE, WEB_SUFFIX, edited_fields, skip_reason
 from galleryflow.core.caching import VOLATILE_FIELDS, ContentInputs
 from galleryflow.core.ledger import SessionLedger
-from galleryflow.core.prefect_run import limit_slot
+from galleryflow.core.prefect_run import limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
 from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import Photo
+from galleryflow.db.models import Photo, Proof
 from galleryflow.db.names import reserve
 from tasks.model_resize import model_image_path, resize_rows
-from tasks.proof import RowProof, record_edit, write_proof
-from tasks.rowstate import snapshot_row
+from tasks.proof import RowProof, record_edit, record_override, write_failed_proof, write_proof
+from tasks.rowstate import snapshot_proof, snapshot_row
 
 __all__ = [
     "Draft", "CaptionPlan", "start_captioning", "caption_chunk", "regenerate_rows",
-    "validate_edit", "apply_edit", "DraftEdits", "EditResult",
+    "validate_edit", "apply_edit", "apply_override", "DraftEdits", "EditResult", "OverrideResult",
 ]
 
 # --------------------------------------------------------------------------- the cached call
@@ -86,7 +88,7 @@ repair history and options. The endpoint (host, timeouts) and the file's path ar
 
 
 @task(name="ask-vision-model", cache_policy=ANSWER_CACHE, persist_result=True,
-      tags=["ollama-request"], log_prints=False)
+      log_prints=False)
 def ask_model(call: ModelCall, transport: Transport) -> ModelReply:
     """The model's answer to one request (cached: see :data:`ANSWER_CACHE`)."""
     return request_answer(call, transport)
@@ -138,7 +140,7 @@ def write_outcome(session: Session, row: Photo, outcome: RowOutcome, ledger: Ses
     _reserve_web_name(session, row, outcome, locked)
     write_proof(session, row, RowProof(
         passed=outcome.passed, field_states=outcome.field_states, issues=outcome.issues,
-        repair_attempts=outcome.repair_attempts, fallback_used=outcome.fallback_used,
+        attempts=outcome.attempts, repair_attempts=outcome.repair_attempts, fallback_used=outcome.fallback_used,
         fallback_reason=outcome.fallback_reason, generation_mode=outcome.generation_mode,
         model=outcome.model, prompt_version=plan.prompt_version,
     ), ledger)
@@ -186,11 +188,28 @@ def _reserve_web_name(session: Session, row: Photo, outcome: RowOutcome, locked:
                            "model": None})
 
 
-def _fail_row(row: Photo, ledger: SessionLedger, message: str) -> None:
+def _fail_row(session: Session, row: Photo, ledger: SessionLedger, message: str) -> None:
+    """The row failed in stage 7: its status and error, and a proof saying why."""
     snapshot_row(ledger, row)
     row.status = RowStatus.FAILED
     row.error = message
     row.error_category = STAGE
+    row.proof_status = ProofStatus.BLOCKED
+    write_failed_proof(session, row, message, ledger)
+
+
+_warned_no_location: set[str] = set()
+
+
+def _warn_no_location(set_key: str, evidence_has_place: bool) -> None:
+    """Once per set and process: no location, GPS or configured place was given."""
+    if evidence_has_place or set_key in _warned_no_location:
+        return
+    _warned_no_location.add(set_key)
+    run_logger().warning(
+        "Set %s: no location was given (no GPS, no set location, no GALLERYFLOW_LOCATION): "
+        "drafts will not say where its photos were taken, and a draft that names a place is "
+        "blocked. Give the set a location to let captions name it.", set_key)
 
 
 def _ensure_model_images(row_ids: list[int], image_set_id: int, settings: Settings) -> None:
@@ -207,10 +226,36 @@ def _ensure_model_images(row_ids: list[int], image_set_id: int, settings: Settin
         resize_rows(missing, image_set_id, settings)
 
 
+def keep_previous(session: Session, row: Photo, outcome: RowOutcome, ledger: SessionLedger) -> None:
+    """Regenerate gave a worse draft than the passing one the row had: keep the row's
+    draft and proof, and add the attempt and why it was not taken to the proof."""
+    snapshot_row(ledger, row)
+    existing = session.scalar(select(Proof).where(Proof.review_id == row.id))
+    snapshot_proof(ledger, row, existing)
+    if existing is not None:
+        reasons = sorted({i["message"] for i in outcome.issues if i.get("severity") == "error"})
+        existing.issues = [*(existing.issues or []), {
+            "code": "regenerate_kept_previous", "field": "answer", "severity": "warning",
+            "attempt": "regenerate", "model": outcome.model,
+            "message": "the regenerated draft was blocked (" + "; ".join(reasons)[:300]
+            + "): the previous passing draft is kept"}]
+        existing.attempts = [*(existing.attempts or []),
+                             *({**a, "regenerate": True} for a in outcome.attempts)]
+    row.status = RowStatus.CAPTIONED
+    row.proof_status = ProofStatus.PASSED
+    row.status = RowStatus.AWAITING_REVIEW
+
+
 def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None = None,
                  progress: StageProgress | None = None,
-                 previous: Mapping[int, str | None] | None = None) -> ChunkReport:
-    """Stage 7 for some rows (the body of :func:`caption_chunk` and :func:`regenerate_rows`)."""
+                 previous: Mapping[int, str | None] | None = None,
+                 passed_before: frozenset[int] = frozenset()) -> ChunkReport:
+    """Stage 7 for some rows (the body of :func:`caption_chunk` and :func:`regenerate_rows`).
+
+    Photos with the same content (one sha256) get one caption call: the first is
+    drafted, the others get its draft under their own web names. ``passed_before``
+    (regenerate): rows whose previous draft passed keep it when the new one is blocked.
+    """
     settings = get_settings()
     plan = plan or prepare_plan(settings, quiet=True)
     ledger = SessionLedger(settings, image_set_id)
@@ -218,6 +263,8 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
     regenerate = previous is not None
     _ensure_model_images(row_ids, image_set_id, settings)
     todo: list[int] = []
+    first_of: dict[str, int] = {}
+    copies: dict[int, int] = {}  # row id → the row with the same photo that is drafted
     with session_scope() as session:
         for row in session.scalars(select(Photo).where(Photo.id.in_(row_ids))
                                    .order_by(Photo.original_name)):
@@ -228,41 +275,82 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
                     progress.advance()
             else:
                 todo.append(row.id)
+                if row.sha256 in first_of:
+                    copies[row.id] = first_of[row.sha256]
+                else:
+                    first_of[row.sha256] = row.id
     if not todo:
         return report
-    if plan.mode == "offline":
+    outcomes: dict[int, RowOutcome] = {}
+
+    def each() -> None:
         for row_id in todo:
-            _caption_one(row_id, plan, settings, ledger, report, previous)
+            source = outcomes.get(copies[row_id]) if row_id in copies else None
+            outcome = _caption_one(row_id, plan, settings, ledger, report, previous,
+                                   passed_before, copy_of=source)
+            if outcome is not None:
+                outcomes[row_id] = outcome
             if progress:
                 progress.advance()
+
+    if plan.mode == "offline":
+        each()
         return report
     # One slot for the whole chunk: Prefect re-grants a freed slot only after ~1 s.
     with limit_slot("ollama", settings.ollama.slot_wait_seconds):
-        for row_id in todo:
-            _caption_one(row_id, plan, settings, ledger, report, previous)
-            if progress:
-                progress.advance()
+        each()
     return report
 
 
+def _copied(outcome: RowOutcome, ctx: DraftContext, source_name: str) -> RowOutcome:
+    """The draft of the same photo under another file, under a web name of its own."""
+    if outcome.draft is None:
+        return outcome
+    name, fixed = make_unique(outcome.draft.file_name, ctx.is_taken, ctx.evidence.taken_at,
+                              ctx.limits.file_name_max_chars)
+    note = Issue(code="duplicate_photo", field="answer", severity="warning",
+                 message=f"the same photo as {source_name} (one sha256): its draft is used, "
+                 "no model call")
+    issues = [i for i in outcome.issues if i.get("field") != "file_name"
+              or i.get("severity") == "error"]
+    issues += [{**i.model_dump(exclude_none=True), "attempt": outcome.requests,
+                "model": outcome.model} for i in (note, *fixed)]
+    states = dict(outcome.field_states)
+    if fixed and states.get("file_name") == "accepted":
+        states["file_name"] = "fixed"
+    return outcome.model_copy(update={
+        "draft": outcome.draft.model_copy(update={"file_name": name}), "issues": issues,
+        "field_states": states, "attempts": []})
+
+
 def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: SessionLedger,
-                 report: ChunkReport, previous: Mapping[int, str | None] | None) -> None:
+                 report: ChunkReport, previous: Mapping[int, str | None] | None,
+                 passed_before: frozenset[int] = frozenset(),
+                 copy_of: RowOutcome | None = None) -> RowOutcome | None:
+    """Draft one row and write it; every row that enters here leaves with a proof."""
     with session_scope() as session:
         row = session.get(Photo, row_id)
         if row is None:
-            return
+            return None
         if not row.ollama_path or not Path(row.ollama_path).is_file():
-            _fail_row(row, ledger, f"{row.original_name}: no model-ready image "
+            _fail_row(session, row, ledger, f"{row.original_name}: no model-ready image "
                       f"({row.ollama_path or 'none made'}); see stage 6")
             report.add(row.original_name, "failed", row.error or "")
-            return
+            return None
         evidence = build_evidence(row, row.image_set, settings,
                                   previous_caption=(previous or {}).get(row_id))
-        ctx = build_context(session, row, evidence, settings)
-        if plan.mode == "offline":
+        _warn_no_location(row.set_key, not lacks_location(evidence))
+        ctx = build_context(session, row, evidence, settings, overrides=proof_overrides(row.proof))
+        if copy_of is not None:
+            source = session.scalar(select(Photo.original_name).join(Proof).where(
+                Photo.sha256 == row.sha256, Photo.set_key == row.set_key, Photo.id != row.id)
+                .order_by(Photo.original_name).limit(1)) or "another file"
+            outcome = _copied(copy_of, ctx, source)
+        elif plan.mode == "offline":
             outcome = draft_offline(row, ctx, plan, settings, _frame_index(session, row))
         else:
-            assert plan.endpoint is not None
+            if plan.endpoint is None:
+                raise ValueError("a model plan without an endpoint")
             call_base = {
                 "image_sha256": row.sha256,
                 "image_variant": f"{settings.model_resize.long_edge}q{settings.model_resize.quality}",
@@ -278,14 +366,21 @@ def _caption_one(row_id: int, plan: CaptionPlan, settings: Settings, ledger: Ses
                 outcome = draft_with_model(call_base, ctx, plan, transport,
                                            settings.ollama.repair_attempts, ask=ask_model)
             except FileNotFoundError as exc:
-                _fail_row(row, ledger, str(exc))
+                _fail_row(session, row, ledger, str(exc))
                 report.add(row.original_name, "failed", str(exc))
-                return
+                return None
+        if row_id in passed_before and not outcome.passed:
+            keep_previous(session, row, outcome, ledger)
+            report.add(row.original_name, "warning", "regenerated draft was blocked: the "
+                       "previous passing draft is kept")
+            return outcome
         write_outcome(session, row, outcome, ledger, plan)
         report.add(row.original_name, *outcome.report_line())
+        return outcome
 
 
-@task(name="caption-chunk", tags=["captioning"], retries=0)
+
+@task(name="caption-chunk", retries=0)
 def caption_chunk(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None = None,
                   progress: StageProgress | None = None) -> ChunkReport:
     """Stage 7 for one chunk: drafts, guardrails, repairs, proof; rows → ``awaiting_review``.
@@ -300,7 +395,7 @@ def caption_chunk(row_ids: list[int], image_set_id: int, plan: CaptionPlan | Non
 # --------------------------------------------------------------------------- the review gate
 
 
-@task(name="regenerate-rows", tags=["captioning"], retries=0)
+@task(name="regenerate-rows", retries=0)
 def regenerate_rows(row_ids: list[int], image_set_id: int,
                     plan: CaptionPlan | None = None) -> ChunkReport:
     """Send rows back through stage 7 (the reviewer's *regenerate*).
@@ -313,14 +408,18 @@ def regenerate_rows(row_ids: list[int], image_set_id: int,
     plan = plan or prepare_plan(settings)  # first: a dead server must not strand rows at scored
     ledger = SessionLedger(settings, image_set_id)
     previous: dict[int, str | None] = {}
+    passed: set[int] = set()
     with session_scope() as session:
         for row in session.scalars(select(Photo).where(Photo.id.in_(row_ids))):
             if row.status in (RowStatus.AWAITING_REVIEW, RowStatus.CAPTIONED):
                 snapshot_row(ledger, row)
                 previous[row.id] = row.caption if "caption" not in edited_fields(row) else None
+                if row.proof_status == ProofStatus.PASSED:
+                    passed.add(row.id)
                 row.status = RowStatus.SCORED
                 row.proof_status = ProofStatus.PENDING
-    return caption_rows(row_ids, image_set_id, plan, previous=previous)
+    return caption_rows(row_ids, image_set_id, plan, previous=previous,
+                        passed_before=frozenset(passed))
 
 
 def validate_edit(row: Photo, edits: DraftEdits | Mapping[str, Any],
@@ -381,3 +480,32 @@ def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], image_set_id:
         row.proof_status = ProofStatus.PASSED if passed else ProofStatus.BLOCKED
         return EditResult(applied=True, issues=issues, proof_passed=passed)
 
+
+
+class OverrideResult(BaseModel):
+    overridden: list[tuple[str, str]]
+    proof_passed: bool
+
+
+def apply_override(row_id: int, codes: list[tuple[str, str]], reason: str,
+                   reviewer: str | None = None, image_set_id: int | None = None) -> OverrideResult:
+    """A reviewer declares guardrail errors false positives (the reviewer is the final
+    authority): each current error matching a (field, code) pair becomes ``overridden``
+    with the reason, the override is recorded in the proof (who, when, why) and holds for
+    later drafts and edits of the row. ``reason`` is required."""
+    if not reason.strip():
+        raise ValueError("an override needs a reason")
+    settings = get_settings()
+    with session_scope() as session:
+        row = session.get(Photo, row_id)
+        if row is None:
+            raise ValueError(f"review row {row_id} does not exist")
+        ledger = SessionLedger(settings, image_set_id) if image_set_id is not None else None
+        proof = session.scalar(select(Proof).where(Proof.review_id == row.id))
+        before = len(proof.overrides or []) if proof is not None else 0
+        passed = record_override(session, row, codes, reason.strip(), reviewer, ledger)
+        after = (proof.overrides or [])[before:] if proof is not None else []
+        if after:
+            row.proof_status = ProofStatus.PASSED if passed else ProofStatus.BLOCKED
+        return OverrideResult(overridden=[(o["field"], o["code"]) for o in after],
+                              proof_passed=passed)

@@ -10,7 +10,9 @@ content (``CONTENT``): a rerun reads no EXIF twice.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +42,8 @@ class ExifData(CameraFacts):
 
     sha256: str
     orientation: int | None = None
+    # The camera's and the photographer's own text fields: keyword evidence for stage 7.
+    embedded_text: dict[str, str] | None = None
     note: str | None = None  # why fields are empty, if they are
 
     def row_values(self) -> dict[str, Any]:
@@ -108,6 +112,65 @@ def _exposure(tags: dict[str, Any]) -> str | None:
     return f"1/{round(1 / seconds)}" if seconds < 1 else f"{seconds:g}"
 
 
+_EXIF_TEXT = {"ImageDescription": "Image ImageDescription", "UserComment": "EXIF UserComment",
+              "XPKeywords": "Image XPKeywords", "XPSubject": "Image XPSubject",
+              "XPComment": "Image XPComment", "XPTitle": "Image XPTitle"}
+# IPTC-IIM datasets (record 2) worth reading: keywords, caption, headline, place.
+_IPTC = {(2, 25): "IPTC Keywords", (2, 120): "IPTC Caption", (2, 105): "IPTC Headline",
+         (2, 90): "IPTC City", (2, 95): "IPTC State", (2, 101): "IPTC Country",
+         (2, 92): "IPTC Sublocation"}
+_XMP_BAG = re.compile(r"<dc:(subject|description|title)>(.*?)</dc:\1>", re.S)
+_XMP_LI = re.compile(r"<rdf:li[^>]*>(.*?)</rdf:li>", re.S)
+_XMP_ATTR = re.compile(r'photoshop:(City|State|Country|Headline)="([^"]*)"')
+
+
+def _decode_text(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], int):  # XP* tags: UCS-2 bytes
+        value = bytes(value).decode("utf-16-le", "ignore")
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "ignore")
+    text = str(value).replace("\x00", " ")
+    text = re.sub(r"^(ASCII|UNICODE|JIS)\s*", "", text.strip())
+    return " ".join(text.split())[:500]
+
+
+def read_embedded_text(path: Path, tags: dict[str, Any]) -> dict[str, str]:
+    """The original's own text fields: EXIF ImageDescription/UserComment/XP*, IPTC-IIM
+    keywords, caption and place, XMP dc:subject/description and photoshop place fields."""
+    found: dict[str, str] = {}
+    for name, key in _EXIF_TEXT.items():
+        tag = tags.get(key)
+        if tag is not None:
+            raw = tag.values if name.startswith("XP") else getattr(tag, "printable", tag)
+            text = _decode_text(raw)
+            if text and not set(text) <= set(" ."):
+                found[name] = text
+    try:
+        from PIL import IptcImagePlugin, Image
+
+        with Image.open(path) as img:
+            iptc = IptcImagePlugin.getiptcinfo(img) or {}
+            xmp = img.info.get("xmp") or b""
+        for key, name in _IPTC.items():
+            value = iptc.get(key)
+            if value:
+                values = value if isinstance(value, list) else [value]
+                text = ", ".join(_decode_text(v) for v in values if v)
+                if text:
+                    found[name] = text[:500]
+        packet = xmp.decode("utf-8", "ignore") if isinstance(xmp, bytes) else str(xmp)
+        for kind, body in _XMP_BAG.findall(packet):
+            items = [html.unescape(" ".join(li.split())) for li in _XMP_LI.findall(body)]
+            if items:
+                found[f"XMP {kind}"] = ", ".join(i for i in items if i)[:500]
+        for kind, value in _XMP_ATTR.findall(packet):
+            if value.strip():
+                found[f"XMP {kind}"] = html.unescape(value.strip())[:200]
+    except Exception as exc:  # a damaged IPTC/XMP block is no reason to lose the row
+        log.debug("%s: IPTC/XMP unreadable: %s", path, exc)
+    return found
+
+
 def read_exif(path: Path, sha256: str) -> ExifData:
     """EXIF fields of one image; never raises for missing or damaged EXIF."""
     data = ExifData(sha256=sha256)
@@ -136,6 +199,7 @@ def read_exif(path: Path, sha256: str) -> ExifData:
     if altitude is not None and _ratio(altitude) is not None:
         below = _first(tags, "GPS GPSAltitudeRef") == 1
         data.gps_alt = round(-_ratio(altitude) if below else _ratio(altitude), 1)  # type: ignore[operator]
+    data.embedded_text = read_embedded_text(path, tags) or None
     orientation = _first(tags, "Image Orientation")
     data.orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else None
     try:

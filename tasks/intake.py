@@ -218,8 +218,7 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger,
     return IntakeResult.of_copy(item, source_sha, dest, copied=True)
 
 
-@task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      tags=["intake"])
+@task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def intake_chunk(items: list[IntakeItem], image_set_id: int) -> list[IntakeResult]:
     """Stage 2 for a chunk: verified, atomic copies. An I/O error is retried, then blocks."""
     settings = get_settings()

@@ -181,7 +181,7 @@ def _fail(ledger: SessionLedger, row: Photo, message: str) -> None:
     row.error_category = STAGE
 
 
-@task(name="model-resize-chunk", retries=1, retry_delay_seconds=2, tags=["model-resize"])
+@task(name="model-resize-chunk", retries=1, retry_delay_seconds=2)
 def model_resize_chunk(row_ids: list[int], image_set_id: int) -> ChunkReport:
     """Stage 6 for one chunk of rows (rerunnable: existing model-ready images are reused)."""
     return resize_rows(row_ids, image_set_id)

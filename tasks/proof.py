@@ -1,10 +1,14 @@
 """The metadata proof: one ``metadata_quality`` row per image, and two artifacts per set.
 
-The proof says, per row, each draft field's state (``accepted``, ``repaired``,
-``blocked``, ``edited``), every issue the guardrails found (with the attempt and
-the model that produced it), how many repair prompts it took, whether a
-fallback (model or offline captioner) was used and why, the generation mode,
-the model and the prompt version. A row whose proof passes is ready for review;
+The proof says, per row, each draft field's state (:data:`FIELD_STATES`: ``accepted``,
+``fixed``, ``unverified``, ``repaired``, ``overridden``, ``blocked``, ``edited``), every
+issue the guardrails found (with the attempt and the model that produced it; a
+``fixed`` one with ``before`` and ``after``), every attempt (each model request and
+what came of it), a reviewer's overrides with their reasons, how many repair prompts
+it took, whether a fallback (model or offline captioner) was used and why, the
+generation mode, the model and the prompt version. A row that failed in stage 7 (no
+model-ready image, file gone) gets a proof too: not passed, ``generation_mode``
+``failed``, the reason as its issue. A row whose proof passes is ready for review;
 a blocked row goes to review too, with its reasons, and cannot be published
 until a person fixes the blocked fields.
 
@@ -28,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from galleryflow.db.engine import session_scope
-from galleryflow.db.models import ImageSet, Proof, Photo
+from galleryflow.db.models import ImageSet, Proof, Photo, utcnow
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import get_settings
 from galleryflow.captioning.guardrails import DRAFT_FIELDS, Issue, name_stem, similarity
@@ -37,16 +41,34 @@ from tasks.rowstate import snapshot_proof
 NEAR_DUPLICATE_ROW_LIMIT = 800  # pairwise comparison beyond this would dominate the stage
 
 
+FIELD_STATES = ("accepted", "fixed", "unverified", "repaired", "overridden", "blocked", "edited")
+"""A field's state in the proof (``galleryflow.captioning.guardrails.field_states``):
+accepted as drafted; fixed by a normaliser (no model call); unverified (keywords only the
+caption names); repaired by a repair prompt; overridden by a reviewer; blocked; edited
+by a person."""
+
+
 class RowProof(BaseModel):
     passed: bool
     field_states: dict[str, str]
     issues: list[dict[str, Any]] = Field(default_factory=list)
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    overrides: list[dict[str, Any]] = Field(default_factory=list)
     repair_attempts: int = 0
     fallback_used: bool = False
     fallback_reason: str | None = None
     generation_mode: str | None = None
     model: str | None = None
     prompt_version: str | None = None
+
+    @property
+    def fixes(self) -> list[dict[str, Any]]:
+        """What the normalisers changed (before → after), no model call."""
+        return [i for i in self.issues if i.get("severity") == "fixed"]
+
+    @property
+    def unverified(self) -> list[dict[str, Any]]:
+        return [i for i in self.issues if i.get("severity") == "unverified"]
 
 
 def _proof_of(session: Session, row: Photo) -> Proof | None:
@@ -65,6 +87,8 @@ def write_proof(session: Session, row: Photo, proof: RowProof,
     existing.passed = proof.passed
     existing.field_states = dict(proof.field_states)
     existing.issues = list(proof.issues)
+    existing.attempts = list(proof.attempts)
+    existing.overrides = list(proof.overrides) or list(existing.overrides or [])
     existing.repair_attempts = proof.repair_attempts
     existing.fallback_used = proof.fallback_used
     existing.fallback_reason = proof.fallback_reason
@@ -106,6 +130,57 @@ def record_edit(session: Session, row: Photo, changed: dict[str, Any], issues: l
     return existing.passed
 
 
+def record_override(session: Session, row: Photo, codes: list[tuple[str, str]], reason: str,
+                    reviewer: str | None, ledger: SessionLedger | None = None) -> bool:
+    """A reviewer declares errors false positives: each current error whose (field, code)
+    is in ``codes`` (field ``*``: any field) becomes ``overridden`` with the reason, the
+    override is recorded (who, when, why), and the proof passes when nothing else blocks.
+    Returns whether the proof now passes."""
+    existing = _proof_of(session, row)
+    if existing is None:
+        return False
+    if ledger is not None:
+        snapshot_proof(ledger, row, existing)
+    final = {id(i) for i in _final_issues(existing)}
+    wanted = set(codes)
+    issues, hit = [], []
+    for issue in existing.issues or []:
+        key = (issue.get("field"), issue.get("code"))
+        if (id(issue) in final and issue.get("severity") == "error"
+                and (key in wanted or ("*", key[1]) in wanted)):
+            issue = {**issue, "severity": "overridden", "override_reason": reason}
+            hit.append(key)
+        issues.append(issue)
+    if not hit:
+        return bool(existing.passed)
+    at = utcnow().isoformat(timespec="seconds")
+    existing.overrides = [*(existing.overrides or []), *(
+        {"field": f, "code": c, "reason": reason, "reviewer": reviewer, "at": at}
+        for f, c in dict.fromkeys(hit))]
+    states = dict(existing.field_states or {})
+    for field in {f for f, _ in hit}:
+        still = any(i.get("field") == field and i.get("severity") == "error"
+                    and id(i) in final for i in issues)
+        if not still and states.get(field) == "blocked":
+            states[field] = "overridden"
+    existing.issues = issues
+    existing.field_states = states
+    existing.passed = all(s != "blocked" for s in states.values()) and not any(
+        i.get("field") == "answer" and i.get("severity") == "error" for i in issues)
+    return existing.passed
+
+
+def write_failed_proof(session: Session, row: Photo, reason: str,
+                       ledger: SessionLedger | None = None) -> Proof:
+    """The proof of a row stage 7 could not draft (no model-ready image, file gone)."""
+    issue = {"code": "row_failed", "field": "answer", "message": reason, "severity": "error",
+             "attempt": 0, "model": None}
+    return write_proof(session, row, RowProof(
+        passed=False, field_states={f: "blocked" for f in DRAFT_FIELDS}, issues=[issue],
+        generation_mode="failed", fallback_reason=reason,
+    ), ledger)
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -115,6 +190,10 @@ class ProofSummary(BaseModel):
     passed: int = 0
     blocked: int = 0
     repaired: int = 0
+    failed: int = 0
+    fixed: int = 0
+    unverified: int = 0
+    overridden: int = 0
     fallback_model: int = 0
     offline: int = 0
     duplicates: list[str] = Field(default_factory=list)
@@ -142,30 +221,40 @@ def summarise_set(session: Session, set_key: str) -> ProofSummary:
     suspicious: dict[str, list[str]] = defaultdict(list)
     for row, proof in pairs:
         final = _final_issues(proof)
+        failed = proof.generation_mode == "failed"
+        summary.failed += failed
         summary.passed += proof.passed
-        summary.blocked += not proof.passed
+        summary.blocked += not proof.passed and not failed
+        states = proof.field_states or {}
+        summary.fixed += "fixed" in states.values()
+        summary.unverified += "unverified" in states.values()
+        summary.overridden += bool(proof.overrides)
         summary.repaired += proof.repair_attempts > 0
         summary.offline += proof.generation_mode == "offline"
         summary.fallback_model += proof.generation_mode == "fallback-model"
         errors = sorted({i["message"] for i in final if i.get("severity") == "error"})
         if not proof.passed:
             summary.blocked_rows.append({"file": row.original_name,
-                                         "reasons": "; ".join(errors) or "blocked"})
+                                         "reasons": ("FAILED: " if failed else "")
+                                         + ("; ".join(errors) or "blocked")})
         for issue in final:
-            if issue.get("severity") in ("fixed", "warning"):
+            if issue.get("severity") in ("fixed", "warning", "unverified", "overridden"):
                 suspicious[issue["code"]].append(f"{row.original_name}: {issue['message']}")
         if proof.generation_mode == "offline":
             suspicious["offline_draft"].append(f"{row.original_name}: drafted offline, no model")
-        states = proof.field_states or {}
         summary.table.append({
             "file": row.original_name,
-            "proof": "passed" if proof.passed else "blocked",
+            "proof": "passed" if proof.passed else "failed" if failed else "blocked",
             "mode": proof.generation_mode or "",
             "model": proof.model or "",
             "repairs": proof.repair_attempts,
             "fallback": (proof.fallback_reason or "yes")[:120] if proof.fallback_used else "",
             "blocked_fields": ", ".join(f for f, s in states.items() if s == "blocked"),
             "repaired_fields": ", ".join(f for f, s in states.items() if s == "repaired"),
+            "fixed_fields": ", ".join(f for f, s in states.items() if s == "fixed"),
+            "unverified_fields": ", ".join(f for f, s in states.items() if s == "unverified"),
+            "overrides": "; ".join(f"{o.get('field')}/{o.get('code')}: {o.get('reason')}"
+                                   for o in proof.overrides or [])[:300],
             "web_file_name": row.web_file_name or "",
             "issues": "; ".join(errors)[:300],
         })
@@ -175,7 +264,8 @@ def summarise_set(session: Session, set_key: str) -> ProofSummary:
 
 
 def find_duplicates(rows: list[Photo], threshold: float) -> list[str]:
-    """Same or near-same captions, shared web names, identical keyword sets, in words."""
+    """Same or near-same captions (content words, any order), shared web names, identical
+    keyword sets, exact duplicate photos (one sha256), in words."""
     found: list[str] = []
     by_name: dict[str, list[str]] = defaultdict(list)
     by_keywords: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -184,6 +274,12 @@ def find_duplicates(rows: list[Photo], threshold: float) -> list[str]:
             by_name[name_stem(row.web_file_name)].append(row.original_name)
         if row.keywords:
             by_keywords[tuple(sorted(row.keywords))].append(row.original_name)
+    by_content: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        by_content[row.sha256].append(row.original_name)
+    for files in by_content.values():
+        if len(files) > 1:
+            found.append(f"{', '.join(files)} are the same photo (one sha256): captioned once")
     for stem, files in by_name.items():
         if len(files) > 1:
             found.append(f"web name “{stem}” is shared by {', '.join(files)}")
@@ -204,9 +300,12 @@ def prefill_qc_markdown(summary: ProofSummary) -> str:
     lines = [
         f"# Prefill QC — {summary.set_key}",
         "",
-        f"{summary.rows} rows drafted: **{summary.passed} passed**, **{summary.blocked} blocked**; "
-        f"{summary.repaired} needed repair prompts, {summary.fallback_model} used the fallback "
-        f"model, {summary.offline} were drafted offline.",
+        f"{summary.rows} rows: **{summary.passed} passed**, **{summary.blocked} blocked**, "
+        f"**{summary.failed} failed**; {summary.fixed} had cosmetic faults fixed without a model "
+        f"call, {summary.unverified} have unverified keywords, {summary.overridden} carry a "
+        f"reviewer's override; {summary.repaired} needed repair prompts, "
+        f"{summary.fallback_model} used the fallback model, {summary.offline} were drafted "
+        "offline.",
         "",
         "## Duplicates",
     ]

@@ -85,7 +85,6 @@ from galleryflow.publishing.units import (
 from galleryflow.publishing.upload import upload_units
 from galleryflow.publishing.upsert import gallery_records, upsert_records
 
-TAG = "publish"  # a label to find the chunk runs by; the throttle is PUBLISH_LIMIT
 PUBLISH_LIMIT = "publish"  # the global concurrency limit a chunk holds one slot of
 NETWORK_ERRORS: tuple[type[Exception], ...] = (TargetUnavailable, GalleryUnavailable)
 
@@ -293,7 +292,6 @@ def _retry_on_network_error(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(
     name="publish-chunk",
-    tags=[TAG],
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,

@@ -30,7 +30,7 @@ from galleryflow.review.forms import (
     row_to_input,
     spelling_flags,
 )
-from tasks.captioning import apply_edit
+from tasks.captioning import apply_edit, apply_override
 
 
 def _keyword_list(text: str) -> list[str]:
@@ -98,6 +98,23 @@ def _apply_one_edit(row: Photo, edits: dict[str, Any], verdict: RowVerdict,
     return True
 
 
+def _apply_override(row_id: int, answer: ReviewRowInput, verdict: RowVerdict,
+                    reviewer: str | None) -> bool:
+    """A reviewer overrides guardrail faults as false positives: the reason is required,
+    and the override is recorded in the proof and the verdict (the decisions artifact)."""
+    reason = answer.override_reason.strip()
+    if not reason:
+        verdict.issues = ["an override needs a reason (override_reason)"]
+        return False
+    pairs = answer.overrides()
+    result = apply_override(row_id, pairs, reason, reviewer)
+    verdict.overrides = [f"{f}/{c}: {reason}" for f, c in result.overridden]
+    if not result.overridden:
+        verdict.issues = [f"nothing to override: no current fault {', '.join(f'{f}:{c}' for f, c in pairs)}"]
+        return False
+    return True
+
+
 def apply_decisions(decision: ReviewDecision, page_ids: Sequence[int],
                     settings: Settings) -> DecisionOutcome:
     """Validate and write one page of decisions before anything else happens.
@@ -135,6 +152,10 @@ def apply_decisions(decision: ReviewDecision, page_ids: Sequence[int],
                              decision=choice, applied=False)
         outcome.verdicts.append(verdict)
         edits = _edits(row, answer)
+        if answer.override.strip() and choice != "reject" and not _apply_override(
+                row_id, answer, verdict, reviewer):
+            _note(row_id, "override refused: " + "; ".join(verdict.issues))
+            continue
         if edits and choice != "reject" and not _apply_one_edit(row, edits, verdict, reviewer, settings):
             _note(row_id, "edit refused: " + "; ".join(verdict.issues))
             continue

@@ -19,8 +19,9 @@ reason; one that cannot be decoded now gets the worst fallback values; neither
 stops the set. The incoming copy is not hashed again: the row's sha256 is trusted
 while the file carries the stamp intake recorded (:func:`verify_content`).
 
-Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure and cached on
-the files' sha256 and the model identity (weights fingerprints);
+Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure; its results
+are cached per photo on the file's sha256 and the model identity (weights
+fingerprints), so a rerun computes nothing however its rows are batched;
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
 the rows and moves ``new`` → ``scored``, holding one slot of the global
 concurrency limit ``scoring``; ``flows.fanout.score_rows`` runs one per chunk.
@@ -41,10 +42,11 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from galleryflow.core.caching import CONTENT
+from galleryflow.core.caching import PhotoCache
 from galleryflow.core.fsutil import FileStamp, sha256_file
 from galleryflow.db import Photo, session_scope
 from galleryflow.imaging.shared import SharedDecodes, open_derived, sharing_decodes
@@ -70,6 +72,7 @@ from galleryflow.scoring.setup import (
     fallback_source,
     resolve_setup,
 )
+from galleryflow.captioning.keywords import hint_vocabulary
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import LOCKED_STATUSES, RowStatus
 from tasks.rowstate import snapshot_row
@@ -82,7 +85,7 @@ _log = logging.getLogger(__name__)
 # Columns this stage writes (and snapshots before refreshing a row it did not create).
 SCORE_COLUMNS = (
     "brisque_score", "brisque_source", "clip_aesthetic_score", "clip_aesthetic_source",
-    "blur_score", "brightness_score", "contrast_score", "stats_source", "phash",
+    "blur_score", "brightness_score", "contrast_score", "stats_source", "phash", "visual_hints",
 )
 # Statuses a rescore leaves as they are (the row is already past this stage).
 _KEEP_STATUS = frozenset({RowStatus.SCORED, RowStatus.CAPTIONED, RowStatus.AWAITING_REVIEW})
@@ -115,6 +118,9 @@ class ImageScores(BaseModel):
     contrast_score: float | None
     stats_source: str
     phash: str | None
+    # Classifier-assisted keyword hints from the same CLIP embedding (stage 7's evidence):
+    # {"source": model, "labels": [[label, similarity], …]}; None without a CLIP model.
+    visual_hints: dict[str, Any] | None = None
     reasons: list[str] = Field(
         default_factory=list,
         description="Why this image (not the whole setup) took a fallback, in plain words.",
@@ -146,7 +152,12 @@ def scoring_setup(settings: Settings | None = None) -> ScoringSetup:
     weights that were added or replaced.
     """
     settings = settings or get_settings()
-    return resolve_setup(settings.scoring, settings.shared_decode_edge)
+    setup = resolve_setup(settings.scoring, settings.shared_decode_edge)
+    cfg = settings.captioning
+    setup.identity = setup.identity.model_copy(update={
+        "hint_labels": tuple(hint_vocabulary(cfg.hint_vocabulary)),
+        "hint_top_k": cfg.hint_top_k, "hint_min_score": cfg.hint_min_score})
+    return setup
 
 
 def describe_scoring(settings: Settings | None = None) -> ScoringDescription:
@@ -306,21 +317,33 @@ def _models(setup: ScoringSetup) -> tuple[Any, str | None, Any, str | None]:
     return aesthetic, aesthetic_reason, brisque, brisque_reason
 
 
-def _run_aesthetic(model: Any, batch: list[Prepared]) -> dict[int, float | str]:
-    """Scores by position in ``batch``; a failed batch is retried image by image."""
+Rated = tuple[float, list[tuple[str, float]] | None]
+
+
+def _run_aesthetic(model: Any, batch: list[Prepared], ident: ScoringIdentity
+                   ) -> dict[int, Rated | str]:
+    """(score, hints) by position in ``batch`` from one embedding per image; a failed
+    batch is retried image by image."""
     todo = [i for i, p in enumerate(batch) if p.clip_input is not None]
-    results: dict[int, float | str] = {}
+    results: dict[int, Rated | str] = {}
     if not todo:
         return results
+
+    def rated(indices: list[int]) -> list[Rated]:
+        embedding = model.embed([batch[i].clip_input for i in indices])
+        hints = model.hints(embedding, ident.hint_labels, ident.hint_top_k, ident.hint_min_score)
+        scores = model.rate(embedding)
+        return [(s, hints[n] if hints is not None else None) for n, s in enumerate(scores)]
+
     try:
-        for i, value in zip(todo, model.score([batch[i].clip_input for i in todo]), strict=True):
+        for i, value in zip(todo, rated(todo), strict=True):
             results[i] = value
         return results
     except Exception as exc:  # isolate the image that breaks the batch
         _log.warning("CLIP batch failed (%s); retrying image by image", exc)
     for i in todo:
         try:
-            results[i] = model.score([batch[i].clip_input])[0]
+            results[i] = rated([i])[0]
         except Exception as exc:
             results[i] = f"open_clip failed on this image: {exc}"
     return results
@@ -330,7 +353,7 @@ def _rounded(value: float) -> float:
     return round(value, 4)
 
 
-def _assemble(p: Prepared, ident: ScoringIdentity, aesthetic: float | str | None,
+def _assemble(p: Prepared, ident: ScoringIdentity, aesthetic: Rated | str | None,
               aesthetic_reason: str | None, brisque_model: Any, brisque_reason: str | None
               ) -> ImageScores:
     if p.undecodable or p.stats is None:
@@ -357,12 +380,15 @@ def _assemble(p: Prepared, ident: ScoringIdentity, aesthetic: float | str | None
             reasons.append(why)
             b_score, b_source = fallback_brisque(p.stats), fallback_source(why)
 
+    hints = None
     if aesthetic_reason:
         a_score, a_source = fallback_aesthetic(p.stats), aesthetic_reason
     elif p.odd:
         a_score, a_source = fallback_aesthetic(p.stats), fallback_source(p.odd)
-    elif isinstance(aesthetic, float):
-        a_score, a_source = _rounded(aesthetic), ident.aesthetic
+    elif isinstance(aesthetic, tuple):
+        a_score, a_source = _rounded(aesthetic[0]), ident.aesthetic
+        if aesthetic[1] is not None:
+            hints = {"source": ident.aesthetic, "labels": [list(h) for h in aesthetic[1]]}
     else:
         why = str(aesthetic or "no CLIP input")
         reasons.append(why)
@@ -374,7 +400,7 @@ def _assemble(p: Prepared, ident: ScoringIdentity, aesthetic: float | str | None
         clip_aesthetic_score=a_score, clip_aesthetic_source=a_source,
         blur_score=p.stats.blur, brightness_score=p.stats.brightness,
         contrast_score=p.stats.contrast, stats_source=ident.stats_source,
-        phash=p.phash, reasons=reasons,
+        phash=p.phash, visual_hints=hints, reasons=reasons,
     )
 
 
@@ -400,11 +426,11 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
         prepared = list(pool.map(_prep, items))  # Pillow releases the GIL while decoding
 
-    aesthetic_scores: dict[int, float | str] = {}
+    aesthetic_scores: dict[int, Rated | str] = {}
     if aesthetic is not None:
         for start in range(0, len(prepared), setup.batch_size):
             batch = prepared[start : start + setup.batch_size]
-            for i, value in _run_aesthetic(aesthetic, batch).items():
+            for i, value in _run_aesthetic(aesthetic, batch, ident).items():
                 aesthetic_scores[start + i] = value
 
     return [
@@ -427,13 +453,16 @@ def _worth_retrying(_task: Any, _run: Any, state: Any) -> bool:
     return not isinstance(getattr(state, "data", None), ContentChanged)
 
 
-@task(name="compute-scores", cache_policy=CONTENT, persist_result=True, retries=2,
+@task(name="compute-scores", cache_policy=NO_CACHE, persist_result=False, retries=2,
       retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def compute_scores(items: list[ScoreInput], identity: ScoringIdentity) -> list[ImageScores]:
-    """Scores for one CLIP batch; cached on the files' sha256 and the model identity.
+    """Scores for one CLIP batch of photos the cache does not hold.
 
-    ``identity`` carries the model names and weight fingerprints (never paths), so
-    new weights recompute and unchanged ones hit the cache across runs.
+    Not a cached task: the cache is per photo (:func:`_scores`, a
+    :class:`~galleryflow.core.caching.PhotoCache` keyed on each file's sha256 and
+    ``identity``: model names, weight fingerprints and code versions, never paths),
+    so new weights recompute, and a rerun computes nothing however its rows are
+    batched.
     """
     settings = get_settings()
     setup = scoring_setup(settings)
@@ -515,6 +544,24 @@ def _compute_isolated(batch: list[_Work], identity: ScoringIdentity
     return out
 
 
+def _scores(batch: list[_Work], identity: ScoringIdentity, cache: PhotoCache
+            ) -> list[ImageScores | Exception]:
+    """The batch's scores: each photo's from the cache, the misses computed together
+    and stored one by one."""
+    cached = cache.get_many(w.item.sha256 for w in batch)
+    misses = [w for w in batch if w.item.sha256 not in cached]
+    computed: dict[int, ImageScores | Exception] = {}
+    if misses:
+        for work, result in zip(misses, _compute_isolated(misses, identity), strict=True):
+            computed[work.row_id] = result
+            if not isinstance(result, Exception):
+                cache.put(work.item.sha256, result)
+    if cached:
+        _log.info("scores of %d photo(s) from the cache, %d computed", len(batch) - len(misses),
+                  len(misses))
+    return [computed[w.row_id] if w.row_id in computed else cached[w.item.sha256] for w in batch]
+
+
 def _write(batch: list[_Work], results: list[ImageScores | Exception], image_set_id: int,
            report: ChunkReport, ledger: SessionLedger) -> None:
     with session_scope() as session:
@@ -561,11 +608,12 @@ def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Setti
     log_scoring_setup(setup)
     ledger = SessionLedger(settings, image_set_id)
     work = _load_rows(row_ids, image_set_id, report, ledger)
+    cache = PhotoCache("scores", setup.identity)
     progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{image_set_id}")
     progress.advance(len(row_ids) - len(work))
     for batch in chunked(work, setup.batch_size):
         with sharing_decodes(setup.identity.decode_long_edge):
-            results = _compute_isolated(batch, setup.identity)
+            results = _scores(batch, setup.identity, cache)
             _write(batch, results, image_set_id, report, ledger)
             if after_batch is not None:
                 after_batch([w.row_id for w in batch])

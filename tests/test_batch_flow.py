@@ -1,4 +1,5 @@
-"""The ``batch-process`` flow through Prefect's test harness, its status and the CLI."""
+"""The ``batch-process`` flow through Prefect's test harness, the detached runner, its
+status and the CLI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from galleryflow.app.cli_batch import batch_app
 from tests.fixtures import photos as gen
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
+
+
+@pytest.fixture(autouse=True)
+def _local_runner(monkeypatch):
+    """Jobs started by the CLI run in a detached local worker (never a deployment)."""
+    monkeypatch.setenv("GALLERYFLOW_BATCH__RUNNER", "local")
 
 
 def _photos(folder: Path, count: int = 3) -> list[Path]:
@@ -45,14 +52,14 @@ def test_flow_runs_a_job_and_reports_every_file(tmp_path):
     summary = batch_process(input_pattern=str(folder / "**" / "*.jpg"), output_directory=str(out),
                             preset="web_optimized", parameters={"width": 320})
     assert set(summary) >= {"id", "operation", "status", "progress", "completed", "failed",
-                            "total", "duration"}
+                            "not_processed", "total", "duration"}
     assert (summary["operation"], summary["status"], summary["total"], summary["completed"],
             summary["failed"], summary["progress"]) == ("resize", "partial", 5, 3, 2, 100.0)
     for i in range(3):
         img = Image.open(out / "day1" / f"p{i}.webp")
         assert (img.format, img.size) == ("WEBP", (320, 240))
     job = get_job(summary["id"])
-    errors = {Path(f.input).name: f.error for f in job.files if f.status == "failed"}
+    errors = {Path(f.path).name: f.error for f in job.files if f.status == "failed"}
     assert errors["broken.jpg"].startswith("broken.jpg: Corrupted file")
     assert errors["notes.jpg"].startswith("notes.jpg: Unsupported format")
     assert job.files[0].status == "failed"  # failures first
@@ -81,21 +88,23 @@ def test_rerun_skips_finished_outputs(tmp_path):
 
 
 def test_job_level_faults_fail_before_any_work(tmp_path, gf_home):
-    from flows.batch import BatchJobError, batch_process
-    from galleryflow.batch.presets import PresetError
+    from flows.batch import batch_process
+    from galleryflow.batch.preflight import JobRefused
 
     _photos(tmp_path / "in", 2)
-    with pytest.raises(PresetError, match="resize needs width"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(JobRefused, match="resize needs width"):
         batch_process(input_pattern=str(tmp_path / "in" / "*.jpg"), operation="resize",
                       output_directory=str(tmp_path / "o1"))
-    with pytest.raises(BatchJobError, match="No files match"):
-        batch_process(input_pattern=str(tmp_path / "nothing" / "*.jpg"), operation="thumbnail",
+    with pytest.raises(JobRefused, match="No files match"):
+        batch_process(input_pattern=str(tmp_path / "empty" / "*.jpg"), operation="thumbnail",
                       output_directory=str(tmp_path / "o2"))
     gf_home.batch.disk_headroom_bytes = 10**18  # more than any disk: the estimate check trips
-    with pytest.raises(BatchJobError, match="Not enough free disk"):
+    with pytest.raises(JobRefused, match="Not enough free disk"):
         batch_process(input_pattern=str(tmp_path / "in" / "*.jpg"), operation="thumbnail",
                       output_directory=str(tmp_path / "o3"))
-    assert not list((tmp_path / "o3").glob("*.jpg"))
+    for name in ("o1", "o2", "o3"):
+        assert not (tmp_path / name).exists()  # a refused job creates no output folder
     failed = [j for j in list_jobs() if j.status == "failed"]
     assert len(failed) == 3
     assert any(j.error.startswith("No files match") for j in failed)
@@ -124,9 +133,10 @@ def test_disk_filling_up_mid_job_stops_it_cleanly(tmp_path, monkeypatch):
                       output_directory=str(tmp_path / "out"))
     job = list_jobs()[0]
     assert job.status == "failed" and "Disk full" in job.error
-    assert job.completed == 1 and job.failed == 3
-    assert all("not processed: Disk full" in f.error for f in get_job(job.id).files
-               if f.status == "failed")
+    assert (job.completed, job.failed, job.not_processed) == (1, 0, 3)
+    files = get_job(job.id).files
+    assert sorted(f.status for f in files) == ["completed"] + ["not processed"] * 3
+    assert all("not processed: Disk full" in f.error for f in files if f.status != "completed")
 
 
 def test_cli_process_and_status(tmp_path):
@@ -138,18 +148,40 @@ def test_cli_process_and_status(tmp_path):
     result = runner.invoke(app, ["batch", "process", "--input", str(tmp_path / "in" / "*.jpg"),
                                  "--operation", "resize", "--output", str(tmp_path / "out"),
                                  "--param", "width=200", "--param", "format=webp"])
-    assert result.exit_code == 0, result.output
-    assert "2 done" in result.output and "1 failed of 3" in result.output
+    assert result.exit_code == 3, result.output  # partial: some files failed
+    assert "2 completed" in result.output and "1 failed of 3" in result.output
     assert "bad.jpg: Unsupported format" in result.output
     assert Image.open(tmp_path / "out" / "p0.webp").size == (200, 150)
 
     listing = runner.invoke(app, ["batch", "status", "--json"])
-    jobs = json.loads(listing.stdout)
+    jobs = json.loads(listing.stdout)["jobs"]  # the MCP tool's shape
     assert jobs[0]["status"] == "partial" and jobs[0]["operation"] == "resize"
     one = json.loads(runner.invoke(app, ["batch", "status", jobs[0]["id"], "--json"]).stdout)
     assert one["id"] == jobs[0]["id"] and len(one["files"]) == 3
+    assert one["files"][0] == {**one["files"][0], "path": str(tmp_path / "in" / "bad.jpg"),
+                               "status": "failed"}
     assert one["files"][0]["error"] == "bad.jpg: Unsupported format: not an image Pillow can read"
-    assert one["parameters"] == {"width": "200", "format": "webp"}
+    assert {f["status"] for f in one["files"][1:]} == {"completed"}
+    assert one["requested"] == {"width": "200", "format": "webp"}  # as given
+    assert (one["parameters"]["width"], one["parameters"]["format"], one["parameters"]["quality"],
+            one["parameters"]["fit"]) == (200, "webp", None, "fit")  # what ran
+    assert one["output_directory"] == str(tmp_path / "out")
+
+    preset = runner.invoke(app, ["batch", "process", "--input", str(tmp_path / "in" / "p*.jpg"),
+                                 "--preset", "web_optimized", "--output", str(tmp_path / "web")])
+    assert preset.exit_code == 0, preset.output
+    ran = get_job(list_jobs()[0].id, files=False)
+    assert (ran.preset, ran.requested, ran.parameters["width"], ran.parameters["format"],
+            ran.parameters["strip_gps"]) == ("web_optimized", {}, 1280, "webp", True)
+
+    from galleryflow.app.batch_jobs import wait_for_job
+
+    detached = runner.invoke(app, ["batch", "process", "--input", str(tmp_path / "in" / "p*.jpg"),
+                                   "--preset", "thumbnail", "--output", str(tmp_path / "t"),
+                                   "--detach"])
+    assert detached.exit_code == 0 and "started; follow it with" in detached.output
+    job_id = detached.output.split("job ", 1)[1].split()[0]
+    assert wait_for_job(job_id, timeout=60) and get_job(job_id).status == "completed"
 
     bad = runner.invoke(app, ["batch", "process", "--input", "x/*.jpg", "--output", "o",
                               "--preset", "nope"])
@@ -158,18 +190,24 @@ def test_cli_process_and_status(tmp_path):
     assert missing.exit_code == 1
 
 
-def test_a_killed_job_is_reported_crashed_and_a_rerun_skips_what_it_finished(
-        gf_home, tmp_path, monkeypatch):
-    """SIGKILL leaves no chance to write the end: the next status read sees the dead
-    process, marks the job crashed with how far it got, and the same job run again
-    only does the rest."""
+def _outputs(folder: Path, suffix: str) -> list[Path]:
+    return [p for p in folder.rglob(f"*{suffix}") if not p.name.startswith(".")
+            and ".galleryflow-batch" not in p.parts]
+
+
+def test_a_cli_job_outlives_its_terminal_and_a_killed_job_reports_the_outputs_on_disk(
+        gf_home, tmp_path):
+    """SIGKILL the CLI that started a job: the job runs on (its worker is in a session of
+    its own). SIGKILL the worker: the next status read finds the job crashed, with its
+    progress equal to the outputs on disk; nothing the CLI started is left running (no
+    server of any kind); the same job run again only does the rest."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    from prefect.settings import PREFECT_API_URL
+    import psutil
 
     from flows.batch import batch_process
 
@@ -179,41 +217,58 @@ def test_a_killed_job_is_reported_crashed_and_a_rerun_skips_what_it_finished(
     pattern, out = str(folder / "*.jpg"), tmp_path / "out"
     args = ["--input", pattern, "--output", str(out), "--operation", "convert",
             "--param", "format=png", "--param", "width=1000"]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "GALLERYFLOW_BATCH__WORKERS": "1", "GALLERYFLOW_BATCH__CHUNK_SIZE": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "galleryflow.app.cli", "batch", "process", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "GALLERYFLOW_BATCH__WORKERS": "1"}
+    cli = subprocess.Popen([sys.executable, "-m", "galleryflow.app.cli", "batch", "process", *args],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True)
+    started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120
         running = []
-        while time.monotonic() < deadline and proc.poll() is None:
+        while time.monotonic() < deadline and cli.poll() is None:
             running = [j for j in list_jobs() if j.status == "running" and j.completed >= 2]
             if running:
                 break
-            time.sleep(0.2)
-        assert running, f"the job never got going: {proc.stderr.read().decode() if proc.poll() is not None else ''}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        proc.stderr.close()
+            time.sleep(0.05)
+        assert running, f"the job never got going: {cli.stderr.read().decode() if cli.poll() is not None else ''}"
+        started = psutil.Process(cli.pid).children(recursive=True)
+        os.killpg(cli.pid, signal.SIGKILL)  # the terminal goes, with its process group
+        cli.wait(30)
+        job_id = running[0].id
+        before = get_job(job_id, files=False).completed
+        time.sleep(1.0)
+        going = get_job(job_id, files=False)
+        assert going.status == "running" and going.completed > before  # it outlived the CLI
 
-    job = get_job(running[0].id, files=False)
+        (worker,) = [p for p in started if "galleryflow.app.batch_worker" in " ".join(p.cmdline())]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(30)
+        cli.stderr.close()
+        for process in started:
+            if process.is_running():
+                process.kill()
+
+    job = get_job(job_id)
     assert job.status == "crashed"
-    assert f"pid {proc.pid}" in job.error and "Run the same job again" in job.error
-    done_before = job.completed + job.failed
-    assert 2 <= done_before < job.total == 24
+    assert f"pid {worker.pid}" in job.error and "Run the same job again" in job.error
+    assert job.completed == len(_outputs(out, ".png"))  # progress = the outputs on disk
+    assert 2 <= job.completed < job.total == 24 and job.not_processed == 24 - job.completed
+    assert {f.status for f in job.files} == {"completed"}
     assert job.finished_at is not None
-    listed = {j.id: j.status for j in list_jobs()}
-    assert listed[job.id] == "crashed"  # stored, not only shown
+    assert {j.id: j.status for j in list_jobs()}[job.id] == "crashed"  # stored, not only shown
+    time.sleep(0.2)
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
 
     rerun = batch_process(input_pattern=pattern, operation="convert", output_directory=str(out),
                           parameters={"format": "png", "width": 1000})
     assert rerun["status"] == "completed" and rerun["total"] == 24
-    assert rerun["skipped"] >= done_before  # the killed run's finished outputs are kept
-    assert len(list(out.glob("*.png"))) == 24
+    assert rerun["skipped"] >= job.completed  # the killed run's finished outputs are kept
+    assert len(_outputs(out, ".png")) == 24
 
 
 def test_a_silent_job_of_another_host_is_shown_stale(gf_home):
@@ -236,3 +291,93 @@ def test_a_silent_job_of_another_host_is_shown_stale(gf_home):
     assert {j.id: j.status for j in list_jobs()} == {"far-away": "stale", "near-away": "running"}
     with session_scope() as session:  # shown, not stored: the far host may still be working
         assert session.get(BatchJob, "far-away").status == "running"
+
+
+def test_a_disk_filling_up_mid_job_fails_it_with_the_reason_and_leaves_no_partial_file(
+        tmp_path, gf_home, monkeypatch):
+    """A small file system, by fault injection at the write layer (portable: no mount):
+    three outputs fit, the fourth write stops half-way with ENOSPC, as would every write
+    after it. The job stops ``failed`` with the reason; the file in hand and the rest are
+    ``not processed``; no partial file is left, under any name."""
+    import errno
+    import os
+    import threading
+
+    from galleryflow.batch import jobs, outputs
+    from galleryflow.batch.preflight import prepare
+    from galleryflow.batch.presets import BatchRequest
+    from galleryflow.batch.runner import run_job
+
+    _photos(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    writes = {"n": 0}
+    lock = threading.Lock()
+    real_write_all = outputs._write_all
+
+    def small_disk(handle, data):  # type: ignore[no-untyped-def]
+        with lock:
+            writes["n"] += 1
+            full = writes["n"] > 3
+        if full:
+            handle.write(data[: len(data) // 2])  # part of the file, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_all(handle, data)
+
+    monkeypatch.setattr(outputs, "_write_all", small_disk)
+    gf_home.batch.workers = 2
+    request = BatchRequest(input_pattern=str(tmp_path / "in" / "*.jpg"), operation="convert",
+                           output_directory=str(out), parameters={"format": "png"})
+    jobs.create_prepared("full-disk", request, prepare(request, gf_home), gf_home)
+    assert run_job("full-disk") == "failed"
+
+    job = get_job("full-disk")
+    assert job.status == "failed"
+    assert job.error == f"Disk full: no space left on the file system of the output folder {out}"
+    assert (job.completed, job.failed, job.not_processed, job.total) == (3, 0, 5, 8)
+    statuses = sorted(f.status for f in job.files)
+    assert statuses == ["completed"] * 3 + ["not processed"] * 5
+    for f in job.files:
+        if f.status == "not processed":
+            assert f.error == f"{Path(f.path).name}: not processed: {job.error}"
+    left = [p for p in out.rglob("*") if p.is_file() and ".galleryflow-batch" not in p.parts]
+    assert sorted(p.name for p in left) == sorted(Path(f.output).name for f in job.files
+                                                  if f.status == "completed")
+    for path in left:  # every file there is whole
+        with Image.open(path) as img:
+            img.load()
+
+
+def test_a_worker_told_to_stop_ends_the_job_failed_with_the_rest_not_processed(gf_home, tmp_path):
+    import os
+    import signal
+    import time
+
+    from galleryflow.app.batch_jobs import start_job, wait_for_job
+    from galleryflow.batch.presets import BatchRequest
+
+    folder = tmp_path / "in"
+    for i in range(16):
+        gen.jpeg(folder / f"s{i:02d}.jpg", (1000, 750), seed=i)
+    gf_home.batch.workers = 1
+    job_id = start_job(BatchRequest(input_pattern=str(folder / "*.jpg"), operation="convert",
+                                    output_directory=str(tmp_path / "out"),
+                                    parameters={"format": "png"}))
+    deadline = time.monotonic() + 60
+    while get_job(job_id, files=False).completed < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(_owner_pid(job_id))
+    os.kill(pid, signal.SIGTERM)
+    assert wait_for_job(job_id, timeout=60)
+    job = get_job(job_id)
+    assert job.status == "failed" and job.error == "stopped: the worker process received SIGTERM"
+    assert job.completed >= 1 and job.not_processed >= 1
+    assert job.completed + job.not_processed == 16 and job.failed == 0
+    assert len(_outputs(tmp_path / "out", ".png")) == job.completed
+
+
+def _owner_pid(job_id: str) -> str:
+    from galleryflow.db.engine import session_scope
+    from galleryflow.db.models import BatchJob
+
+    with session_scope() as session:
+        return session.get(BatchJob, job_id).owner.rsplit(":", 2)[1]

@@ -18,7 +18,7 @@ from galleryflow.imaging import media
 from galleryflow.batch.outputs import OutputRegistry, glob_base, iter_inputs
 from galleryflow.core.fsutil import sha256_file
 from galleryflow.batch.presets import PresetError, resolve
-from tasks.batch_ops import FileResult, JobSpec, _retry_io, run_chunk
+from galleryflow.batch.ops import FileResult, JobSpec, _retry_io, process_file
 from tests.fixtures import photos as gen
 
 
@@ -27,8 +27,8 @@ def run(inputs: list[Path], out: Path, operation: str | None = None, preset: str
     job = resolve(operation, preset, params)
     spec = JobSpec(job_id="test", operation=job.operation, params=job.params,
                    base_dir=str(base or inputs[0].parent), output_directory=str(out))
-    results, _ = run_chunk([str(p) for p in inputs], spec)
-    return results
+    registry = OutputRegistry(out)
+    return [process_file(p, spec, registry) for p in inputs]
 
 
 def one(inputs: Path, out: Path, operation: str | None = None, **kw) -> FileResult:
@@ -37,7 +37,7 @@ def one(inputs: Path, out: Path, operation: str | None = None, **kw) -> FileResu
 
 
 def opened(result: FileResult) -> Image.Image:
-    assert result.status == "done", result.error
+    assert result.status == "completed", result.error
     assert result.output is not None
     img = Image.open(result.output)
     img.load()
@@ -261,11 +261,11 @@ def test_bad_files_fail_alone_with_plain_reasons(tmp_path):
     movie = one(gen.text_named(folder / "movie.mp4"), tmp_path / "thumbs", "thumbnail")
     assert movie.error.startswith("movie.mp4: Corrupted file: not a readable video")
     assert results["empty.png"].error == "empty.png: Corrupted file: empty (0 bytes)"
-    assert results["scan.jpg"].status == "done"
+    assert results["scan.jpg"].status == "completed"
     assert "really PNG" in results["scan.jpg"].note
     assert Image.open(results["scan.jpg"].output).format == "PNG"  # stays lossless, right suffix
     assert results["scan.jpg"].output.endswith("scan.png")
-    assert results["good.jpg"].status == "done"
+    assert results["good.jpg"].status == "completed"
 
 
 def test_unreadable_file_says_permission_denied(tmp_path):
@@ -329,13 +329,13 @@ def test_compress_to_quality_and_to_target_size(tmp_path):
 def test_compress_never_makes_a_file_larger_unless_forced(tmp_path):
     small = gen.jpeg(tmp_path / "in" / "small.jpg", (320, 240), quality=30)
     kept = one(small, tmp_path / "kept", "compress", quality=98)
-    assert kept.status == "done" and "kept the original" in kept.note
+    assert kept.status == "completed" and "kept the original" in kept.note
     assert Path(kept.output).read_bytes() == small.read_bytes()
     other = one(small, tmp_path / "png", "compress", format="png")
     assert other.status == "skipped" and "force=true" in other.note
     assert not list((tmp_path / "png").glob("*.png"))
     forced = one(small, tmp_path / "forced", "compress", format="png", force=True)
-    assert forced.status == "done" and forced.output_bytes > small.stat().st_size
+    assert forced.status == "completed" and forced.output_bytes > small.stat().st_size
 
 
 # ---------------------------------------------------------------- watermark
@@ -377,7 +377,7 @@ def test_watermark_font_opacity_and_logo(tmp_path):
     assert logo.getpixel((20, 20)) == (255, 0, 0)  # 100 px wide logo at (10, 10)
     assert logo.getpixel((200, 150)) == tuple(base[150, 200])
     with pytest.raises(PresetError, match="font not found"):
-        from tasks.batch_ops import load_font
+        from galleryflow.batch.ops import load_font
         load_font("no-such-font.ttf", 20)
 
 
@@ -464,7 +464,7 @@ def test_a_rerun_skips_complete_outputs_and_redoes_changed_ones(tmp_path):
     folder = tmp_path / "in"
     files = [gen.jpeg(folder / f"p{i}.jpg", (320, 240), seed=i) for i in range(3)]
     first = run(files, tmp_path / "out", "resize", width=100)
-    assert [r.status for r in first] == ["done"] * 3
+    assert [r.status for r in first] == ["completed"] * 3
     mtimes = {r.output: os.stat(r.output).st_mtime_ns for r in first}
     second = run(files, tmp_path / "out", "resize", width=100)
     assert [r.status for r in second] == ["skipped"] * 3
@@ -473,10 +473,10 @@ def test_a_rerun_skips_complete_outputs_and_redoes_changed_ones(tmp_path):
     gen.jpeg(files[0], (320, 240), seed=99)
     Path(first[1].output).unlink()  # an output deleted by hand is made again
     third = run(files, tmp_path / "out", "resize", width=100)
-    assert [r.status for r in third] == ["done", "done", "skipped"]
+    assert [r.status for r in third] == ["completed", "completed", "skipped"]
     assert [r.output for r in third] == [r.output for r in first]
     fourth = run(files, tmp_path / "out", "resize", width=80)
-    assert [r.status for r in fourth] == ["done"] * 3
+    assert [r.status for r in fourth] == ["completed"] * 3
     assert Image.open(fourth[2].output).size == (80, 60)
 
 
@@ -503,3 +503,90 @@ def test_claims_are_exclusive_across_registries(tmp_path):
     second = OutputRegistry(out).claim(tmp_path / "y" / "a.jpg", out / "a.webp")[0]
     again = OutputRegistry(out).claim(tmp_path / "x" / "a.jpg", out / "a.webp")[0]
     assert (first.name, second.name, again.name) == ("a.webp", "a-1.webp", "a.webp")
+
+
+# ---------------------------------------------------------------- issue 15: sizes, depth, limits, modes
+
+def test_social_media_is_always_1080_square_enlarged_with_a_note_or_padded(tmp_path):
+    small = gen.jpeg(tmp_path / "in" / "small.jpg", (900, 600))
+    enlarged = one(small, tmp_path / "social", preset="social_media")
+    assert opened(enlarged).size == (1080, 1080)
+    assert "enlarged 1.80× to 1080×1080: the image is 900×600" in enlarged.note
+    padded = one(small, tmp_path / "padded", preset="social_media", small_images="pad",
+                 background="#000000")
+    img = opened(padded)
+    assert img.size == (1080, 1080) and "padded to 1080×1080" in padded.note
+    assert img.convert("L").getpixel((540, 20)) < 8  # the black band above the 900×600 photo
+    assert img.convert("L").getpixel((540, 540)) > 8
+    big = gen.jpeg(tmp_path / "in" / "big.jpg", (1800, 1200))
+    assert one(big, tmp_path / "big", preset="social_media").note is None  # nothing to say
+
+
+def test_high_quality_keeps_16bit_greyscale_pngs_16bit(tmp_path):
+    grey = gen.png16_grey(tmp_path / "in" / "ramp16.png", (640, 480))
+    out = opened(one(grey, tmp_path / "hq", preset="high_quality"))
+    assert out.mode == "I;16" and out.size == (640, 480)
+    low, high = out.getextrema()
+    assert low < 300 and high > 65_000  # the whole 16-bit range, not 0–255
+    assert opened(one(grey, tmp_path / "web", "convert", format="png")).mode in ("L", "RGB")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding_and_named_a_bomb(tmp_path):
+    src = gen.png(tmp_path / "in" / "huge.png", (400, 300))
+    job = resolve("thumbnail", None, {})
+    spec = JobSpec(job_id="t", operation="thumbnail", params=job.params,
+                   base_dir=str(src.parent), output_directory=str(tmp_path / "out"),
+                   max_pixels=100_000)
+    result = process_file(src, spec, OutputRegistry(tmp_path / "out"))
+    assert result.status == "failed"
+    assert result.error == ("huge.png: Image too large: 400×300 = 0 MP is over the 0 MP limit, "
+                            "which guards against decompression bombs (validation.max_pixels)")
+    assert not list((tmp_path / "out").glob("*.jpg"))
+
+
+def test_outputs_and_claims_land_0644_under_umask_022(tmp_path):
+    import stat
+
+    from galleryflow.core.fsutil import default_file_mode
+
+    old = os.umask(0o022)
+    default_file_mode.cache_clear()
+    try:
+        src = gen.jpeg(tmp_path / "in" / "a.jpg", (320, 240))
+        result = one(src, tmp_path / "out", "convert", format="webp")
+        assert result.status == "completed"
+        claims = list((tmp_path / "out" / ".galleryflow-batch" / "claims").glob("*.json"))
+        for path in (Path(result.output), *claims):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    finally:
+        os.umask(old)
+        default_file_mode.cache_clear()
+
+
+def test_output_folder_faults_stop_the_job_naming_the_folder(tmp_path, monkeypatch):
+    from galleryflow.batch import outputs
+    from galleryflow.batch.outputs import OutputError
+
+    src = gen.jpeg(tmp_path / "in" / "a.jpg", (320, 240))
+    job = resolve("thumbnail", None, {})
+
+    def spec(out: Path) -> JobSpec:
+        return JobSpec(job_id="t", operation="thumbnail", params=job.params,
+                       base_dir=str(src.parent), output_directory=str(out))
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match=f"Output folder {blocker} is not a folder"):
+        process_file(src, spec(blocker), OutputRegistry(blocker))
+    for code, words in ((errno.EROFS, "is on a read-only file system"),
+                        (errno.EACCES, "No permission to write in the output folder"),
+                        (errno.ENOSPC, "Disk full: no space left")):
+        def refuse(handle, data, code=code):  # type: ignore[no-untyped-def]
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(outputs, "_write_all", refuse)
+        out = tmp_path / f"out-{code}"
+        with pytest.raises(OutputError) as caught:
+            process_file(src, spec(out), OutputRegistry(out))
+        assert words in str(caught.value) and str(out) in str(caught.value)
+        assert not [p for p in out.iterdir() if p.is_file()]  # no partial file left

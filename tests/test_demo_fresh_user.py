@@ -44,8 +44,12 @@ def test_demo_publishes_without_touching_the_users_prefect_database(tmp_path: Pa
     env.update(HOME=str(home), GALLERYFLOW_HOME=str(gf_home), COLUMNS="200")
     galleryflow = Path(sys.executable).with_name("galleryflow")
 
-    done = subprocess.run([str(galleryflow), "demo", "--approve-all", "--megapixels", "0.3"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    try:
+        done = subprocess.run([str(galleryflow), "demo", "--approve-all", "--megapixels", "0.3"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
+    finally:  # the background server the demo left for the next command
+        subprocess.run([str(galleryflow), "server", "stop"], env=env, capture_output=True,
+                       timeout=60)
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "published" in done.stdout and "Run failed" not in done.stdout
@@ -60,3 +64,53 @@ def test_demo_publishes_without_touching_the_users_prefect_database(tmp_path: Pa
     assert runs >= 1
     site = gf_home / "site"
     assert len(list(site.glob("*.jpg"))) >= 6  # the approved sample photos, published
+
+
+def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path) -> None:
+    """A fresh user's second command finds the server the first one left running
+    (no start-up wait), `server status` names it, `server stop` ends it."""
+    import json
+
+    import psutil
+
+    home, gf_home = tmp_path / "user", tmp_path / "gf"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
+    env.update(HOME=str(home), GALLERYFLOW_HOME=str(gf_home), COLUMNS="200",
+               GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED="true",
+               GALLERYFLOW_OLLAMA__HOST="http://127.0.0.1:9")
+    galleryflow = str(Path(sys.executable).with_name("galleryflow"))
+    state_file = gf_home / "prefect" / "local-server.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([galleryflow, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=280)
+
+    from galleryflow.intake.samples import make_set
+
+    first_set = make_set(tmp_path / "sets", "lake-morning", 2, size=(480, 320))
+    second_set = make_set(tmp_path / "sets", "lake-evening", 2, size=(480, 320))
+    try:
+        first = cli("run", str(first_set), "--approve-all", "--location", "Lake Geneva")
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        server = json.loads(state_file.read_text())
+        assert psutil.pid_exists(server["pid"])
+        assert server["url"].removesuffix("/api") in first.stdout
+
+        second = cli("run", str(second_set), "--approve-all", "--location", "Lake Geneva")
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert json.loads(state_file.read_text())["pid"] == server["pid"]  # the same server
+        assert "Starting temporary server" not in second.stdout + second.stderr
+        assert "published" in second.stdout
+
+        status = cli("server", "status")
+        assert server["url"].removesuffix("/api") in status.stdout
+        # Both runs are on that one server (its database under GALLERYFLOW_HOME).
+        with sqlite3.connect(gf_home / "prefect" / "prefect.db") as db:
+            assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] >= 2
+    finally:
+        stopped = cli("server", "stop")
+    assert "Stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not psutil.pid_exists(server["pid"]) or \
+        psutil.Process(server["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert not state_file.exists()

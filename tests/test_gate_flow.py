@@ -374,7 +374,7 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
 
     point_at(configure(monkeypatch), stub)
     folder = make_set(tmp_path / "sets", "cove", 3, size=(480, 320))
-    filler = Answer(caption="This image shows a cove with water and some hills behind it.")
+    filler = Answer(caption="In this image we can see a cove with water and some hills behind it.")
     stub.script("llava:7b", filler, filler, filler)  # the first row: repairs fail, proof blocked
     listener = auto_approver(reviewer="approve-all")
     add_gate_listener(listener)

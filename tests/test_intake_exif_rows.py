@@ -195,3 +195,26 @@ def test_rows_insert_refresh_and_respect_people(sample_set: Path, gf_home: Setti
     snapshots = SessionLedger(gf_home, second).snapshots()
     assert {s["table"] for s in snapshots} == {"review_queue", "metadata_quality"}
     assert len([s for s in snapshots if s["table"] == "review_queue"]) == 2
+
+
+def test_the_originals_own_text_fields_are_read(tmp_path: Path) -> None:
+    """EXIF ImageDescription and an XMP dc:subject bag, as a photographer's tool writes them:
+    stage 7's keyword evidence."""
+    from PIL import Image
+
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+           b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+           b'xmlns:dc="http://purl.org/dc/elements/1.1/"><rdf:Description '
+           b'photoshop:City="Thun" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/">'
+           b'<dc:subject><rdf:Bag><rdf:li>sailing</rdf:li><rdf:li>harbour</rdf:li></rdf:Bag>'
+           b'</dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>')
+    image = Image.new("RGB", (64, 48), (90, 120, 160))
+    exif = Image.Exif()
+    exif[270] = "Paddle steamer Bluemlisalp at the pier"
+    path = tmp_path / "steamer.jpg"
+    image.save(path, "JPEG", exif=exif, xmp=xmp)
+    data = read_exif(path, "0" * 64)
+    assert data.embedded_text["ImageDescription"] == "Paddle steamer Bluemlisalp at the pier"
+    assert data.embedded_text["XMP subject"] == "sailing, harbour"
+    assert data.embedded_text["XMP City"] == "Thun"
+    assert data.row_values()["embedded_text"] == data.embedded_text

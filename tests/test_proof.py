@@ -68,7 +68,7 @@ def test_proof_and_artifacts(gf_home: Settings, stub: OllamaStub, tmp_path: Path
     assert blocked.proof.field_states["caption"] == "blocked"
     assert blocked.proof.repair_attempts == 2
     assert summary.blocked_rows[0]["file"] == blocked.original_name
-    assert "same as another" in summary.blocked_rows[0]["reasons"]
+    assert "in common with another photo's caption" in summary.blocked_rows[0]["reasons"]
     assert "keyword_without_evidence" in summary.suspicious
     assert any("proof-set-02.jpg and proof-set-03.jpg" in d for d in summary.duplicates)
     assert stub.max_in_flight == 1  # the `ollama` limit (1 slot) held across both chunks

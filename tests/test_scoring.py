@@ -309,17 +309,45 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
                               {"Completed", "Cached"})
     assert states and all(s == "Completed" for s in states), states
 
-    # A second session of the same set: the rows are refreshed from the cache.
+    # A second session of the same set: the rows are refreshed from the cache, per
+    # photo: no compute task runs at all.
     computed.clear()
     second = scoring_flow(row_ids, image_set_id + 1000, chunk_size=2, return_state=True)
     assert second.is_completed()
     assert computed == []  # not one image decoded or scored again
-    states = _wait_for_states(second.state_details.flow_run_id, "compute-scores", 2,
-                              {"Completed", "Cached"})
-    assert states and all(s == "Cached" for s in states), states
+    _wait_for_states(second.state_details.flow_run_id, "score-chunk", 1, {"Completed"})
+    assert _task_run_states(second.state_details.flow_run_id).get("compute-scores", []) == []
     rows = read_rows(row_ids)
     assert {n: r.brisque_score for n, r in rows.items()} == after_first
     assert all(r.status == "scored" for r in rows.values())
+
+    # Batched otherwise (one chunk, a row left out so every batch shifts): still
+    # nothing computed twice.
+    computed.clear()
+    third = scoring_flow(row_ids[1:], image_set_id + 2000, chunk_size=64, return_state=True)
+    assert third.is_completed()
+    assert computed == []
+
+
+@pytest.mark.integration
+def test_a_new_photo_beside_cached_ones_is_the_only_one_scored(prefect_api, db, photos,
+                                                                 monkeypatch):
+    settings = get_settings()
+    first = insert_set(settings, files=photos[:2], status="new", exif=False)
+    scoring_flow(first.row_ids, first.image_set_id, chunk_size=8)
+    computed: list[str] = []
+    real = scoring.score_images
+
+    def counting(items, setup, threads=4):
+        computed.extend(i.sha256 for i in items)
+        return real(items, setup, threads)
+
+    monkeypatch.setattr(scoring, "score_images", counting)
+    both = insert_set(settings, name="more-of-it", files=photos[:3], status="new", exif=False)
+    scoring_flow(both.row_ids, both.image_set_id, chunk_size=8)
+    assert computed == [sha256_file(photos[2])]
+    rows = read_rows(both.row_ids)
+    assert all(r.status == "scored" and math.isfinite(r.brisque_score) for r in rows.values())
 
 
 @pytest.mark.integration

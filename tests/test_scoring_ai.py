@@ -229,3 +229,26 @@ def test_model_scores_land_in_the_db(prefect_api, db, weights, photos, tmp_path)
     assert expected["palette.png"] in palette.clip_aesthetic_source
     outcomes = {o.file: o.outcome for report in reports for o in report.outcomes}
     assert outcomes == {**{p.name: "ok" for p in photos}, "palette.png": "warning"}
+
+
+def test_zero_shot_hints_rank_labels_by_similarity() -> None:
+    from galleryflow.scoring.models import zero_shot
+
+    unit = torch.nn.functional.normalize
+    images = unit(torch.tensor([[1.0, 0.1, 0.0], [0.0, 1.0, 0.2]]), dim=-1)
+    texts = unit(torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]]), dim=-1)
+    hints = zero_shot(images, texts, ("lake", "boat", "sky"), top_k=2, min_score=0.5)
+    assert [label for label, _ in hints[0]] == ["lake"]  # "boat" is below the threshold
+    assert [label for label, _ in hints[1]] == ["boat"]
+    assert 0.5 <= hints[0][0][1] <= 1.0
+
+
+def test_hints_come_from_the_aesthetic_embedding_or_are_absent(weights, photos) -> None:
+    setup = scoring_setup(weights)
+    assert "harbour" in setup.identity.hint_labels  # the shipped vocabulary, in the cache key
+    results = score_images(_inputs(photos[:1]), setup)
+    # The tiny test model's text tower has a 1000-token vocabulary: CLIP's tokenizer
+    # cannot feed it, so there are no hints, and the aesthetic score is unaffected.
+    assert results[0].visual_hints is None
+    assert results[0].clip_aesthetic_source.startswith("open_clip-")
+    assert sm.aesthetic_model(setup).label_embeddings(setup.identity.hint_labels) is None

@@ -72,6 +72,7 @@ def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str |
     from flows.runners import process_sets  # the configured task runner and hooks
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
+    _use_local_server()
     with ProgressBars() as bars:
         listener = auto_approver() if approve_all else _terminal_reviewer(bars)
         add_gate_listener(listener)
@@ -121,6 +122,21 @@ def _print_validation(report: Any) -> None:
     console.print(table)
     for line in report.faults_text().splitlines():
         console.print(f"[red]✗[/] {line}")
+
+
+def _use_local_server(start: bool = True) -> None:
+    """Without a configured Prefect server: this home's background server (started
+    when ``start`` and none runs), so no command waits for a temporary one."""
+    from galleryflow.app import local_server
+
+    try:
+        server = local_server.use(start=start)
+    except (local_server.LocalServerError, TimeoutError) as exc:
+        console.print(f"[yellow]{exc}: using a temporary Prefect server for this command.[/]")
+        return
+    if server is not None and start:
+        console.print(f"[dim]Prefect server: {server.ui_url} (kept for this home; "
+                      "`galleryflow server stop` stops it)[/]")
 
 
 def _server_configured() -> bool:
@@ -449,6 +465,7 @@ def review(
     """Show a paused run's review gate and answer it (same input as the Prefect UI)."""
     from galleryflow.review.answer import answer_gate, build_answer, open_gates
 
+    _use_local_server(start=False)  # a run of this home waits on its background server
     gates, formless = open_gates(run_id)
     for lost in formless:
         console.print(f"[yellow]Run {lost.flow_run_name} ({lost.flow_run_id}) is paused at review gate "

@@ -29,6 +29,11 @@ console = terminal_console()
 err = terminal_console(stderr=True)
 
 
+# Exit codes of `batch process` (docs/batch.md): whether the job completed.
+EXIT_COMPLETED, EXIT_FAILED, EXIT_REFUSED, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_BY_STATUS = {"completed": EXIT_COMPLETED, "partial": EXIT_PARTIAL}
+
+
 @batch_app.command("process")
 def process(
     input_pattern: Annotated[str, typer.Option("--input", "-i", help="Glob; ** recurses. Quote it.")],
@@ -41,36 +46,56 @@ def process(
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="key=value, repeatable (width=800 format=webp quality=80 …); "
         "overrides the preset.")] = None,
+    detach: Annotated[bool, typer.Option(
+        "--detach", help="Print the job id and return at once; the job runs on.")] = False,
 ) -> None:
-    """Run a batch job here, with a progress bar, and print its report."""
-    from galleryflow.batch.presets import BatchRequest, PresetError, parse_param_pairs, resolve
+    """Start a batch job and follow it with a progress bar, then print its report.
+
+    The job runs in its own process: closing the terminal or Ctrl-C leaves it
+    running (`galleryflow batch status ID` follows it). Exit status: 0 every file
+    completed, 3 some files failed (partial), 1 the job failed or crashed, 2 the job
+    was refused before it started (nothing was written)."""
+    from galleryflow.app.batch_jobs import JobRefused, start_job
+    from galleryflow.batch.presets import BatchRequest, PresetError, parse_param_pairs
 
     try:
-        parameters = parse_param_pairs(param or [])
-        resolve(operation, preset, parameters)
-    except PresetError as exc:
+        request = BatchRequest(input_pattern=input_pattern, operation=operation,
+                               output_directory=output, parameters=parse_param_pairs(param or []),
+                               preset=preset)
+        job_id = start_job(request)
+    except (PresetError, JobRefused) as exc:
         err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    request = BatchRequest(input_pattern=input_pattern, operation=operation,
-                           output_directory=output, parameters=parameters, preset=preset)
-    summary = _run_with_bar(request)
-    if summary is None:
-        raise typer.Exit(1)
-    _print_report(summary["id"])
-    raise typer.Exit(1 if summary["status"] == "failed" else 0)
-
-
-def _run_with_bar(request) -> dict | None:  # type: ignore[no-untyped-def]
-    from flows.batch import BatchJobError, run_batch_job
-    from galleryflow.batch.presets import PresetError
-    from galleryflow.app.terminal import ProgressBars
-
+        raise typer.Exit(EXIT_REFUSED) from None
+    if detach:
+        console.print(f"job [bold]{job_id}[/bold] started; follow it with "
+                      f"`galleryflow batch status {job_id}`")
+        raise typer.Exit(EXIT_COMPLETED)
     try:
-        with ProgressBars(console):
-            return run_batch_job(request)
-    except (PresetError, BatchJobError) as exc:
-        err.print(f"[red]batch job failed:[/red] {exc}")
-        return None
+        final = _follow(job_id)
+    except KeyboardInterrupt:
+        err.print(f"\nthe job keeps running; follow it with `galleryflow batch status {job_id}`")
+        raise typer.Exit(130) from None
+    _print_report(job_id)
+    raise typer.Exit(EXIT_BY_STATUS.get(final, EXIT_FAILED))
+
+
+def _follow(job_id: str, interval: float = 0.2) -> str:
+    """A progress bar fed from the job's record until the job ends; its final status."""
+    import time
+
+    from galleryflow.app.terminal import ProgressBars
+    from galleryflow.batch.status import ACTIVE, get_job
+
+    shown_done = shown_total = 0
+    with ProgressBars(console) as bars:
+        while True:
+            job = get_job(job_id, files=False)
+            done = job.completed + job.failed
+            bars("batch", max(0, done - shown_done), max(0, job.total - shown_total))
+            shown_done, shown_total = max(done, shown_done), max(job.total, shown_total)
+            if job.status not in ACTIVE:
+                return job.status
+            time.sleep(interval)
 
 
 @batch_app.command("status")
@@ -93,14 +118,14 @@ def status(
             _print_report(job_id)
         return
     jobs = list_jobs()
-    if as_json:
-        typer.echo(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
+    if as_json:  # the same shape as the MCP tool's answer
+        typer.echo(json.dumps({"jobs": [j.model_dump(mode="json") for j in jobs]}, indent=2))
         return
     if not jobs:
         console.print("no batch jobs yet")
         return
-    table = Table("id", "operation", "preset", "status", "progress", "done", "failed", "total",
-                  "seconds", title="batch jobs")
+    table = Table("id", "operation", "preset", "status", "progress", "completed", "failed",
+                  "total", "seconds", title="batch jobs")
     for j in jobs:
         table.add_row(j.id, j.operation, j.preset or "", _coloured(j.status), f"{j.progress:.0f}%",
                       str(j.completed), str(j.failed), str(j.total), f"{j.duration or 0:.1f}")
@@ -108,8 +133,8 @@ def status(
 
 
 def _coloured(status: str) -> str:
-    colour = {"completed": "green", "partial": "yellow", "stale": "yellow", "failed": "red",
-              "crashed": "red"}.get(status, "cyan")
+    colour = {"completed": "green", "skipped": "green", "partial": "yellow", "stale": "yellow",
+              "not processed": "yellow", "failed": "red", "crashed": "red"}.get(status, "cyan")
     return f"[{colour}]{status}[/{colour}]"
 
 
@@ -120,22 +145,24 @@ def _print_report(job_id: str, limit: int = 50) -> None:
     console.print(
         f"job [bold]{job.id}[/bold]: {job.operation}"
         + (f" (preset {job.preset})" if job.preset else "")
-        + f" → {job.output_directory}: {_coloured(job.status)}, {job.completed} done"
+        + f" → {job.output_directory}: {_coloured(job.status)}, {job.completed} completed"
         + (f" ({job.skipped} already done)" if job.skipped else "")
-        + f", {job.failed} failed of {job.total} in {job.duration or 0:.1f} s"
+        + f", {job.failed} failed"
+        + (f", {job.not_processed} not processed" if job.not_processed else "")
+        + f" of {job.total} in {job.duration or 0:.1f} s"
     )
     if job.error:
         console.print(f"[red]{job.error}[/red]")
     files = job.files or []
-    shown = [f for f in files if f.status == "failed" or f.note][:limit]
+    worth = [f for f in files if f.error or f.note]
+    shown = worth[:limit]
     if shown:
         table = Table("file", "status", "output", "detail")
         for f in shown:
-            table.add_row(f.input.rsplit("/", 1)[-1], _coloured("failed" if f.status == "failed"
-                                                                else "completed"),
+            table.add_row(f.path.rsplit("/", 1)[-1], _coloured(f.status),
                           (f.output or "").rsplit("/", 1)[-1], f.error or f.note or "")
         console.print(table)
-        if len(shown) < sum(1 for f in files if f.status == "failed" or f.note):
+        if len(shown) < len(worth):
             console.print(f"… more in `galleryflow batch status {job.id} --json`")
 
 

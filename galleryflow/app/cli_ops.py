@@ -145,8 +145,60 @@ def watch(
         console.print("stopped")
 
 
+server_app = typer.Typer(help="This home's background Prefect server (used when no server is "
+                               "configured; see galleryflow.app.local_server).",
+                          no_args_is_help=True)
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether this home's background server runs, and where."""
+    from galleryflow.app import local_server
+
+    settings = get_settings()
+    if local_server.user_server_configured():
+        console.print("A Prefect server is configured (PREFECT_API_URL): no background server is used.")
+        return
+    state = local_server.running(settings)
+    if state is None:
+        console.print("No background Prefect server runs for this home; the next `galleryflow run` "
+                      "starts one." if settings.ops.local_server else
+                      "ops.local_server is off: every command starts a temporary server.")
+        return
+    console.print(f"Prefect server for {settings.home}: {state.ui_url} (pid {state.pid}, Prefect "
+                  f"{state.prefect_version}); stops after {settings.ops.local_server_idle_minutes:g} "
+                  "min unused.")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start this home's background server now (commands start it when needed)."""
+    from galleryflow.app import local_server
+
+    if local_server.user_server_configured():
+        console.print("A Prefect server is configured (PREFECT_API_URL): nothing to start.")
+        raise typer.Exit(1)
+    try:
+        state = local_server.ensure()
+    except local_server.LocalServerError as exc:
+        console.print(f"[red bold]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"Prefect server: {state.ui_url} (pid {state.pid})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop this home's background server (a running flow loses its server: stop it first)."""
+    from galleryflow.app import local_server
+
+    state = local_server.stop()
+    console.print(f"Stopped the Prefect server at {state.ui_url}." if state else
+                  "No background Prefect server was running for this home.")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``setup``, ``serve`` and ``watch`` to the galleryflow CLI."""
+    """Add ``setup``, ``serve``, ``watch`` and ``server`` to the galleryflow CLI."""
     app.command(name="setup")(setup)
     app.command(name="serve")(serve)
     app.command(name="watch")(watch)
+    app.add_typer(server_app, name="server")

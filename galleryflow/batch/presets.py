@@ -26,26 +26,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from galleryflow.core.settings import Settings, get_settings
+from galleryflow.imaging import formats
+from galleryflow.imaging.formats import OutputKey
 
 Operation = Literal["resize", "convert", "compress", "watermark", "thumbnail"]
-OPERATIONS: tuple[str, ...] = ("resize", "convert", "compress", "watermark", "thumbnail")
-OutputFormat = Literal["jpeg", "png", "webp", "avif"]
+OPERATIONS: tuple[str, ...] = get_args(Operation)
 Fit = Literal["fit", "crop", "fill", "pad"]
+SmallImages = Literal["keep", "enlarge", "pad"]
 Position = Literal[
     "top-left", "top", "top-right", "left", "center", "right", "bottom-left", "bottom", "bottom-right"
 ]
-
-# Per-format default quality when neither preset nor user gives one. AVIF's scale
-# is not JPEG's: q70 AVIF looks like q85 JPEG at well under half the bytes.
-DEFAULT_QUALITY: dict[str, int] = {"jpeg": 85, "webp": 85, "avif": 70}
-
-_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp",
-                   "avif": "avif"}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
@@ -61,27 +56,40 @@ class BatchParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # resize / thumbnail
-    width: int | None = Field(default=None, ge=1, le=65_000)
-    height: int | None = Field(default=None, ge=1, le=65_000)
+    width: int | None = Field(default=None, ge=1, le=65_000, description="Output width in px "
+                              "(the box's width; height follows the aspect when not given).",
+                              examples=[800, 1280])
+    height: int | None = Field(default=None, ge=1, le=65_000, description="Output height in px.",
+                               examples=[600, 1080])
     fit: Fit = Field(default="fit", description="fit: inside the box, aspect kept; crop: fill "
                      "the box and centre-crop; fill: stretch to the box; pad: fit and pad.")
-    upscale: bool = Field(default=False, description="Enlarge images smaller than the box.")
+    upscale: bool = Field(default=False, description="Enlarge images smaller than the box "
+                          "(the same as small_images=enlarge).")
+    small_images: SmallImages = Field(
+        default="keep", description="An image smaller than the box: keep it smaller (keep), "
+        "enlarge it to the box, noted on the file (enlarge), or centre it on a box-sized "
+        "canvas of the background colour (pad).")
     background: str = Field(default="#ffffff", description="Pad colour, and what alpha is "
-                            "flattened onto for formats without alpha (JPEG).")
+                            "flattened onto for formats without alpha (JPEG).",
+                            examples=["#ffffff", "#000000"])
     # encode
-    format: OutputFormat | None = Field(default=None, description="None: keep the input's "
-                                        "format where it can be written (else JPEG or PNG).")
-    quality: int | None = Field(default=None, ge=1, le=100)
-    lossless: bool = False
+    format: OutputKey | None = Field(default=None, description="Output format. None: keep the "
+                                     "input's format where it can be written (else JPEG or PNG).")
+    quality: int | None = Field(default=None, ge=1, le=100, description="Encoder quality; "
+                                "default per format: JPEG 85, WebP 85, AVIF 70.", examples=[80])
+    lossless: bool = Field(default=False, description="Lossless WebP (AVIF: q100 4:4:4).")
+    keep_16bit: bool = Field(default=False, description="Write a 16-bit greyscale input as a "
+                             "16-bit PNG instead of scaling it to 8 bits (high_quality does).")
     optimize: bool = Field(default=True, description="JPEG Huffman optimisation.")
-    progressive: bool = False
+    progressive: bool = Field(default=False, description="Progressive JPEG (loads blurry-to-sharp).")
     webp_method: int = Field(default=4, ge=0, le=6, description="WebP effort: 0 fast … 6 small.")
     avif_speed: int = Field(default=8, ge=0, le=10, description="AVIF speed: 10 fastest. At "
                             "Pillow's default (6) a 24-MP encode takes >1 s; 8 is ~5x faster "
                             "and still smaller than WebP (DESIGN.md).")
-    png_compress_level: int = Field(default=6, ge=0, le=9)
+    png_compress_level: int = Field(default=6, ge=0, le=9, description="zlib level: 0 fast … 9 small.")
     # compress
-    target_size: int | None = Field(default=None, ge=1, description="Bytes (accepts '200KB').")
+    target_size: int | None = Field(default=None, ge=1, description="Largest output in bytes "
+                                    "(compress; the CLI also takes '200KB').", examples=[200_000])
     min_quality: int = Field(default=30, ge=1, le=100, description="Floor for target_size search.")
     force: bool = Field(default=False, description="Write even when larger than the input.")
     # colour and metadata
@@ -90,18 +98,20 @@ class BatchParams(BaseModel):
     strip_metadata: bool = Field(default=False, description="Drop EXIF and XMP.")
     strip_gps: bool = Field(default=False, description="Drop GPS from EXIF (web presets do).")
     # watermark
-    watermark_text: str | None = None
-    watermark_logo: Path | None = None
+    watermark_text: str | None = Field(default=None, description="Text drawn on each image.",
+                                       examples=["© Studio 2026"])
+    watermark_logo: Path | None = Field(default=None, description="A logo image file (PNG "
+                                        "with alpha) drawn on each image.")
     watermark_font: str | None = Field(default=None, description="TrueType file or font name; "
                                        "default: Pillow's built-in scalable font.")
     watermark_size: int | None = Field(default=None, ge=4, description="Text height in px; "
                                        "default 4% of the short edge.")
     watermark_scale: float = Field(default=0.2, gt=0, le=1, description="Logo width / image width.")
-    watermark_opacity: float = Field(default=0.5, ge=0, le=1)
-    watermark_position: Position = "bottom-right"
+    watermark_opacity: float = Field(default=0.5, ge=0, le=1, description="0 invisible … 1 opaque.")
+    watermark_position: Position = Field(default="bottom-right", description="Where the mark goes.")
     watermark_margin: int | None = Field(default=None, ge=0, description="px; default 2% of "
                                          "the short edge.")
-    watermark_color: str = "#ffffff"
+    watermark_color: str = Field(default="#ffffff", description="Text colour.")
     # video thumbnails
     video_samples: int = Field(default=6, ge=1, le=50, description="Candidate frames scored.")
 
@@ -110,10 +120,7 @@ class BatchParams(BaseModel):
     def _format_alias(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        key = str(value).lower().lstrip(".")
-        if key not in _FORMAT_ALIASES:
-            raise ValueError(f"unsupported output format {value!r} (use jpeg, png, webp or avif)")
-        return _FORMAT_ALIASES[key]
+        return formats.output_key(value)
 
     @field_validator("target_size", mode="before")
     @classmethod
@@ -123,7 +130,11 @@ class BatchParams(BaseModel):
         return value
 
     def quality_for(self, fmt: str) -> int:
-        return self.quality if self.quality is not None else DEFAULT_QUALITY.get(fmt, 85)
+        return self.quality if self.quality is not None else formats.default_quality(fmt)
+
+    @property
+    def enlarge(self) -> bool:
+        return self.upscale or self.small_images == "enlarge"
 
 
 class BatchRequest(BaseModel):
@@ -146,16 +157,19 @@ BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     # Web: 1280 px wide (height follows), WebP q85, GPS never leaves the studio.
     "web_optimized": {"operation": "resize", "width": 1280, "format": "webp", "quality": 85,
                       "strip_gps": True},
-    # Square feed posts: fill 1080×1080 and centre-crop.
+    # Square feed posts: always 1080×1080, filled and centre-cropped; a smaller photo
+    # is enlarged, with a note on the file (small_images=pad centres it instead).
     "social_media": {"operation": "resize", "width": 1080, "height": 1080, "fit": "crop",
-                     "format": "jpeg", "quality": 90, "strip_gps": True},
+                     "small_images": "enlarge", "format": "jpeg", "quality": 90,
+                     "strip_gps": True},
     # Grid thumbnails: exactly 320×240, small JPEGs.
     "thumbnail": {"operation": "thumbnail", "width": 320, "height": 240, "fit": "crop",
                   "format": "jpeg", "quality": 75, "strip_gps": True},
     # Archive-grade: full size, lossless PNG, profile and metadata kept. zlib level 6,
     # not 9: on 24-MP photos level 9 took ~25 s an image for ~2% smaller files.
+    # 16-bit greyscale inputs stay 16-bit.
     "high_quality": {"operation": "convert", "format": "png", "png_compress_level": 6,
-                     "colour": "keep"},
+                     "colour": "keep", "keep_16bit": True},
 }
 
 

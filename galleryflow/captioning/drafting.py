@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from galleryflow.captioning.client import ModelReply, Transport
 from galleryflow.captioning.guardrails import (
@@ -28,6 +28,7 @@ from galleryflow.captioning.offline import OFFLINE_MODEL, caption_variants, imag
 from galleryflow.captioning.plan import CaptionPlan
 from galleryflow.captioning.prompts import Exchange, ModelCall
 from galleryflow.core.settings import Settings
+from galleryflow.core.stages import StageError
 from galleryflow.db.models import Photo
 
 AskModel = Callable[[ModelCall, Transport], ModelReply]
@@ -47,6 +48,7 @@ class RowOutcome(BaseModel):
     model: str | None = None
     generation_mode: str = "model"
     requests: int = 0
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
 
     def report_line(self) -> tuple[str, str]:
         """The chunk report's outcome and message for the row."""
@@ -58,43 +60,70 @@ class RowOutcome(BaseModel):
                 note += " (fallback model)"
             return ("warning" if self.generation_mode == "offline" else "ok",
                     note + (" — OFFLINE captioner" if self.generation_mode == "offline" else ""))
-        reasons = "; ".join(sorted({i["message"] for i in self.issues
-                                    if i.get("severity") == "error"
-                                    and i.get("attempt") == self.requests}))
-        return "warning", f"blocked for review: {reasons}"
+        final = [i for i in self.issues if i.get("attempt") == self.requests] or self.issues
+        reasons = "; ".join(sorted({i["message"] for i in final if i.get("severity") == "error"}))
+        return "warning", f"blocked for review: {reasons or self.fallback_reason or 'no usable answer'}"
 
 
-def _fault_lines(evaluation: Evaluation) -> list[str]:
-    return [f"{i.field}: {i.message}" for i in evaluation.errors]
+def fault_lines(evaluation: Evaluation) -> list[str]:
+    """The repair prompt's lines: each model-fixable fault by field and code. Messages
+    never quote the evidence, so nothing planted there leaves the evidence block."""
+    return [f"{i.field} [{i.code}]: {i.message}" for i in evaluation.fixable]
 
 
-def _issue_dicts(issues: list[Issue], attempt: int, model: str | None) -> list[dict[str, Any]]:
-    return [{**i.model_dump(), "attempt": attempt, "model": model} for i in issues]
+def _issue_dicts(issues: list[Issue], attempt: int | str, model: str | None) -> list[dict[str, Any]]:
+    return [{**i.model_dump(exclude_none=True), "attempt": attempt, "model": model} for i in issues]
+
+
+def _attempt(number: int, model: str, mode: str, outcome: str, **extra: Any) -> dict[str, Any]:
+    return {"attempt": number, "model": model, "mode": mode, "outcome": outcome, **extra}
 
 
 def draft_with_model(call_base: dict[str, Any], ctx: DraftContext, plan: CaptionPlan,
                      transport: Transport, repairs: int, *, ask: AskModel) -> RowOutcome:
-    """Ask, check, repair (bounded), fall back, or block: the loop for one row."""
-    assert plan.info is not None and plan.endpoint is not None
+    """Ask, check, repair (bounded), fall back, or block: the loop for one row.
+
+    Only faults the model can fix go back to it. A request that fails for one model (a
+    persistent 5xx, a timeout, a model gone) moves this row to the fallback model; only
+    when every configured model fails is it an error for the stage (raised).
+    """
+    if plan.info is None or plan.endpoint is None:
+        raise ValueError("draft_with_model needs a model plan (mode 'model')")
     candidates = [(plan.endpoint.model, plan.info.digest, "model")]
     if plan.endpoint.fallback_model:
         candidates.append((plan.endpoint.fallback_model, plan.info.fallback_digest, "fallback-model"))
     history_issues: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
     had_errors: set[str] = set()
     last: Evaluation | None = None
     last_parsed: Evaluation | None = None
+    last_model = candidates[0]
     fallback_reason = None
+    request_error: StageError | None = None
     requests = repair_count = 0
     for index, (model, digest, mode) in enumerate(candidates):
         history: list[Exchange] = []
         for attempt in range(repairs + 1):
             call = ModelCall(model=model, model_digest=digest, history=history, **call_base)
-            reply = ask(call, transport)
+            try:
+                reply = ask(call, transport)
+            except StageError as exc:  # retries exhausted, model gone, request refused
+                request_error = exc
+                requests += 1
+                attempts.append(_attempt(requests, model, mode, "request_error",
+                                         error=str(exc)[:300]))
+                fallback_reason = f"{model}: the request failed ({type(exc).__name__}: {exc})"[:500]
+                break
             requests += 1
             repair_count += attempt > 0
+            last_model = (model, digest, mode)
             last = evaluate(reply.content, ctx)
             if last.draft is not None:
                 last_parsed = last
+            attempts.append(_attempt(requests, model, mode, "passed" if last.passed else "faults",
+                                     codes=sorted({i.code for i in last.errors}),
+                                     fixed=sorted({i.code for i in last.issues
+                                                   if i.severity == "fixed"})))
             if last.passed:
                 repaired = set(DRAFT_FIELDS) if "answer" in had_errors else had_errors
                 states = field_states(last.issues, ctx.locked, repaired=repaired)
@@ -102,25 +131,33 @@ def draft_with_model(call_base: dict[str, Any], ctx: DraftContext, plan: Caption
                     draft=last.draft, issues=history_issues + _issue_dicts(last.issues, requests, model),
                     field_states=states, passed=True, repair_attempts=repair_count,
                     fallback_used=index > 0, fallback_reason=fallback_reason, model=model,
-                    generation_mode=mode, requests=requests,
+                    generation_mode=mode, requests=requests, attempts=attempts,
                 )
             had_errors |= {i.field for i in last.errors}
             history_issues += _issue_dicts(last.errors, requests, model)
-            history.append(Exchange(answer=reply.content[:4000], faults=_fault_lines(last)))
-        codes = sorted({i.code for i in last.errors}) if last else []
-        fallback_reason = (f"{model} still failed after {repairs} repair prompt(s): "
-                           f"{', '.join(codes)}")
-    assert last is not None
+            lines = fault_lines(last)
+            if not lines:
+                break  # nothing a model can fix: asking again would only cost time
+            history.append(Exchange(answer=reply.content[:4000], faults=lines))
+        else:
+            codes = sorted({i.code for i in last.errors}) if last else []
+            fallback_reason = (f"{model} still failed after {repairs} repair prompt(s): "
+                               f"{', '.join(codes)}")
+    if last is None:  # no model answered at all: an outage of every configured model
+        raise request_error or StageError("no model answered")
     final = last_parsed or last
     # Blocked: keep the last parsed draft so the reviewer can fix it; its proof says why.
-    blocked_issues = [i for i in history_issues if i["attempt"] != requests]
-    blocked_issues += _issue_dicts(last.issues, requests, candidates[-1][0])
+    answered = [a["attempt"] for a in attempts if a["outcome"] != "request_error"]
+    final_attempt = answered[-1]
+    blocked_issues = [i for i in history_issues if i["attempt"] != final_attempt]
+    blocked_issues += _issue_dicts(last.issues, final_attempt, last_model[0])
     return RowOutcome(
         draft=final.draft, issues=blocked_issues,
         field_states=field_states(last.issues, ctx.locked),
         passed=False, repair_attempts=repair_count, fallback_used=len(candidates) > 1,
         fallback_reason=fallback_reason if len(candidates) > 1 else None,
-        model=candidates[-1][0], generation_mode=candidates[-1][2], requests=requests,
+        model=last_model[0], generation_mode=last_model[2], requests=final_attempt,
+        attempts=attempts,
     )
 
 
@@ -138,7 +175,8 @@ def draft_offline(row: Photo, ctx: DraftContext, plan: CaptionPlan, settings: Se
         if not any(i.blocking for i in issues):
             break
     else:
-        checked, issues = first  # type: ignore[misc]
+        if first is not None:
+            checked, issues = first
     ok = not any(i.blocking for i in issues)
     return RowOutcome(
         draft=checked, issues=_issue_dicts(issues, 0, OFFLINE_MODEL),

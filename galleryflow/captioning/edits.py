@@ -1,6 +1,9 @@
 """A person's edits to a draft at the review gate (:class:`DraftEdits`) and their check
-against the same guardrails as model output (:func:`check_edit`); the tasks that load
-the row and write an accepted edit and its proof stay in :mod:`tasks.captioning`.
+against the same normalisers and guardrails as model output (:func:`check_edit`): a
+keyword in Title Case is lower-cased, a taken web name made unique, markup blocked. A
+reviewer's earlier overrides hold. The tasks that load the row and write an accepted
+edit and its proof stay in :mod:`tasks.captioning`; a single edited field clears only
+its own faults there (:func:`tasks.proof.record_edit`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from galleryflow.captioning.context import build_context
+from galleryflow.captioning.context import build_context, proof_overrides
 from galleryflow.captioning.evidence import build_evidence
 from galleryflow.captioning.guardrails import Draft, Issue, check_draft
 from galleryflow.captioning.rows import EDIT_ALIASES, row_draft_values
@@ -58,5 +61,6 @@ def check_edit(session: Session, row: Photo, edits: DraftEdits,
     """The row's draft with ``edits`` merged over it, checked as a person's draft."""
     evidence = build_evidence(row, row.image_set, settings)
     evidence.photographer = {}
-    ctx = build_context(session, row, evidence, settings, human=True)
+    ctx = build_context(session, row, evidence, settings, human=True,
+                        overrides=proof_overrides(row.proof))
     return check_draft(edited_draft(row, edits), ctx, human=True)

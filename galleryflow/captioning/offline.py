@@ -10,8 +10,9 @@ lists the rows drafted this way.
 It describes only what it can measure or read: brightness, contrast, colour
 temperature and the dominant hue of the model-ready image, how light is
 distributed between the upper and lower half, the format; the date, time of day
-and camera from EXIF; the place from the set's location or folder name. It
-never claims objects (no "lake", no "sunset") that it cannot see. Sentence
+and camera from EXIF; the place only from the set's location, a configured place or
+GPS (a folder name is never a place: "2026-09 harbour" gives the subject "the
+harbour", no dates in words). It never claims objects (no "lake", no "sunset") that it cannot see. Sentence
 structure rotates with the photo's position in the set so a series does not get
 one caption; the same guardrails as model drafts apply, and a near-duplicate
 tries the next structure.
@@ -27,7 +28,10 @@ from pathlib import Path
 from PIL import Image
 from pydantic import BaseModel
 
-from galleryflow.captioning.guardrails import Draft, Evidence, keywords_with_evidence, slugify
+from galleryflow.captioning.draft import Draft, Evidence
+from galleryflow.captioning.normalise import unique_name
+from galleryflow.captioning.text import slugify
+from galleryflow.captioning.timeplace import time_words
 from galleryflow.imaging.colour import to_rgb
 from galleryflow.imaging.decode import decode
 from galleryflow.imaging.geometry import reduce
@@ -85,6 +89,17 @@ class _Words(BaseModel):
     camera: str  # "with a Canon EOS R6" or ""
 
 
+def _place(evidence: Evidence) -> str:
+    """A named place only from the location or GPS; else the subject the folder states."""
+    named = evidence.location or (evidence.place.split(",")[0] if evidence.place else None)
+    if named:
+        return named
+    subject = (evidence.subject_hint or evidence.set_name or "").lower()
+    for word in time_words(subject):  # a folder "dawn" says nothing of this photo's hour
+        subject = " ".join(re.sub(rf"\b{re.escape(word)}\w*", " ", subject).split())
+    return f"the {subject}" if subject else "this set"
+
+
 def _words(evidence: Evidence, stats: ImageStats) -> _Words:
     b = stats.brightness
     warmth = stats.warmth or 0.0
@@ -92,7 +107,7 @@ def _words(evidence: Evidence, stats: ImageStats) -> _Words:
     detail = stats.detail or 0.0
     taken = evidence.taken_at
     return _Words(
-        place=evidence.location or evidence.subject_hint or evidence.set_name or "this set",
+        place=_place(evidence),
         light="dark" if b < _DARK else "dim" if b < _DIM else "bright" if b > _BRIGHT
         else "evenly lit",
         contrast="strong contrast" if stats.contrast > _STRONG_CONTRAST else
@@ -131,7 +146,7 @@ def _captions(w: _Words) -> list[tuple[str, str]]:
         (_sentence(f"{w.vividness} {w.colour} hues fill this {w.orientation} view of {w.place}",
                    w.when + ",", f"with {w.layout}"),
          _sentence(f"{w.orientation} view of {w.place} in {w.vividness} {w.colour} hues", w.when)),
-        (_sentence(f"{w.texture} detail and {w.contrast} mark this {w.place} photograph taken",
+        (_sentence(f"{w.texture} detail and {w.contrast} mark this photograph of {w.place}, taken",
                    w.clock, w.date, w.camera),
          _sentence(f"{w.texture}, {w.tone} photograph of {w.place}", w.date)),
         (_sentence(f"{w.light} light", w.when, f"at {w.place}: {w.layout}, in a {w.tone} palette"),
@@ -155,25 +170,24 @@ def offline_draft(evidence: Evidence, stats: ImageStats, frame: int = 0, variant
     w = _words(evidence, stats)
     options = _captions(w)
     caption, alt_text = options[(frame + variant) % len(options)]
-    keywords = [w.place.lower(), w.colour, w.light, w.tone]
+    place = w.place.removeprefix("the ").lower()
+    keywords = [place, w.colour, w.light, w.tone]
     if evidence.time_of_day:
         keywords.append(evidence.time_of_day)
     if evidence.taken_at:
         keywords.append(f"{evidence.taken_at:%B}".lower())
-    keywords = [k for k in dict.fromkeys(keywords) if k and k != "evenly lit"]
     # Only words this structure actually uses (or the evidence states) become keywords.
-    probe = Draft(caption=caption, alt_text=alt_text, keywords=keywords, subject=w.place,
-                  file_name="probe")
-    keywords, _ = keywords_with_evidence(keywords, probe, evidence)
-    base = evidence.set_name or w.place
+    used = f"{caption} {alt_text}".lower()
+    keywords = [k for k in dict.fromkeys(keywords)
+                if k and k != "evenly lit" and k != "this set" and (
+                    k in used or k == place or k == evidence.time_of_day)]
+    base = place if place != "this set" else "photo"
     if evidence.taken_at:
         stem = slugify(f"{base} {evidence.taken_at:%Y-%m-%d %H%M}", max_name_chars)
     else:
         stem = slugify(f"{base} {frame + 1:03d}", max_name_chars)
-    name = stem or f"photo-{frame + 1:03d}"
-    suffix = 2
-    while name in taken and suffix < 1000:  # burst shots in one minute: tell them apart
-        name = f"{stem[: max_name_chars - 4]}-{suffix}"
-        suffix += 1
+    # Burst shots in one minute: the shared uniquifier tells them apart.
+    name = unique_name(stem or f"photo-{frame + 1:03d}", taken.__contains__,
+                       max_chars=max_name_chars)
     return Draft(caption=caption, alt_text=alt_text, keywords=keywords,
                  subject=w.place[:80], file_name=name)

@@ -19,13 +19,18 @@ compute task and write its result.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
 from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.results import get_result_store
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
+
+_log = logging.getLogger(__name__)
 
 VOLATILE_FIELDS = frozenset(
     {
@@ -72,3 +77,46 @@ class ContentInputs(CachePolicy):
 
 CONTENT = ContentInputs() + TASK_SOURCE
 """The policy for galleryflow's pure, expensive per-image computations."""
+
+
+class PhotoCache:
+    """Per-photo results in Prefect's result store, keyed on the photo's content
+    (sha256) and on what else the result depends on (``depends_on``: model names,
+    weight fingerprints, code versions; never paths).
+
+    Why not a cached task: a task cached on a *batch* of photos misses as soon as
+    the batch changes — a locked row, a photo added to the set or another chunk
+    size shifts every batch after it, and a rerun recomputed them all — while a
+    cached task run per photo costs orchestration (a task run, its states and
+    events) for every photo. Here each photo is looked up on its own, the misses
+    are computed in one batch, and each result is stored on its own. The records
+    live in the same result store as the task results (``GALLERYFLOW_HOME/results``),
+    written and read by Prefect's own ``ResultStore``.
+    """
+
+    def __init__(self, kind: str, depends_on: BaseModel | dict[str, Any]) -> None:
+        self.kind = kind
+        self._salt = hash_objects(kind, _canonical(depends_on, frozenset()), raise_on_failure=True)
+
+    def key(self, sha256: str) -> str:
+        return f"{self.kind}-{hash_objects(self._salt, sha256, raise_on_failure=True)}"
+
+    def get_many(self, sha256s: Iterable[str]) -> dict[str, Any]:
+        """The stored results of those photos that have one."""
+        store = get_result_store()
+        found: dict[str, Any] = {}
+        for sha256 in dict.fromkeys(sha256s):
+            key = self.key(sha256)
+            try:
+                if store.exists(key):
+                    found[sha256] = store.read(key).result
+            except Exception as exc:  # a torn or foreign record is a miss, not a failure
+                _log.warning("cached %s of %s unreadable (%s): computing again",
+                             self.kind, sha256[:12], exc)
+        return found
+
+    def put(self, sha256: str, value: Any) -> None:
+        try:
+            get_result_store().write(value, key=self.key(sha256))
+        except Exception as exc:  # the result is still used; only the next run pays
+            _log.warning("could not cache %s of %s: %s", self.kind, sha256[:12], exc)

@@ -16,7 +16,11 @@ import psutil
 
 def current_owner() -> str:
     """This process as an owner string (not cached: a forked child is another owner)."""
-    pid = os.getpid()
+    return owner_of(os.getpid())
+
+
+def owner_of(pid: int) -> str:
+    """A process of this host (a child just started to do the work) as an owner string."""
     return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.2f}"
 
 

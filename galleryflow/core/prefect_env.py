@@ -11,6 +11,13 @@ The defaults:
   start runs its own migrations and can take well over Prefect's default on a
   small machine;
 - analytics off;
+- the server keeps idle HTTP connections open for 60 s. Prefect's client pools
+  them for 25 s (``keepalive_expiry``), uvicorn closes them after 5 s by default:
+  a request sent on a connection idle for 5–25 s met a closed socket, and the
+  client retried it after its 2 s back-off. That was the ~2 s every stage's
+  first task run sat in Pending (the tag concurrency check is its first
+  request after a quiet spell), and a ~2 s stall of any request after a pause
+  (`bench/pending.py` prints the largest Pending→Running gap of a run);
 - task results persisted under ``GALLERYFLOW_HOME/results``, so task caching
   works across runs (Prefect's default keeps results in memory only);
 - when no Prefect server is configured, the embedded server's database under
@@ -34,6 +41,11 @@ _DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+    # Keep-alive longer than the client's (see the module docstring): the embedded
+    # server is `python -m uvicorn`, which reads UVICORN_* options from the
+    # environment it inherits; `prefect server start` reads Prefect's own setting.
+    "UVICORN_TIMEOUT_KEEP_ALIVE": "60",
+    "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "60",
 }
 
 API_URL = "PREFECT_API_URL"

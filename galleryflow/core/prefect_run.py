@@ -15,6 +15,7 @@ Prefect's test harness) does not run — and an unbounded wait would hang the ru
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Literal
@@ -109,3 +110,33 @@ def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
                 "--active-slots 0`"
             ) from exc
         yield
+
+
+# ------------------------------------------------------------------ gate wake-ups
+#
+# A paused gate learns of its answer by polling the server (an answer can come
+# from the UI or another machine). An answer given in this very process (the
+# terminal reviewer, `--approve-all`, the review page served by this process)
+# also wakes it at once, instead of leaving the run idle until its next poll.
+
+_gate_wakeups: dict[str, threading.Event] = {}
+_gate_wakeups_lock = threading.Lock()
+
+
+def gate_wakeup(run_id: str) -> threading.Event:
+    """The event a paused gate of ``run_id`` waits on between polls."""
+    with _gate_wakeups_lock:
+        return _gate_wakeups.setdefault(str(run_id), threading.Event())
+
+
+def wake_gate(run_id: str) -> None:
+    """Say that ``run_id``'s gate was answered (a no-op when no gate of this process waits)."""
+    with _gate_wakeups_lock:
+        event = _gate_wakeups.get(str(run_id))
+    if event is not None:
+        event.set()
+
+
+def forget_gate(run_id: str) -> None:
+    with _gate_wakeups_lock:
+        _gate_wakeups.pop(str(run_id), None)

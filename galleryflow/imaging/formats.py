@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
+
+# The output keys as a type (schemas, enums); checked against the table below.
+OutputKey = Literal["jpeg", "png", "webp", "avif"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,12 @@ class ImageFormat:
     lossy: bool = False  # its encoder has a quality setting
     same_as: str | None = None  # the output key that re-encodes it as the same format
     default_output: str = "jpeg"  # what a batch makes of it when no format is asked
+    # Written formats only: the quality used when none is asked (AVIF's scale is not
+    # JPEG's: q70 AVIF looks like q85 JPEG at well under half the bytes), and a
+    # generous guess of output bytes per pixel (noisy photos at high quality) for the
+    # free-disk checks.
+    default_quality: int | None = None
+    bytes_per_pixel: float = 0.0
 
     @property
     def writable(self) -> bool:
@@ -30,12 +40,16 @@ class ImageFormat:
 
 
 FORMATS: tuple[ImageFormat, ...] = (
-    ImageFormat("JPEG", (".jpg", ".jpeg", ".jpe"), "image/jpeg", "jpeg", True, "jpeg", "jpeg"),
+    ImageFormat("JPEG", (".jpg", ".jpeg", ".jpe"), "image/jpeg", "jpeg", True, "jpeg", "jpeg",
+                default_quality=85, bytes_per_pixel=0.6),
     # A multi-picture JPEG (many cameras' files): the first picture is a plain JPEG.
     ImageFormat("MPO", (".jpg", ".jpeg"), "image/jpeg", None, False, "jpeg", "jpeg"),
-    ImageFormat("PNG", (".png",), "image/png", "png", False, "png", "png"),
-    ImageFormat("WEBP", (".webp",), "image/webp", "webp", True, "webp", "webp"),
-    ImageFormat("AVIF", (".avif",), "image/avif", "avif", True, "avif", "avif"),
+    # 16-bit PNGs: up to 6 bytes a pixel before compression.
+    ImageFormat("PNG", (".png",), "image/png", "png", False, "png", "png", bytes_per_pixel=3.2),
+    ImageFormat("WEBP", (".webp",), "image/webp", "webp", True, "webp", "webp",
+                default_quality=85, bytes_per_pixel=0.45),
+    ImageFormat("AVIF", (".avif",), "image/avif", "avif", True, "avif", "avif",
+                default_quality=70, bytes_per_pixel=0.3),
     # Lossless inputs we do not write stay lossless: PNG.
     ImageFormat("GIF", (".gif",), "image/gif", default_output="png"),
     ImageFormat("TIFF", (".tif", ".tiff"), "image/tiff", default_output="png"),
@@ -47,7 +61,12 @@ BY_PILLOW: dict[str, ImageFormat] = {f.pillow: f for f in FORMATS}
 BY_KEY: dict[str, ImageFormat] = {f.key: f for f in FORMATS if f.key}
 
 OUTPUT_KEYS: tuple[str, ...] = tuple(BY_KEY)  # jpeg, png, webp, avif
+assert OUTPUT_KEYS == get_args(OutputKey), "OutputKey must list the table's output keys"
 LOSSY_KEYS = frozenset(k for k, f in BY_KEY.items() if f.lossy)
+# Names a user may give for an output format: the key, or any of its suffixes.
+OUTPUT_NAMES: dict[str, str] = {
+    **{ext.lstrip("."): key for key, f in BY_KEY.items() for ext in f.extensions}, **{k: k for k in BY_KEY}
+}
 # Pillow formats a batch accepts as input (besides RAW and video).
 INPUT_FORMATS = frozenset(BY_PILLOW)
 
@@ -75,6 +94,24 @@ def suffix_matches(path: Path, pillow: str) -> bool:
 def suffix(key: str) -> str:
     """The suffix galleryflow writes for an output key (``jpeg`` → ``.jpg``)."""
     return BY_KEY[key].extensions[0]
+
+
+def output_key(name: str) -> str:
+    """The output key a user's format name means (``JPG``, ``.jpeg`` → ``jpeg``)."""
+    key = OUTPUT_NAMES.get(str(name).lower().lstrip("."))
+    if key is None:
+        raise ValueError(f"unsupported output format {name!r} (use {', '.join(OUTPUT_KEYS)})")
+    return key
+
+
+def default_quality(key: str) -> int:
+    """The quality an output key is encoded at when none is asked."""
+    return BY_KEY[key].default_quality or 85
+
+
+def bytes_per_pixel(key: str) -> float:
+    """A generous guess of an output's bytes per pixel (free-disk estimates)."""
+    return BY_KEY[key].bytes_per_pixel
 
 
 def pillow_name(key: str) -> str:

@@ -112,9 +112,11 @@ def _probe_video(path: Path) -> Probe:
 # ---------------------------------------------------------------- loading
 
 def load_source(path: Path, want: tuple[int, int] | None = None, colour: str = "srgb",
-                video_samples: int = 6) -> Source:
+                video_samples: int = 6, keep_16bit: bool = False) -> Source:
     """Decode ``path``, oriented and in RGB(A). ``want`` is the size the output needs
-    (display orientation) so the decoder can skip detail that would be thrown away."""
+    (display orientation) so the decoder can skip detail that would be thrown away.
+    ``keep_16bit``: a 16-bit greyscale image stays 16-bit (``I;16``, for a 16-bit PNG)
+    instead of being scaled to 8 bits."""
     kind = classify(path)
     if kind == "raw":
         try:
@@ -123,17 +125,18 @@ def load_source(path: Path, want: tuple[int, int] | None = None, colour: str = "
             if exc.reason != "Unsupported format":
                 raise
             try:  # a JPEG or TIFF saved under a RAW name: use its real format
-                source = _load_image(path, want, colour)
+                source = _load_image(path, want, colour, keep_16bit)
             except MediaError:
                 raise exc from None
             source.notes.append(f"not a RAW file: read as {source.format}")
             return source
     if kind == "video":
         return _load_video(path, want, video_samples)
-    return _load_image(path, want, colour)
+    return _load_image(path, want, colour, keep_16bit)
 
 
-def _load_image(path: Path, want: tuple[int, int] | None, colour_mode: str) -> Source:
+def _load_image(path: Path, want: tuple[int, int] | None, colour_mode: str,
+                keep_16bit: bool = False) -> Source:
     notes: list[str] = []
     try:
         decoded = decode(path, min_size=want, formats=INPUT_FORMATS)
@@ -149,6 +152,11 @@ def _load_image(path: Path, want: tuple[int, int] | None, colour_mode: str) -> S
     # The oriented image's EXIF block (Orientation dropped); a TIFF's own tags, which
     # describe the file (strips, sizes), never go into an output.
     exif = decoded.image.getexif() if fmt not in ("GIF", "BMP") else None
+    if keep_16bit and decoded.image.mode in colour.SIXTEEN_BIT_MODES and decoded.image.mode != "I":
+        return Source(image=decoded.image.convert("I;16") if decoded.image.mode != "I;16"
+                      else decoded.image, kind="image", format=fmt, exif=exif or None,
+                      xmp=decoded.xmp, icc_profile=decoded.icc_profile,
+                      notes=[*notes, "16-bit greyscale kept"])
     image, icc_out, warning = _normalise_colour(decoded.image, decoded.icc_profile, colour_mode)
     if warning:
         notes.append(warning)

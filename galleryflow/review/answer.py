@@ -22,6 +22,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_runs import resume_flow_run
 from pydantic import BaseModel
 
+from galleryflow.core.prefect_run import wake_gate
 from galleryflow.review.forms import ReviewRowInput
 
 GATED_FLOWS = ["process-sets", "review-publish"]
@@ -135,6 +136,7 @@ def build_answer(gate: OpenGate, approve_all: bool = False, approve: set[str] = 
 
 def answer_gate(gate: OpenGate, run_input: dict[str, Any]) -> None:
     resume_flow_run(UUID(gate.flow_run_id), run_input=run_input)
+    wake_gate(gate.flow_run_id)  # a gate waiting in this process resumes now, not at its next poll
 
 
 def wait_for_gate(flow_run_id: str, key: str | None = None, timeout: float = 120.0,

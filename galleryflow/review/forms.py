@@ -27,6 +27,7 @@ Decision = Literal["undecided", "approve", "reject", "regenerate"]
 Bulk = Literal["none", "approve_passed_reject_rest", "approve_passed", "reject_all"]
 
 EDITABLE = ("caption", "alt_text", "keywords", "web_file_name")
+EDIT_FIELD_NAMES = {"web_file_name": "file_name", "file": "file_name", "alt": "alt_text"}
 WEB_SUFFIX = ".jpg"  # web file names are stored with it (tasks.captioning)
 
 # Words a photographer's captions use that a general dictionary lacks.
@@ -51,7 +52,23 @@ class ReviewRowInput(BaseModel):
     alt_text: str = ""
     keywords: str = Field(default="", description="Comma-separated")
     web_file_name: str = ""
+    override: str = Field(
+        default="",
+        description="Guardrail faults you judge false positives, as field:code (or code for "
+        "any field), comma-separated, e.g. caption:url. Needs a reason.",
+    )
+    override_reason: str = Field(default="", description="Why the flagged text is right (recorded)")
     note: str = Field(default="", description="Optional note for the record")
+
+    def overrides(self) -> list[tuple[str, str]]:
+        """The (field, code) pairs of ``override``; field ``*`` when only a code is given."""
+        pairs = []
+        for part in re.split(r"[,;\s]+", self.override.strip()):
+            if not part:
+                continue
+            field, _, code = part.rpartition(":")
+            pairs.append((EDIT_FIELD_NAMES.get(field, field) or "*", code))
+        return pairs
 
 
 class ReviewDecision(RunInput):
@@ -76,6 +93,7 @@ class RowVerdict(BaseModel):
     applied: bool
     issues: list[str] = Field(default_factory=list)
     flags: list[str] = Field(default_factory=list)  # spelling: reported, never fatal
+    overrides: list[str] = Field(default_factory=list)  # "field/code: reason", recorded
 
 
 class DecisionOutcome(BaseModel):

@@ -18,6 +18,7 @@ are not used: they import ``pkg_resources`` (gone from setuptools >= 81) and the
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from galleryflow.scoring.setup import ScoringSetup
+
+_log = logging.getLogger(__name__)
 from galleryflow.torch_compat import ensure_torchvision
 
 ensure_torchvision()
@@ -122,6 +125,9 @@ class AestheticModel:
                 f"{ident.input_size}"
             )
         self.head = load_aesthetic_head(setup.head.path, self.device)
+        self.clip_model = ident.clip_model
+        self._labels: dict[tuple[str, ...], torch.Tensor | None] = {}
+        self._labels_lock = threading.Lock()
         embed = getattr(model.visual, "output_dim", None)
         if embed is not None and embed != self.head.input_size:
             raise ModelLoadError(
@@ -133,12 +139,62 @@ class AestheticModel:
         """The model's own preprocessing (resize, centre crop, normalise); thread-safe."""
         return self.preprocess(img)
 
-    def score(self, batch: list[torch.Tensor]) -> list[float]:
+    def embed(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Unit-length image embeddings: one forward pass serves the aesthetic rating
+        and the keyword hints."""
         with torch.inference_mode():
             pixels = torch.stack(batch).to(self.device)
             embedding = self.model.encode_image(pixels).float()
-            embedding = embedding / embedding.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            return embedding / embedding.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def rate(self, embedding: torch.Tensor) -> list[float]:
+        with torch.inference_mode():
             return [float(v) for v in self.head(embedding).squeeze(-1).cpu()]
+
+    def score(self, batch: list[torch.Tensor]) -> list[float]:
+        return self.rate(self.embed(batch))
+
+    def label_embeddings(self, labels: tuple[str, ...]) -> torch.Tensor | None:
+        """Unit-length text embeddings of "a photo of {label}" (cached per label set);
+        ``None`` when the text tower cannot take them (a checkpoint without one, a
+        tokenizer that would have to be downloaded)."""
+        with self._labels_lock:
+            if labels in self._labels:
+                return self._labels[labels]
+            try:
+                import open_clip
+
+                tokens = open_clip.get_tokenizer(self.clip_model)(
+                    [f"a photo of {label}" for label in labels]).to(self.device)
+                with torch.inference_mode():
+                    text = self.model.encode_text(tokens).float()
+                value = text / text.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            except Exception as exc:  # no usable text tower: hints are simply absent
+                _log.warning("CLIP keyword hints unavailable (%s: %s)", type(exc).__name__, exc)
+                value = None
+            self._labels[labels] = value
+            return value
+
+    def hints(self, embedding: torch.Tensor, labels: tuple[str, ...], top_k: int,
+              min_score: float) -> list[list[tuple[str, float]]] | None:
+        """Zero-shot labels per image: (label, cosine similarity), best first."""
+        text = self.label_embeddings(labels) if labels else None
+        if text is None:
+            return None
+        return zero_shot(embedding, text, labels, top_k, min_score)
+
+
+def zero_shot(images: torch.Tensor, texts: torch.Tensor, labels: tuple[str, ...], top_k: int,
+              min_score: float) -> list[list[tuple[str, float]]]:
+    """CLIP zero-shot labelling: each image's cosine similarity with each label's text
+    embedding (both unit length), the ``top_k`` best at or above ``min_score``."""
+    with torch.inference_mode():
+        similarity = images @ texts.T
+        best = similarity.topk(min(top_k, len(labels)), dim=-1)
+    out = []
+    for scores, indices in zip(best.values.cpu().tolist(), best.indices.cpu().tolist()):
+        out.append([(labels[i], round(s, 4)) for s, i in zip(scores, indices) if s >= min_score])
+    return out
 
 
 def check_brisque_params(path: Path) -> None:

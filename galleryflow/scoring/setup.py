@@ -85,6 +85,11 @@ class ScoringIdentity(BaseModel):
     clip_sha256: str | None = None
     clip_config_sha256: str | None = None
     head_sha256: str | None = None
+    # Classifier-assisted keyword hints (stage 7's evidence) from the same CLIP image
+    # embedding: the labels scored against it, how many are kept, the least similarity.
+    hint_labels: tuple[str, ...] = ()
+    hint_top_k: int = 12
+    hint_min_score: float = 0.22
 
     @property
     def stats_source(self) -> str:

@@ -1,7 +1,7 @@
 """web_name reservations; a photo is its content within its set; session owners
 
 Revision ID: 0006_names_recovery
-Revises: 0004_file_mtime
+Revises: 0005_caption_evidence
 Create Date: 2026-12-02 12:00:00
 
 - ``web_name``: web file names reserved for one photo each, unique on the name
@@ -18,8 +18,7 @@ Create Date: 2026-12-02 12:00:00
 - ``image_set.owner``: host:pid:start-time of the process running a session, so
   the next run can tell a dead session from a live one.
 
-(``0005`` is left for a revision another branch adds; the two are rechained
-when they meet.)
+(Written beside 0005 on another branch; chained after it when the two met.)
 """
 
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 
 
 revision = '0006_names_recovery'
-down_revision = '0004_file_mtime'
+down_revision = '0005_caption_evidence'
 branch_labels = None
 depends_on = None
 

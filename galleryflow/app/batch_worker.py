@@ -1,0 +1,58 @@
+"""``python -m galleryflow.app.batch_worker JOB_ID``: run one recorded batch job to its end.
+
+Started detached by :mod:`galleryflow.app.batch_jobs` (its own session, no terminal,
+output to the job's log file). It runs the job with
+:func:`galleryflow.batch.runner.run_job` — threads, no Prefect, so nothing else is
+started and nothing is left behind when it dies — and records every file as it
+finishes. SIGTERM or SIGINT (a shutdown, ``kill PID``) stops it like a full disk
+does: the file in hand finishes, the job ends ``failed`` with the signal as its
+reason and the rest ``not processed``. An unexpected fault ends the job ``failed``
+with a one-line reason; the traceback goes to the log file only. Exit status: 0
+completed, 3 partial, 1 failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import traceback
+
+from galleryflow.batch import jobs
+from galleryflow.batch.runner import run_job
+
+EXIT_CODES = {"completed": 0, "partial": 3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m galleryflow.app.batch_worker JOB_ID", file=sys.stderr)
+        return 2
+    job_id = args[0]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def stop(signum: int, _frame: object) -> None:
+        # The stop is a DB write: done off the signal handler, which may have
+        # interrupted this thread inside a DB call.
+        reason = f"stopped: the worker process received {signal.Signals(signum).name}"
+        threading.Thread(target=jobs.stop_job, args=(job_id, reason), daemon=True).start()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    try:
+        status = run_job(job_id)
+    except Exception as exc:  # noqa: BLE001 - recorded in words; the traceback is logged
+        traceback.print_exc()
+        try:
+            jobs.fail_job(job_id, f"stopped by an internal error: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the DB itself is gone: the log has it
+            traceback.print_exc()
+        return 1
+    logging.info("batch job %s: %s", job_id, status)
+    return EXIT_CODES.get(status, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

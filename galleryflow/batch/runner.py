@@ -1,0 +1,100 @@
+"""Running a batch job's files: each one processed, then recorded as it finishes.
+
+:func:`run_file` is the unit every runner shares — the Prefect task of the
+``batch-process`` flow (a chunk of files per task run) and :func:`run_job`, which
+runs a whole stored job in this process on a thread pool, without Prefect: what a
+detached ``galleryflow batch`` job (``galleryflow.app.batch_worker``) runs, in well
+under a second of start-up.
+
+Before each file a worker reads the job's stop reason from the DB (so a worker in
+another thread, process or machine sees it) and checks the free disk; a fault of the
+output folder (:class:`~galleryflow.batch.outputs.OutputError`: disk full, read-only,
+no permission, not a folder) stops the job with that reason. The file in hand and
+every file after it are recorded ``not processed``; nothing partial is left (writes
+are atomic).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from galleryflow.batch import jobs
+from galleryflow.batch.ops import FileResult, JobSpec, estimate_output_bytes, process_file
+from galleryflow.batch.outputs import OutputError, OutputRegistry, iter_inputs
+from galleryflow.core.fsutil import free_bytes
+from galleryflow.imaging import media
+
+
+def disk_short(spec: JobSpec, path: Path) -> str | None:
+    """Free space is checked again as the job runs: other programs write too."""
+    if spec.disk_headroom_bytes <= 0:
+        return None
+    out = Path(spec.output_directory)
+    free = free_bytes(out)
+    try:
+        need = estimate_output_bytes(media.probe(path), spec.operation, spec.params)
+    except Exception:
+        need = 0  # process_file will report this file's own fault
+    if free < need + spec.disk_headroom_bytes:
+        return (f"Disk full: {free / 1e6:.0f} MB free on {out}, below the "
+                f"{spec.disk_headroom_bytes / 1e6:.0f} MB kept free; the job stopped")
+    return None
+
+
+def run_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
+    """Process one file unless the job is stopping, and record its outcome."""
+    reason = jobs.stop_reason(spec.job_id)
+    if reason is None:
+        short = disk_short(spec, path)
+        if short:
+            reason = jobs.stop_job(spec.job_id, short)
+    if reason is not None:
+        result = jobs.not_processed(str(path), reason)
+    else:
+        try:
+            result = process_file(path, spec, registry)
+        except OutputError as exc:
+            result = jobs.not_processed(str(path), jobs.stop_job(spec.job_id, str(exc)))
+    jobs.record_file(spec.job_id, result)
+    return result
+
+
+def run_files(files: list[str], spec: JobSpec) -> dict[str, int]:
+    """A chunk of files, one after another (a Prefect task's work); counts by outcome."""
+    registry = OutputRegistry(Path(spec.output_directory))
+    outcome: dict[str, int] = {}
+    for name in files:
+        status = run_file(Path(name), spec, registry).status
+        outcome[status] = outcome.get(status, 0) + 1
+    return outcome
+
+
+def chunks(paths: Iterator[Path], size: int) -> Iterator[list[str]]:
+    while chunk := [str(p) for p in itertools.islice(paths, size)]:
+        yield chunk
+
+
+def run_job(job_id: str, workers: int | None = None) -> str:
+    """Run a stored job here, ``workers`` files at a time (threads: Pillow releases the
+    GIL); returns its final status. The glob is streamed, never listed, and at most
+    two files per worker are queued, so memory stays bounded however many match."""
+    spec, pattern, record = jobs.load_spec(job_id)
+    jobs.mark_running(job_id)
+    workers = max(1, workers or record.workers)
+    out = Path(spec.output_directory)
+    registry = OutputRegistry(out)
+    seen = 0
+    pending: deque[Future[FileResult]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"batch-{job_id[:8]}") as pool:
+        for path in iter_inputs(pattern, exclude=out):
+            seen += 1
+            pending.append(pool.submit(run_file, path, spec, registry))
+            if len(pending) >= 2 * workers:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+    return jobs.finish(job_id, seen)
