@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -39,9 +39,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
+    func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -51,6 +54,9 @@ from galleryflow.core.photo_facts import CameraFacts
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 UPSERT_BATCH = 500
+# Query parameters drivers accept a secret in (pymysql, psycopg, ODBC and friends).
+_SECRET_PARAMS = {"password", "passwd", "pwd", "pass", "secret", "token", "access_token",
+                  "api_key", "apikey", "auth_token", "sslpassword", "private_key"}
 
 
 class GalleryError(RuntimeError):
@@ -120,6 +126,23 @@ GALLERY_COLUMNS: tuple[tuple[str, str, Any], ...] = (
     ("published_at", "Published_At", DateTime),
 )
 COLUMN_NAMES: dict[str, str] = {field: column for field, column, _ in GALLERY_COLUMNS}
+# SQLite compares text byte for byte; MySQL/MariaDB's default collations ignore case.
+# A table galleryflow creates on SQLite folds case in its key too (NOCASE), so the
+# key means the same on every database: `sunset.jpg` and `Sunset.jpg` are one name.
+_FILE_NAME_TYPE = String(255).with_variant(String(255, collation="NOCASE"), "sqlite")
+
+
+def fold(file_name: str) -> str:
+    """A file name as the gallery's collation compares it (web names are ASCII)."""
+    return file_name.lower()
+
+
+class UpsertResult(BaseModel):
+    """What one bulk upsert did: the gallery id per file name written, and the names
+    refused because another photo (or the site itself) holds them."""
+
+    ids: dict[str, str] = Field(default_factory=dict)
+    refused: dict[str, str] = Field(default_factory=dict)  # file name -> why
 
 
 def record_values(record: GalleryRecord, updated_at: datetime) -> dict[str, Any]:
@@ -137,7 +160,8 @@ def gallery_table(name: str, metadata: MetaData | None = None) -> Table:
         Column(
             "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
         ),
-        *(Column(column, kind, nullable=column != "File_Name")
+        *(Column(column, _FILE_NAME_TYPE if column == "File_Name" else kind,
+                 nullable=column != "File_Name")
           for _, column, kind in GALLERY_COLUMNS),
         Column("Updated_At", DateTime),
         UniqueConstraint("File_Name", name=f"uq_{name}_file_name"),
@@ -169,7 +193,13 @@ class GalleryDatabase(Block):
         return value
 
     def safe_url(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        """The URL for logs and errors: no password, neither ``user:password@`` nor a
+        secret passed as a query parameter (``?password=…``, ``?token=…``)."""
+        url = make_url(self.url)
+        secret = {k: "***" for k in url.query if k.lower() in _SECRET_PARAMS}
+        if secret:
+            url = url.update_query_dict(secret)
+        return url.render_as_string(hide_password=True)
 
     def engine(self) -> Engine:
         url = make_url(self.url)
@@ -232,7 +262,8 @@ class GalleryConnection:
         return self.connection.dialect.name
 
     def ensure_table(self) -> None:
-        """Create the gallery table when missing; check an existing one has our columns."""
+        """Create the gallery table when missing; check an existing one has our columns
+        and a unique key on ``File_Name`` (created when the table allows it)."""
         with _translated(self.where, f"create table {self.table.name}"):
             self.table.metadata.create_all(self.connection, checkfirst=True)
             self.connection.commit()
@@ -245,47 +276,114 @@ class GalleryConnection:
                 f"gallery database {self.where}: table {self.table.name} exists but lacks the "
                 f"columns {', '.join(missing)}; add them or choose another publish.gallery_table"
             )
+        self._ensure_unique_file_name()
 
-    def owners(self, file_names: Sequence[str]) -> dict[str, str | None]:
-        """File_Name -> Source_Key for the names already in the gallery."""
+    def _has_unique_file_name(self) -> bool:
+        insp = inspect(self.connection)
+        keys = [u["column_names"] for u in insp.get_unique_constraints(self.table.name)]
+        keys += [i["column_names"] for i in insp.get_indexes(self.table.name) if i.get("unique")]
+        return any([c.lower() for c in cols if c] == ["file_name"] for cols in keys)
+
+    def _ensure_unique_file_name(self) -> None:
+        """Without a unique key on File_Name the upsert inserts a second row for a name
+        instead of updating it (a resumed publish duplicated rows that way): create the
+        key when no two rows share a name, else refuse with the statement to run."""
+        t = self.table.name
+        with _translated(self.where, f"inspect keys of {t}"):
+            if self._has_unique_file_name():
+                return
+            dupes = [
+                name for name, in self.connection.execute(text(
+                    f"SELECT MIN(File_Name) FROM {t} GROUP BY LOWER(File_Name) HAVING COUNT(*) > 1"))
+            ]
+            self.connection.commit()
+        statement = f"ALTER TABLE {t} ADD CONSTRAINT uq_{t}_file_name UNIQUE (File_Name)"
+        if dupes:
+            raise GalleryError(
+                f"gallery database {self.where}: table {t} has no unique key on File_Name and "
+                f"holds some names more than once ({', '.join(dupes[:10])}); publishing would "
+                f"add more. Remove the extra rows, then run: {statement};")
+        try:
+            with _translated(self.where, f"create the unique key on {t}.File_Name"):
+                self.connection.execute(text(
+                    f"CREATE UNIQUE INDEX uq_{t}_file_name ON {t} (File_Name)"))
+                self.connection.commit()
+        except GalleryError as exc:
+            raise GalleryError(
+                f"{exc}. Table {t} needs a unique key on File_Name before anything is "
+                f"published into it; run: {statement};") from None
+
+    def owners(self, file_names: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """For the names already in the gallery, compared the way the gallery's
+        collation compares them (case-folded): folded name -> (its File_Name as
+        stored, its Source_Key)."""
         if not file_names:
             return {}
-        t = self.table
         with _translated(self.where, "read existing names"):
-            result = self.connection.execute(
-                select(t.c.File_Name, t.c.Source_Key).where(t.c.File_Name.in_(list(file_names)))
-            )
-            owners = {name: key for name, key in result}
+            owners = self._owners(file_names)
             self.connection.commit()
         return owners
 
-    def upsert(self, records: Sequence[GalleryRecord], now: datetime) -> dict[str, str]:
-        """Insert or update ``records`` keyed on File_Name; return File_Name -> remote id."""
+    def _owners(self, file_names: Sequence[str], lock: bool = False) -> dict[str, tuple[str, str | None]]:
+        t = self.table
+        query = select(t.c.File_Name, t.c.Source_Key).where(
+            func.lower(t.c.File_Name).in_(sorted({fold(n) for n in file_names})))
+        if lock and self.dialect in ("mysql", "mariadb", "postgresql"):
+            query = query.with_for_update()
+        return {fold(name): (name, key) for name, key in self.connection.execute(query)}
+
+    def upsert(self, records: Sequence[GalleryRecord], now: datetime) -> UpsertResult:
+        """Insert or update ``records`` keyed on File_Name, in one transaction that first
+        checks (and on MySQL/MariaDB and PostgreSQL locks) who owns each name.
+
+        A name held by another photo or by the site itself (another Source_Key, or the
+        same name in another case: the gallery's collation ignores case) is refused,
+        never overwritten; the update itself is guarded by the owner too, so even a
+        writer racing this one cannot make it overwrite a row it does not own.
+        """
+        result = UpsertResult()
         if not records:
-            return {}
-        rows = [record_values(r, now) for r in records]
+            return result
         with _translated(self.where, f"upsert into {self.table.name}"):
+            owners = self._owners([r.file_name for r in records], lock=True)
+            mine = []
+            for record in records:
+                held = owners.get(fold(record.file_name))
+                if held is not None and (held[0] != record.file_name or held[1] != record.source_key):
+                    result.refused[record.file_name] = (
+                        f"the gallery already holds {held[0]} for "
+                        f"{held[1] or 'a row the site made itself'}; not overwritten")
+                else:
+                    mine.append(record)
+            rows = [record_values(r, now) for r in mine]
             for start in range(0, len(rows), UPSERT_BATCH):
                 self.connection.execute(self._upsert_statement(rows[start : start + UPSERT_BATCH]))
             t = self.table
-            names = [r.file_name for r in records]
-            ids = {
-                name: str(row_id)
-                for row_id, name in self.connection.execute(
-                    select(t.c.id, t.c.File_Name).where(t.c.File_Name.in_(names))
-                )
-            }
+            wanted = {r.file_name: r.source_key for r in mine}
+            for row_id, name, key in self.connection.execute(
+                select(t.c.id, t.c.File_Name, t.c.Source_Key).where(
+                    func.lower(t.c.File_Name).in_(sorted({fold(n) for n in wanted})))
+            ):
+                if name in wanted and key == wanted[name]:
+                    result.ids[name] = str(row_id)
+            for name in wanted:
+                if name not in result.ids:
+                    result.refused[name] = "another writer holds this name in the gallery; not overwritten"
             self.connection.commit()
-        return ids
+        return result
 
     def _upsert_statement(self, rows: list[dict[str, Any]]) -> Any:
         t = self.table
-        update = [c.name for c in t.columns if c.name not in ("id", "File_Name")]
+        # Source_Key is the owner: never updated, and every other column only where the
+        # row already belongs to the same photo.
+        update = [c.name for c in t.columns if c.name not in ("id", "File_Name", "Source_Key")]
         if self.dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
             stmt = mysql_insert(t).values(rows)
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+            same_owner = t.c.Source_Key.op("<=>")(stmt.inserted.Source_Key)
+            return stmt.on_duplicate_key_update(
+                {c: case((same_owner, stmt.inserted[c]), else_=t.c[c]) for c in update})
         if self.dialect in ("sqlite", "postgresql"):
             if self.dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert as dialect_insert
@@ -294,7 +392,8 @@ class GalleryConnection:
 
             stmt = dialect_insert(t).values(rows)
             return stmt.on_conflict_do_update(
-                index_elements=[t.c.File_Name], set_={c: stmt.excluded[c] for c in update}
+                index_elements=[t.c.File_Name], set_={c: stmt.excluded[c] for c in update},
+                where=t.c.Source_Key == stmt.excluded.Source_Key,
             )
         raise GalleryError(
             f"gallery database {self.where}: dialect {self.dialect!r} has no upsert here "

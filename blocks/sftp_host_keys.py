@@ -71,6 +71,21 @@ def load_known_hosts(target: SftpTarget, client: paramiko.SSHClient) -> str:
     return str(path)
 
 
+def remember_inline(target: SftpTarget, line: str) -> None:
+    """Trust on first use with inline ``known_hosts``: the key joins the block's own
+    lines (so this object's next connection checks against it) and a saved block is
+    saved again; otherwise every connection would trust whatever key is offered."""
+    target.known_hosts = f"{(target.known_hosts or '').rstrip(chr(10))}\n{line}\n".lstrip("\n")
+    name = getattr(target, "_block_document_name", None)
+    if not name:
+        return
+    try:
+        target.save(name, overwrite=True)
+    except Exception as exc:  # the connection goes on; the next one asks again
+        log.warning("%s: could not save the accepted host key into block %s: %s",
+                    target.describe(), name, type(exc).__name__)
+
+
 def missing_key_policy(target: SftpTarget, source: str) -> paramiko.MissingHostKeyPolicy:
     """What to do with a host key not in ``source``: refuse, or trust and remember it."""
     import paramiko
@@ -93,10 +108,13 @@ def missing_key_policy(target: SftpTarget, source: str) -> paramiko.MissingHostK
                 key.fingerprint,
                 hostname,
             )
-            if not target.known_hosts:
-                path = Path(target.known_hosts_file or "~/.ssh/known_hosts").expanduser()
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a") as handle:
-                    handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            line = f"{hostname} {key.get_name()} {key.get_base64()}"
+            if target.known_hosts:
+                remember_inline(target, line)
+                return
+            path = Path(target.known_hosts_file or "~/.ssh/known_hosts").expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write(line + "\n")
 
     return _AcceptNew() if target.known_hosts_policy == "accept_new" else _Reject()

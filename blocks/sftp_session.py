@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -42,6 +43,7 @@ class SftpSession:
         self._ssh: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._dirs: set[str] = set()
+        self._listed: dict[str, list[str]] = {}  # temporaries seen per folder
         self._posix_rename = True
 
     # -- connection ---------------------------------------------------------------
@@ -98,6 +100,7 @@ class SftpSession:
             ) from None
         self._ssh = ssh
         self._dirs.clear()
+        self._listed.clear()
 
     def close(self) -> None:
         for thing in (self._sftp, self._ssh):
@@ -159,10 +162,24 @@ class SftpSession:
         return join_under(self.target.remote_base, dest)
 
     def _ensure_dir(self, directory: str) -> None:
+        """Make ``directory`` (the base or ``thumbs/`` below it). The base itself must
+        exist: a mistyped ``remote_base`` would otherwise publish into a new folder no
+        web server serves, unless the block says ``create_remote_base``."""
         if directory in self._dirs:
             return
+        base = posixpath.normpath(self.target.remote_base)
+        create_base = False
+        try:
+            self.sftp.stat(base)
+        except FileNotFoundError:
+            if not self.target.create_remote_base:
+                raise TargetError(
+                    f"{self.target.describe()}: remote_base {base} does not exist on the server; "
+                    "create it (the folder your web server serves), or set "
+                    "create_remote_base=true on the block") from None
+            create_base = True
         parts, current = [], directory
-        while current not in ("", "/", "."):
+        while current not in ("", "/", ".") and (current != base or create_base):
             parts.append(current)
             current = posixpath.dirname(current)
         for path in reversed(parts):
@@ -174,6 +191,25 @@ class SftpSession:
                 except OSError:
                     self.sftp.stat(path)  # made meanwhile by another chunk: fine; else raise
         self._dirs.add(directory)
+
+    def _drop_stale_temps(self, directory: str, name: str) -> None:
+        """Remove temporaries of ``name`` a killed upload left (they never had the final
+        name). Only one photo holds a name (the state DB's reservation), so no live
+        upload of another photo can be writing them."""
+        if directory not in self._listed:
+            try:
+                self._listed[directory] = [
+                    n for n in self.sftp.listdir(directory) if n.endswith(TEMP_SUFFIX)]
+            except FileNotFoundError:
+                self._listed[directory] = []
+        for stale in [n for n in self._listed[directory]
+                      if n == f".{name}{TEMP_SUFFIX}" or (n.startswith(f".{name}.") and
+                                                          n.endswith(TEMP_SUFFIX))]:
+            try:
+                self.sftp.remove(posixpath.join(directory, stale))
+            except FileNotFoundError:
+                pass
+            self._listed[directory].remove(stale)
 
     def _replace(self, tmp: str, final: str) -> None:
         if self._posix_rename:
@@ -197,12 +233,14 @@ class SftpSession:
     def upload(self, local: Path, dest: RemotePath) -> int:
         final = self._abs(dest)
         directory = posixpath.dirname(final)
-        # Fixed temporary name: a rerun after a kill overwrites the leftover.
-        tmp = posixpath.join(directory, f".{dest.name}{TEMP_SUFFIX}")
+        # A temporary name of this upload alone: two uploads never share one (a chunk
+        # once renamed another chunk's upload into place under a fixed name).
+        tmp = posixpath.join(directory, f".{dest.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
         expected = local.stat().st_size
 
         def attempt() -> int:
             self._ensure_dir(directory)
+            self._drop_stale_temps(directory, dest.name)
             with open(local, "rb") as src, self.sftp.open(tmp, "wb") as out:
                 out.set_pipelined(True)
                 for block in iter(lambda: src.read(self.BLOCK), b""):

@@ -44,6 +44,11 @@ class SftpTarget(TargetCommon, Block):
     private_key_file: str | None = Field(default=None, description="Path to a private key.")
     private_key_passphrase: SecretStr | None = None
     remote_base: str = Field(description="Folder on the server that holds the gallery files.")
+    create_remote_base: bool = Field(
+        default=False,
+        description="Create remote_base when it does not exist (default: refuse, so a "
+        "mistyped path never publishes into a folder no web server serves).",
+    )
     known_hosts: str | None = Field(
         default=None, description="known_hosts lines for the server (instead of a file)."
     )

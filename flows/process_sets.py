@@ -35,8 +35,11 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
 from tasks.exif import ExifData, ExifInput, read_exif_chunk
-from tasks.intake import IntakeItem, IntakeResult, intake_chunk, intake_report, open_session, prepare_db
+from tasks.intake import (IntakeItem, IntakeResult, intake_chunk, intake_report, open_session,
+                          prepare_db, tidy_pending)
 from tasks.review_rows import review_rows_chunk
+from tasks.publish import publishable_row_ids
+from tasks.recovery import recover
 from tasks.rollback import record_cause
 from tasks.scoring import log_scoring_setup
 from tasks.captioning import caption_chunk, start_captioning
@@ -55,6 +58,8 @@ class SetOutcome(BaseModel):
     images: int = 0
     excluded: int = 0
     row_ids: list[int] = Field(default_factory=list)
+    # files re-exported under a known name with other content: new photos for review
+    changed: list[str] = Field(default_factory=list)
     error: str | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict)
 
@@ -67,7 +72,8 @@ class RunSummary(BaseModel):
 
     @property
     def failed(self) -> list[SetOutcome]:
-        return [s for s in self.sets if s.status in (SetStatus.FAILED, SetStatus.ROLLED_BACK)]
+        return [s for s in self.sets if s.status in (SetStatus.FAILED, SetStatus.ROLLED_BACK,
+                                                     SetStatus.ROLLBACK_FAILED)]
 
 
 class SetsFailed(RuntimeError):
@@ -88,8 +94,10 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def _ingest(report: SetReport, image_set_id: int, settings: Settings,
-            timings: dict[str, float], outcomes: list[FileOutcome]) -> list[int]:
-    """Stages 2–4 for one set's session; returns the row ids that go on."""
+            timings: dict[str, float], outcomes: list[FileOutcome],
+            changed: list[str]) -> list[int]:
+    """Stages 2–4 for one set's session; returns the row ids that go on, and adds the
+    files re-exported with new content to ``changed``."""
     size = settings.chunk_size
     items = [IntakeItem.from_check(c) for c in report.accepted]
     with _timed(timings, "intake"):
@@ -107,13 +115,25 @@ def _ingest(report: SetReport, image_set_id: int, settings: Settings,
     with _timed(timings, "review_rows"):
         by_sha = {e.sha256: e for e in exifs}
         row_ids: list[int] = []
+        # One photo is one content: the same bytes under two names make one row (and
+        # two chunks must not both insert it).
+        first: dict[str, str] = {}
+        unique: list[IntakeResult] = []
+        for r in copied:
+            if r.sha256 in first:
+                outcomes.append(FileOutcome(file=r.name, stage="review_rows", outcome="skipped",
+                                            message=f"same content as {first[r.sha256]}: one photo, one row"))
+            else:
+                first[r.sha256] = r.name
+                unique.append(r)
         futures = [
             review_rows_chunk.submit(chunk, [by_sha[r.sha256] for r in chunk], image_set_id)
-            for chunk in chunked(copied, size)
+            for chunk in chunked(unique, size)
         ]
         for ids, chunk_report in _results(futures):
             row_ids += ids
             outcomes += chunk_report.outcomes
+            changed += [o.file for o in chunk_report.outcomes if o.outcome == "changed"]
     return row_ids
 
 
@@ -184,7 +204,8 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
     try:
         with transaction():
             outcome.image_set_id = open_session(report, flow_run_id, location or settings.location, subject)
-            row_ids = _ingest(report, outcome.image_set_id, settings, timings, outcomes)
+            row_ids = _ingest(report, outcome.image_set_id, settings, timings, outcomes,
+                              outcome.changed)
             for stage, run_stage in LATER_STAGES:
                 start = time.perf_counter()
                 reports = run_stage(row_ids, outcome.image_set_id, settings)
@@ -197,14 +218,30 @@ def process_one_set(report: SetReport, settings: Settings, flow_run_id: str | No
         outcome.error = f"{type(exc).__name__}: {exc}"
         logger.error("set %s: blocking error, session rolled back: %s", report.name, outcome.error)
         if outcome.image_set_id is not None:
-            record_cause(outcome.image_set_id, outcome.error)
+            outcome.status = record_cause(outcome.image_set_id, outcome.error)
         return outcome
     outcome.status = SetStatus.COMPLETED
     outcome.stage_seconds = timings
+    tidy_pending(settings, report.name)
+    if outcome.changed:
+        logger.warning("set %s: %d photo(s) changed since the last run (re-exported under the "
+                       "same name): %s; each is a new photo for review, the earlier versions "
+                       "keep their own bytes", report.name, len(outcome.changed),
+                       ", ".join(outcome.changed))
     _finish_session(outcome.image_set_id, outcome.status, timings, settings)
     logger.info("set %s: %d rows ready (%s)", report.name, len(row_ids),
                 ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return outcome
+
+
+def _note_unpublished(set_names: list[str]) -> None:
+    """Say so when a set of this run has approved rows an earlier publish did not finish."""
+    waiting = publishable_row_ids(set_keys=set_names)
+    if waiting:
+        get_run_logger().warning(
+            "%d approved row(s) of %s are not published yet (an earlier publish was "
+            "interrupted): `galleryflow publish %s` finishes them", len(waiting),
+            ", ".join(set_names), " ".join(set_names))
 
 
 def _publish_validation(report: ValidationReport) -> None:
@@ -220,9 +257,11 @@ def _publish_outcomes(outcomes: list[FileOutcome], summary: RunSummary) -> None:
             key="file-outcomes", table=[o.model_dump() for o in outcomes],
             description="Per-file outcome of each stage",
         )
-    lines = ["| set | status | images | excluded | error |", "|---|---|---|---|---|"]
+    lines = ["| set | status | images | excluded | re-exported (new photos) | error |",
+             "|---|---|---|---|---|---|"]
     for s in summary.sets:
-        lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | {s.error or ''} |")
+        lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | "
+                     f"{', '.join(s.changed)} | {s.error or ''} |")
     create_markdown_artifact(key="run-summary", markdown="\n".join(lines),
                              description="process-sets: one line per set")
 
@@ -246,6 +285,9 @@ def process_sets(
     flow_run_id = current_flow_run_id()
     set_dirs = list(set_dirs or [])
     if intake_dir:
+        # Sets a dead run had claimed go back to the queue first, so this run takes them.
+        prepare_db()
+        recover()
         set_dirs += [str(p) for p in discover_sets(Path(intake_dir), settings)]
     if not set_dirs:
         logger.info("nothing to do: no sets%s", f" ready under {intake_dir}" if intake_dir else " given")
@@ -259,6 +301,8 @@ def process_sets(
                 len(report.sets), sum(len(s.accepted) for s in report.sets),
                 sum(len(s.excluded) for s in report.sets), warnings)
     prepare_db()
+    recover()  # sessions of runs that died: rolled back before this run takes their sets
+    _note_unpublished([s.name for s in report.sets])
     outcomes: list[FileOutcome] = []
     summary = RunSummary(flow_run_id=flow_run_id, sets=[
         process_one_set(set_report, settings, flow_run_id, location, subject, outcomes)

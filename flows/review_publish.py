@@ -25,7 +25,7 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
 from flows.fanout import publish_approved
 from galleryflow.publishing.summary import PublishSummary
-from tasks.publish import publishable_row_ids
+from tasks.publish import publishable_row_ids, uncommitted_sessions
 from tasks.captioning import regenerate_rows
 
 
@@ -65,7 +65,8 @@ class ReviewPublishSummary(BaseModel):
 def _waiting_rows(set_names: list[str] | None) -> list[int]:
     with session_scope() as db:
         query = select(Photo.id).where(
-            Photo.status.in_([RowStatus.AWAITING_REVIEW, RowStatus.APPROVED]))
+            Photo.status.in_([RowStatus.AWAITING_REVIEW, RowStatus.APPROVED]),
+            Photo.image_set_id.notin_(uncommitted_sessions()))  # nothing uncommitted
         if set_names:
             query = query.where(Photo.set_key.in_(set_names))
         return list(db.scalars(query.order_by(Photo.id)))

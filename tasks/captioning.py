@@ -70,6 +70,7 @@ from galleryflow.core.stages import ChunkReport
 from galleryflow.core.status import ProofStatus, RowStatus
 from galleryflow.db.engine import session_scope
 from galleryflow.db.models import Photo, Proof
+from galleryflow.db.names import reserve
 from tasks.model_resize import model_image_path, resize_rows
 from tasks.proof import RowProof, record_edit, record_override, write_failed_proof, write_proof
 from tasks.rowstate import snapshot_proof, snapshot_row
@@ -136,6 +137,7 @@ def write_outcome(session: Session, row: Photo, outcome: RowOutcome, ledger: Ses
     row.error = None
     row.error_category = None
     row.status = RowStatus.CAPTIONED
+    _reserve_web_name(session, row, outcome, locked)
     write_proof(session, row, RowProof(
         passed=outcome.passed, field_states=outcome.field_states, issues=outcome.issues,
         attempts=outcome.attempts, repair_attempts=outcome.repair_attempts, fallback_used=outcome.fallback_used,
@@ -144,6 +146,46 @@ def write_outcome(session: Session, row: Photo, outcome: RowOutcome, ledger: Ses
     ), ledger)
     row.proof_status = ProofStatus.PASSED if outcome.passed else ProofStatus.BLOCKED
     row.status = RowStatus.AWAITING_REVIEW
+
+
+def _reserve_web_name(session: Session, row: Photo, outcome: RowOutcome, locked: set[str]) -> None:
+    """Reserve the accepted draft's web name for this row (galleryflow.db.names).
+
+    The reservation, not the read of taken names before drafting, decides: a
+    concurrent chunk (or run, or worker) that got the name first wins, and this row
+    takes the next free ``-2``, ``-3``… variant, recorded in its proof as a fix. A
+    name a person chose is never renamed: the row's proof is blocked instead.
+    """
+    name = row.web_file_name
+    if not name:
+        return
+    session.flush()  # the row has its id
+    if reserve(session, row.id, name) is None:
+        return
+    other = f"web file name {name} was reserved by another photo meanwhile"
+    if "file_name" in locked:
+        outcome.passed = False
+        outcome.field_states = {**outcome.field_states, "file_name": "blocked"}
+        outcome.issues.append({"code": "duplicate_file_name", "field": "file_name",
+                               "severity": "error", "message": f"{other}; choose another name",
+                               "attempt": 0, "model": None})
+        return
+    stem = name[: -len(WEB_SUFFIX)] if name.endswith(WEB_SUFFIX) else name
+    limit = get_settings().ollama.limits.file_name_max_chars
+    for n in range(2, 1000):
+        suffix = f"-{n}"
+        candidate = f"{stem[: max(1, limit - len(suffix))].rstrip('-')}{suffix}{WEB_SUFFIX}"
+        if reserve(session, row.id, candidate) is None:
+            row.web_file_name = candidate
+            outcome.issues.append({"code": "file_name_made_unique", "field": "file_name",
+                                   "severity": "fixed", "message": f"{other}: {candidate} instead",
+                                   "attempt": 0, "model": None})
+            return
+    outcome.passed = False
+    outcome.field_states = {**outcome.field_states, "file_name": "blocked"}
+    outcome.issues.append({"code": "duplicate_file_name", "field": "file_name", "severity": "error",
+                           "message": f"{other}, and no free variant was found", "attempt": 0,
+                           "model": None})
 
 
 def _fail_row(session: Session, row: Photo, ledger: SessionLedger, message: str) -> None:
@@ -417,6 +459,13 @@ def apply_edit(row_id: int, edits: DraftEdits | Mapping[str, Any], image_set_id:
         draft, issues = check_edit(session, row, edits, settings)
         if any(i.blocking and i.field in changed for i in issues) or not changed:
             return EditResult(applied=False, issues=issues)
+        if "file_name" in changed and draft.file_name:
+            # The edited name is reserved for this row before anything is written.
+            if reserve(session, row.id, f"{draft.file_name}{WEB_SUFFIX}") is not None:
+                return EditResult(applied=False, issues=[*issues, Issue(
+                    code="duplicate_file_name", field="file_name",
+                    message=f"file name “{draft.file_name}” is already reserved by another "
+                            "photo; add a word that tells this photo apart")])
         if image_set_id is not None:
             snapshot_row(SessionLedger(settings, image_set_id), row)
         values = draft.model_dump()

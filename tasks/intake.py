@@ -11,14 +11,16 @@ nothing twice: a file already in ``incoming/`` with the same content is kept, an
 hashes only the original (the copy is known by the sha256 its row recorded while
 it carries the recorded stamp).
 
-A file already in ``incoming/`` with *different* content (the photographer
-re-exported it) is moved into the session's ledger first, so a rollback can put
-it back.
+Copies are content-addressed (``incoming/<set>/<sha256[:16]>/<name>``) and never
+overwritten: a file re-exported under a known name with *different* content is a
+new photo with its own copy, and the earlier row keeps the bytes it was reviewed
+(and maybe published) from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -32,11 +34,12 @@ from sqlalchemy import select
 from galleryflow.db import ImageSet, Photo, migrate, session_scope
 from galleryflow.core.fsutil import FileStamp, copy_verified, sha256_file
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.liveness import current_owner
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, StageError
-from tasks.rollback import rollback_session
+from tasks.rollback import rollback_or_mark
 from tasks.validate import FileCheck, SetReport
 
 
@@ -88,7 +91,8 @@ def open_session(report: SetReport, flow_run_id: str | None, location: str | Non
     with session_scope() as db:
         image_set = ImageSet(
             set_key=report.name, name=report.name, source_dir=report.path,
-            status=SetStatus.RUNNING, flow_run_id=flow_run_id, location=location,
+            status=SetStatus.RUNNING, flow_run_id=flow_run_id, owner=current_owner(),
+            location=location,
             subject=subject, image_count=len(report.accepted),
             excluded_count=len(report.excluded),
             report={"excluded": [{"file": f.name, "reason": "; ".join(f.messages)}
@@ -109,7 +113,7 @@ def _rollback_session(txn) -> None:  # type: ignore[no-untyped-def]
 
     image_set_id = txn.get("image_set_id", None)
     if image_set_id is not None:
-        rollback_session(image_set_id, get_settings())
+        rollback_or_mark(image_set_id, get_settings())
 
 
 def _listing_digest(report: SetReport) -> str:
@@ -128,57 +132,89 @@ class KnownCopy(NamedTuple):
     incoming_path: str
 
 
-def known_copies(items: list[IntakeItem]) -> dict[tuple[str, str], KnownCopy]:
-    """The recorded sha256 and stamp of the incoming copies ``items`` would replace,
-    by (set, file name): rows that have both."""
+def known_copies(items: list[IntakeItem]) -> dict[tuple[str, str], list[KnownCopy]]:
+    """The recorded sha256 and stamp of every incoming copy made before under the names
+    of ``items``, by (set, file name): a name may have had several contents (re-exports)."""
     names: dict[str, list[str]] = {}
     for item in items:
         names.setdefault(item.set_name, []).append(item.name)
-    known: dict[tuple[str, str], KnownCopy] = {}
+    known: dict[tuple[str, str], list[KnownCopy]] = {}
     with session_scope() as db:
         for set_name, files in names.items():
             rows = db.execute(select(
                 Photo.original_name, Photo.sha256, Photo.file_size,
                 Photo.file_mtime_ns, Photo.incoming_path,
-            ).where(Photo.set_key == set_name, Photo.original_name.in_(files)))
+            ).where(Photo.set_key == set_name, Photo.original_name.in_(files))
+             .order_by(Photo.id.desc()))
             for name, sha, size, mtime_ns, incoming in rows:
                 if size is not None and mtime_ns is not None and incoming:
-                    known[(set_name, name)] = KnownCopy(sha, FileStamp(size, mtime_ns), incoming)
+                    known.setdefault((set_name, name), []).append(
+                        KnownCopy(sha, FileStamp(size, mtime_ns), incoming))
     return known
 
 
-def _copy_sha256(dest: Path, known: KnownCopy | None) -> str:
-    """An incoming copy's content: the sha256 recorded when intake made it, as long as
-    the copy still carries the stamp recorded with it; otherwise hashed."""
-    if known is not None and Path(known.incoming_path) == dest and FileStamp.of(dest) == known.stamp:
-        return known.sha256
-    return sha256_file(dest)
+def content_path(settings: Settings, set_name: str, name: str, sha256: str) -> Path:
+    """Where the copy of this content lives: ``incoming/<set>/<sha256[:16]>/<name>``.
+
+    Content-addressed, so a re-exported file under a known name never overwrites the
+    copy an earlier (maybe approved, maybe published) row was made from.
+    """
+    incoming = settings.incoming_dir.resolve()
+    dest = (incoming / set_name / sha256[:16] / name).resolve()
+    if not dest.is_relative_to(incoming / set_name):  # validate refuses such names first
+        raise StageError(f"{set_name}/{name}: would be copied outside {incoming}")
+    return dest
+
+
+def _unchanged_copy(source: Path, candidates: list[KnownCopy]) -> tuple[str, Path] | None:
+    """An incoming copy made earlier from the same content as ``source``, if one is still
+    on disk as intake left it: (sha256, path). Hashes the source only when a copy of its
+    size exists (the copy itself is known by its recorded sha256 and stamp)."""
+    size = source.stat().st_size
+    source_sha: str | None = None
+    for known in candidates:
+        path = Path(known.incoming_path)
+        if known.stamp.size != size or not path.is_file() or FileStamp.of(path) != known.stamp:
+            continue
+        source_sha = source_sha or sha256_file(source)
+        if known.sha256 == source_sha:
+            return source_sha, path
+    return None
 
 
 def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger,
-            known: KnownCopy | None = None) -> IntakeResult:
+            known: list[KnownCopy] | KnownCopy | None = None) -> IntakeResult:
     """Copy one file into incoming/ with verification; skip an identical copy.
 
-    ``known``: what the state DB recorded about the copy already in incoming/
+    ``known``: what the state DB recorded about copies already made under this name
     (:func:`known_copies`): a copy that still carries its recorded stamp is known by
-    its recorded sha256, so a rerun hashes only the original.
+    its recorded sha256, so a rerun hashes only the original. A copy is never
+    overwritten: new content goes to its own content-addressed path.
     """
     source = Path(item.source_path)
-    dest = settings.incoming_dir / item.set_name / item.name
-    if dest.exists():
-        # A copy of another size is another file: no need to hash either to know it
-        # (the copy below hashes the source while reading it, once).
-        if dest.stat().st_size == source.stat().st_size:
-            source_sha = sha256_file(source)
-            if _copy_sha256(dest, known) == source_sha:
-                return IntakeResult.of_copy(item, source_sha, dest, copied=False)
-        ledger.backup_file(dest)
-    ledger.record_created_file(dest)
+    candidates = [known] if isinstance(known, KnownCopy) else list(known or [])
+    found = _unchanged_copy(source, candidates)
+    if found is not None:
+        return IntakeResult.of_copy(item, found[0], found[1], copied=False)
+    set_dir = settings.incoming_dir / item.set_name
+    # Copied (and hashed, one read) under a name of this session first; the sha256
+    # then says where it belongs. Both are in the ledger before they exist.
+    pending = set_dir / ".pending" / f"{ledger.image_set_id}-{item.name}"
+    ledger.record_created_file(pending)
     try:
-        source_sha = copy_verified(source, dest)
+        source_sha = copy_verified(source, pending)
     except IOError as exc:
         raise IOError(f"{item.set_name}/{item.name}: the copy in incoming/ does not match the "
                       f"original: {exc}") from exc
+    dest = content_path(settings, item.set_name, item.name, source_sha)
+    if dest.is_file():
+        if dest.stat().st_size == pending.stat().st_size and sha256_file(dest) == source_sha:
+            pending.unlink()  # the same content is already there (an earlier session's)
+            return IntakeResult.of_copy(item, source_sha, dest, copied=False)
+        ledger.backup_file(dest)  # damaged behind intake's back: restored on rollback
+    ledger.record_created_file(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(pending, dest)
     return IntakeResult.of_copy(item, source_sha, dest, copied=True)
 
 
@@ -200,6 +236,15 @@ def intake_chunk(items: list[IntakeItem], image_set_id: int) -> list[IntakeResul
 
     with ThreadPoolExecutor(max_workers=min(4, settings.threads)) as pool:
         return list(pool.map(one, items))
+
+
+def tidy_pending(settings: Settings, set_name: str) -> None:
+    """Remove the set's empty pending folder once its session committed (never while
+    chunks may still copy into it)."""
+    try:
+        (settings.incoming_dir / set_name / ".pending").rmdir()
+    except OSError:  # not there, or not empty (another session of the set is copying)
+        pass
 
 
 def intake_report(results: list[IntakeResult]) -> ChunkReport:

@@ -51,17 +51,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 from sqlalchemy import select
 
-from blocks.gallery_db import GalleryDatabase, GalleryRecord, GalleryUnavailable
+from blocks.gallery_db import GalleryDatabase, GalleryRecord, GalleryUnavailable, UpsertResult
 from blocks.targets import PublishTarget, TargetUnavailable, UnsafeRemotePath
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
 from galleryflow.core.prefect_run import limit_slot, run_logger
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
-from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus
+from galleryflow.core.status import IllegalTransition, ProofStatus, RowStatus, SetStatus
 from galleryflow.db import ImageSet, Photo, session_scope
 from galleryflow.db.models import utcnow
-from galleryflow.publishing.cleanup import cleanup_work_files
+from galleryflow.db.names import reserve
+from galleryflow.publishing.cleanup import cleanup_work_files, published_leftovers
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
 from galleryflow.publishing.hold import held_message, holding_rows
 from galleryflow.publishing.journal import PublishJournal
@@ -94,16 +95,26 @@ _log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------ review rows
 
 
+def uncommitted_sessions() -> Any:
+    """The ids of sessions not committed (still running, or a rollback left to finish):
+    nothing of theirs is shown for review or published."""
+    return select(ImageSet.id).where(
+        ImageSet.status.in_([SetStatus.RUNNING, SetStatus.ROLLBACK_FAILED]))
+
+
 def publishable_row_ids(
     settings: Settings | None = None, image_set_ids: Sequence[int] | None = None,
-    row_ids: Sequence[int] | None = None,
+    row_ids: Sequence[int] | None = None, set_keys: Sequence[str] | None = None,
 ) -> list[int]:
-    """Rows waiting to be published: approved with a passing proof (optionally per set
-    or among ``row_ids``)."""
+    """Rows waiting to be published: approved with a passing proof, of a committed
+    session (optionally per session, per set or among ``row_ids``)."""
     settings = settings or get_settings()
     query = select(Photo.id).where(
-        Photo.status == RowStatus.APPROVED, Photo.proof_status == ProofStatus.PASSED
+        Photo.status == RowStatus.APPROVED, Photo.proof_status == ProofStatus.PASSED,
+        Photo.image_set_id.notin_(uncommitted_sessions()),
     )
+    if set_keys is not None:
+        query = query.where(Photo.set_key.in_(list(set_keys)))
     if image_set_ids is not None:
         query = query.where(Photo.image_set_id.in_(list(image_set_ids)))
     if row_ids is not None:
@@ -122,8 +133,8 @@ def _select(
             r.id: r
             for r in session.scalars(select(Photo).where(Photo.id.in_(list(row_ids))))
         }
-        set_names = {
-            s.id: s.name
+        sets = {
+            s.id: s
             for s in session.scalars(
                 select(ImageSet).where(ImageSet.id.in_({r.image_set_id for r in rows.values()}))
             )
@@ -162,14 +173,26 @@ def _select(
             except UnsafeRemotePath as exc:
                 report.add(label, "failed", f"web file name refused: {exc}")
                 continue
-            units.append(unit_for_row(row, name, set_names.get(row.image_set_id), keep_gps))
+            # The name must be this photo's reservation (made when its draft was
+            # accepted; made now for rows from before reservations): the state DB's
+            # unique key, not an earlier read, keeps two photos off one name.
+            other = reserve(session, row.id, name, release_others=False)
+            if other is not None:
+                owner = session.get(Photo, other) if other > 0 else None
+                report.add(label, "failed", f"web file name {name} is reserved by another photo"
+                           f"{f' ({owner.set_key}/{owner.original_name})' if owner else ''}; "
+                           "choose another name in review")
+                continue
+            image_set = sets.get(row.image_set_id)
+            units.append(unit_for_row(row, name, image_set.name if image_set else None, keep_gps,
+                                      set_location=image_set.location if image_set else None))
     return units
 
 
 def _mark_published(
     units: list[PublishUnit],
     records: list[GalleryRecord],
-    ids: dict[str, str],
+    upserted: UpsertResult,
     settings: Settings,
     report: ChunkReport,
     now: datetime,
@@ -177,8 +200,12 @@ def _mark_published(
     published = []
     with session_scope(settings.db_url) as session:
         for unit, record in zip(units, records, strict=True):
-            remote_id = ids.get(unit.file_name)
+            remote_id = upserted.ids.get(unit.file_name)
             row = session.get(Photo, unit.row_id)
+            if unit.file_name in upserted.refused:
+                report.add(unit.label, "failed", f"gallery refused {unit.file_name}: "
+                           f"{upserted.refused[unit.file_name]}")
+                continue
             if remote_id is None or row is None:
                 report.add(
                     unit.label,
@@ -249,10 +276,10 @@ def publish_rows(
             units = upload_units(target, journal, units, report)
             now = utcnow().replace(microsecond=0)
             records = gallery_records(units, target, now)
-            ids = upsert_records(
+            upserted = upsert_records(
                 g, f"{gallery.safe_url()}#{gallery.table}", journal, units, records, now
             )
-        _mark_published(units, records, ids, settings, report, now)
+        _mark_published(units, records, upserted, settings, report, now)
     if progress is not None:
         progress.advance(len(row_ids))
     report.outcomes.sort(key=lambda o: o.file)  # stable order for tables and tests
@@ -332,6 +359,8 @@ def finish_publish(
     publish_summary_artifact(summary)
     run_logger(_log).info(summary_markdown(summary).replace("**", ""))
     if not summary.complete:
+        # The rows that did get published need their work files no more either.
+        cleanup_work_files(published_leftovers(settings), settings)
         raise PublishIncomplete("; ".join(summary.blocking_errors))
     cleanup_work_files(row_ids, settings)
     if settings.publish.target == "local" and not settings.publish.target_block:

@@ -1,7 +1,9 @@
 """Stage 4: insert or refresh one ``review_queue`` row per image.
 
-A row is identified by (set, original file name), so a rerun of the same set
-refreshes rather than duplicates. Refreshing:
+A row is identified by its content (sha256) within its set, so a rerun of the
+same set refreshes rather than duplicates, and a file re-exported under a known
+name with other content is a new photo (reported as ``changed``) while the
+earlier row keeps its own bytes. Refreshing:
 
 - never touches a row a person has decided on or the site holds
   (approved, rejected, published);
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from galleryflow.db import Proof, Photo, session_scope
 from galleryflow.core.ledger import SessionLedger
@@ -74,8 +76,20 @@ def _new_row(result: IntakeResult, exif: ExifData, image_set_id: int) -> Photo:
     )
 
 
+def _reexport_note(earlier: list[Photo]) -> str:
+    versions = ", ".join(f"row {r.id} ({r.status})" for r in earlier)
+    return (f"changed since it was last taken in (re-exported): a new photo that goes through "
+            f"review; the earlier version{'s' if len(earlier) > 1 else ''} ({versions}) "
+            f"keep{'' if len(earlier) > 1 else 's'} its own bytes")
+
+
 def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], image_set_id: int) -> tuple[list[int], ChunkReport]:
-    """Insert or refresh the rows for a chunk; return the ids that go on, and a report."""
+    """Insert or refresh the rows for a chunk; return the ids that go on, and a report.
+
+    A row is its content (sha256) within its set. A file whose name an earlier row
+    has but whose content differs is a *new* row, reported as re-exported (outcome
+    ``changed``); the earlier row is left as it is, with its own incoming copy.
+    """
     settings = get_settings()
     ledger = SessionLedger(settings, image_set_id)
     report = ChunkReport(stage="review_rows")
@@ -85,15 +99,17 @@ def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], image_set_id
         return ids, report
     set_key = results[0].set_name
     with session_scope() as db:
-        existing = {
-            row.original_name: row
-            for row in db.scalars(
-                select(Photo).where(
-                    Photo.set_key == set_key,
-                    Photo.original_name.in_([r.name for r in results]),
-                )
-            )
-        }
+        same_name: dict[str, list[Photo]] = {}
+        existing: dict[str, Photo] = {}
+        for row in db.scalars(
+            select(Photo).where(
+                Photo.set_key == set_key,
+                or_(Photo.original_name.in_([r.name for r in results]),
+                    Photo.sha256.in_([r.sha256 for r in results])),
+            ).order_by(Photo.id)
+        ):
+            existing.setdefault(row.sha256, row)
+            same_name.setdefault(row.original_name, []).append(row)
         proofs = {
             p.review_id: p
             for p in db.scalars(
@@ -105,13 +121,22 @@ def upsert_rows(results: list[IntakeResult], exifs: list[ExifData], image_set_id
         fresh: list[Photo] = []
         for result in results:
             exif = by_sha[result.sha256]
-            row = existing.get(result.name)
+            row = existing.get(result.sha256)
             note = f"; {exif.note}" if exif.note else ""
             if row is None:
                 row = _new_row(result, exif, image_set_id)
                 db.add(row)
                 fresh.append(row)
-                report.add(result.name, "warning" if exif.note else "ok", f"new row{note}")
+                existing[result.sha256] = row
+                earlier = [r for r in same_name.get(result.name, []) if r.sha256 != result.sha256]
+                if earlier:
+                    report.add(result.name, "changed", _reexport_note(earlier) + note)
+                else:
+                    report.add(result.name, "warning" if exif.note else "ok", f"new row{note}")
+                continue
+            if row in fresh:
+                report.add(result.name, "skipped",
+                           f"same content as {row.original_name}: one photo, one row")
                 continue
             if row.status in LOCKED_STATUSES:
                 report.add(result.name, "skipped", f"left alone: already {row.status}")

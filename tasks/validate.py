@@ -177,12 +177,42 @@ def check_file(path: Path, set_name: str, rules: ValidationSettings) -> FileChec
     return check
 
 
+def set_name_fault(name: str) -> str | None:
+    """Why ``name`` cannot name a set (it becomes ``incoming/<name>/``), or None.
+
+    Empty, ``.``, ``..``, hidden names and anything with a separator could leave
+    ``incoming/`` or merge unrelated folders into one set.
+    """
+    if not name or name in (".", ".."):
+        return f"a set folder needs a name (got {name!r}): name the folder itself, not / or ."
+    if "/" in name or "\\" in name or "\x00" in name:
+        return f"set name {name!r} contains a path separator"
+    if name.startswith("."):
+        return f"set name {name!r} is hidden (starts with a dot)"
+    return None
+
+
+def _inside(entry: Path, folder: Path) -> bool:
+    """Whether ``entry`` (maybe a symlink) resolves to a file inside ``folder``."""
+    try:
+        return entry.resolve(strict=True).is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # dangling or looping link
+        return False
+
+
 def _candidate_files(folder: Path, rules: ValidationSettings) -> tuple[list[Path], list[Path]]:
-    """(image candidates, ignored files) directly inside ``folder``, sorted by name."""
+    """(image candidates, ignored files) directly inside ``folder``, sorted by name.
+
+    A symlink counts only when it points at a file inside the set folder: a link to
+    a photo elsewhere (another shoot, someone's home) is never followed.
+    """
     exts = {e.lower() for e in rules.extensions}
     candidates, ignored = [], []
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if not entry.is_file() or entry.name.startswith(".") or entry.name.lower() in IGNORED_NAMES:
+            continue
+        if entry.is_symlink() and not _inside(entry, folder):
+            ignored.append(entry)
             continue
         (candidates if entry.suffix.lower() in exts else ignored).append(entry)
     return candidates, ignored
@@ -197,9 +227,15 @@ def validate_set_dirs(
     reports: list[SetReport] = []
     jobs: list[tuple[SetReport, Path]] = []
     for raw in set_dirs:
-        folder = Path(raw).expanduser()
-        report = SetReport(name=folder.name, path=str(folder.resolve() if folder.exists() else folder))
+        # The set's name is the *resolved* folder's: `run .` from two folders gives two
+        # sets, never one with the empty name, and `run ..` names the parent folder.
+        folder = Path(raw).expanduser().resolve()
+        report = SetReport(name=folder.name, path=str(folder))
         reports.append(report)
+        fault = set_name_fault(folder.name)
+        if fault:
+            report.blocking.append(f"{raw}: {fault}")
+            continue
         if not folder.exists():
             report.blocking.append(f"folder {folder} does not exist")
             continue
@@ -212,8 +248,10 @@ def validate_set_dirs(
             report.blocking.append(f"folder {folder} cannot be read: permission denied")
             continue
         for path in ignored:
+            why = ("a symlink to a file outside the set folder: not followed"
+                   if path.is_symlink() and not _inside(path, folder) else "not an image file type")
             report.files.append(FileCheck(set_name=report.name, name=path.name, path=str(path),
-                                          verdict="ignored", messages=["not an image file type"]))
+                                          verdict="ignored", messages=[why]))
         if not candidates:
             report.blocking.append(f"no images in {folder} (looked for {', '.join(rules.extensions)})")
         jobs += [(report, path) for path in candidates]

@@ -32,4 +32,5 @@ pytest_plugins = [
     "tests.fixtures.review",
     "tests.fixtures.weights",
     "tests.fixtures.crash",
+    "tests.fixtures.site",
 ]

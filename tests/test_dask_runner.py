@@ -57,8 +57,8 @@ def test_a_small_set_runs_through_the_dask_runner(prefect_server_api: str, tmp_p
         remove_gate_listener(listener)
         stub.stop()
     assert [(s.name, s.status, s.images) for s in summary.sets] == [("dask-shore", "completed", 3)]
-    assert sorted(p.name for p in (settings.incoming_dir / "dask-shore").iterdir()) == [
-        "dask-shore-01.jpg", "dask-shore-02.jpg", "dask-shore-03.jpg"]
+    assert sorted(p.name for p in (settings.incoming_dir / "dask-shore").rglob("*")
+                  if p.is_file()) == ["dask-shore-01.jpg", "dask-shore-02.jpg", "dask-shore-03.jpg"]
     with session_scope() as db:
         assert db.scalar(select(func.count(Photo.id))) == 3
         rows = list(db.scalars(select(Photo)))

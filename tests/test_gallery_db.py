@@ -59,11 +59,11 @@ def test_upsert_inserts_then_updates_without_duplicates(gallery):
     with gallery.connect() as g:
         g.ensure_table()
         g.ensure_table()  # idempotent
-        first = g.upsert([_record("a.jpg"), _record("b.jpg", owner="set/b.jpg")], NOW)
+        first = g.upsert([_record("a.jpg"), _record("b.jpg", owner="set/b.jpg")], NOW).ids
         assert set(first) == {"a.jpg", "b.jpg"}
         again = g.upsert(
             [_record("a.jpg", caption="Edited caption."), _record("c.jpg", owner="set/c.jpg")], NOW
-        )
+        ).ids
         assert again["a.jpg"] == first["a.jpg"]  # same row, same id
         rows = {r["File_Name"]: r for r in g.rows()}
     assert sorted(rows) == ["a.jpg", "b.jpg", "c.jpg"]
@@ -78,7 +78,9 @@ def test_owners_tells_who_holds_a_name(gallery):
     with gallery.connect() as g:
         g.ensure_table()
         g.upsert([_record("a.jpg", owner="set/a.jpg")], NOW)
-        assert g.owners(["a.jpg", "zzz.jpg"]) == {"a.jpg": "set/a.jpg"}
+        assert g.owners(["a.jpg", "zzz.jpg"]) == {"a.jpg": ("a.jpg", "set/a.jpg")}
+        # compared the way the gallery's collation compares: case-folded
+        assert g.owners(["A.JPG"]) == {"a.jpg": ("a.jpg", "set/a.jpg")}
 
 
 def test_file_name_is_unique_in_the_schema(gallery):
@@ -89,6 +91,78 @@ def test_file_name_is_unique_in_the_schema(gallery):
             g.connection.execute(text("INSERT INTO photos (File_Name) VALUES ('a.jpg')"))
         g.connection.rollback()
         assert len(g.rows()) == 1
+
+
+def _legacy_table(gallery: GalleryDatabase, rows: list[tuple[str, str | None]]) -> None:
+    """The site's own table as some sites have it: our columns, no unique key on
+    File_Name, and rows the site wrote itself (Source_Key NULL)."""
+    from sqlalchemy import UniqueConstraint
+
+    from blocks.gallery_db import gallery_table
+
+    table = gallery_table("photos")
+    for constraint in [c for c in table.constraints if isinstance(c, UniqueConstraint)]:
+        table.constraints.discard(constraint)
+    engine = gallery.engine()
+    with engine.begin() as conn:
+        table.create(conn)
+        for name, owner in rows:
+            conn.execute(table.insert().values(File_Name=name, Source_Key=owner, Caption="site's own"))
+    engine.dispose()
+
+
+def test_a_legacy_table_without_a_key_gets_one(gallery):
+    _legacy_table(gallery, [("Sunset.jpg", None)])
+    with gallery.connect() as g:
+        g.ensure_table()  # creates the unique key: no name is there twice
+        with pytest.raises(IntegrityError):
+            g.connection.execute(text("INSERT INTO photos (File_Name) VALUES ('Sunset.jpg')"))
+        g.connection.rollback()
+
+
+def test_a_legacy_table_with_a_name_twice_is_refused_with_the_statement_to_run(gallery):
+    _legacy_table(gallery, [("Sunset.jpg", None), ("sunset.jpg", "old/sunset.jpg")])
+    with gallery.connect() as g, pytest.raises(
+        GalleryError, match=r"no unique key on File_Name.*Sunset\.jpg.*ALTER TABLE photos ADD "
+                            r"CONSTRAINT uq_photos_file_name UNIQUE \(File_Name\)"):
+        g.ensure_table()
+
+
+def test_a_new_sunset_never_overwrites_the_sites_own_Sunset(gallery):
+    """MySQL's default collation ignores case: `sunset.jpg` *is* the site's `Sunset.jpg`."""
+    _legacy_table(gallery, [("Sunset.jpg", None)])
+    with gallery.connect() as g:
+        g.ensure_table()
+        result = g.upsert([_record("sunset.jpg", caption="A new photo.", owner="alps/sunset.jpg"),
+                           _record("b.jpg", owner="alps/b.jpg")], NOW)
+        assert set(result.ids) == {"b.jpg"}
+        assert "Sunset.jpg" in result.refused["sunset.jpg"]
+        rows = {r["File_Name"]: r for r in g.rows()}
+    assert sorted(rows) == ["Sunset.jpg", "b.jpg"]
+    assert rows["Sunset.jpg"]["Caption"] == "site's own" and rows["Sunset.jpg"]["Source_Key"] is None
+
+
+def test_the_upsert_never_updates_a_row_another_photo_owns(gallery):
+    with gallery.connect() as g:
+        g.ensure_table()
+        g.upsert([_record("a.jpg", owner="set/first.jpg")], NOW)
+        result = g.upsert([_record("a.jpg", caption="Someone else.", owner="set/second.jpg")], NOW)
+        assert result.ids == {} and "set/first.jpg" in result.refused["a.jpg"]
+        # even when the pre-check is skipped, the guarded statement leaves the row alone
+        g.connection.execute(g._upsert_statement([
+            {"File_Name": "a.jpg", "Source_Key": "set/second.jpg", "Caption": "Someone else."}
+            | {c.name: None for c in g.table.columns
+               if c.name not in ("id", "File_Name", "Source_Key", "Caption")}]))
+        g.connection.commit()
+        (row,) = g.rows()
+    assert (row["Source_Key"], row["Caption"]) == ("set/first.jpg", "A lake.")
+
+
+def test_safe_url_masks_every_password():
+    gallery = GalleryDatabase(url="mysql+pymysql://site:pw1@db/site?password=pw2&charset=utf8mb4&token=t0k")
+    shown = gallery.safe_url()
+    assert "pw1" not in shown and "pw2" not in shown and "t0k" not in shown
+    assert "charset=utf8mb4" in shown
 
 
 def test_an_existing_table_without_our_columns_is_reported(gallery):

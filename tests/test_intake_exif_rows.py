@@ -41,7 +41,9 @@ def test_copy_is_verified_and_original_untouched(sample_set: Path, gf_home: Sett
     src.chmod(0o444)  # a read-only original
     result = copy_in(_items(sample_set, gf_home)[0], gf_home, SessionLedger(gf_home, 1))
     dest = Path(result.incoming_path)
-    assert dest == gf_home.incoming_dir / "lake-shore" / "lake-shore-01.jpg"
+    # content-addressed: incoming/<set>/<sha256[:16]>/<name>, never overwritten
+    assert dest == (gf_home.incoming_dir / "lake-shore" / result.sha256[:16]
+                    / "lake-shore-01.jpg").resolve()
     assert dest.read_bytes() == before[0]
     assert result.sha256 == hashlib.sha256(before[0]).hexdigest() and result.copied
     assert src.read_bytes() == before[0] and src.stat().st_mtime_ns == before[1]
@@ -107,7 +109,8 @@ def test_a_rerun_hashes_only_the_original(sample_set: Path, gf_home: Settings, d
     assert [r.sha256 for r in again] == [r.sha256 for r in results]
     assert HASHES.total() == len(items)  # the originals; each copy is known by its stamp
 
-    # A copy changed behind intake's back (same size, new stamp) is hashed, and replaced.
+    # A copy changed behind intake's back (same size, new stamp) is not trusted: the
+    # original is copied (and hashed) again, the damaged copy hashed once and replaced.
     dest = Path(results[0].incoming_path)
     data = bytearray(dest.read_bytes())
     data[-3] ^= 0xFF
@@ -116,7 +119,7 @@ def test_a_rerun_hashes_only_the_original(sample_set: Path, gf_home: Settings, d
     redo = copy_in(items[0], gf_home, SessionLedger(gf_home, image_set_id + 2),
                    known.get((items[0].set_name, items[0].name)))
     assert redo.copied and dest.read_bytes() == Path(items[0].source_path).read_bytes()
-    assert HASHES.total() == 3  # the original, the changed copy, the new copy
+    assert HASHES.total() == 2  # the original (while copying), the damaged copy
 
 
 def test_exif_from_real_jpegs(tmp_path: Path):
@@ -162,28 +165,36 @@ def test_rows_insert_refresh_and_respect_people(sample_set: Path, gf_home: Setti
         for status in ("scored", "captioned", "awaiting_review", "approved"):
             approved.status = status
         approved.caption = "approved caption"
+    old_copy = Path(results[0].incoming_path)
+    old_bytes = old_copy.read_bytes()
     # The photographer re-exports 01 (new content) and reruns.
     write_sample(sample_set / "lake-shore-01.jpg", SampleSpec(name="x", width=960, height=640, seed=999))
     second = _session("lake-shore")
     results = [copy_in(i, gf_home, SessionLedger(gf_home, second)) for i in _items(sample_set, gf_home)]
     exifs = [read_exif(Path(r.incoming_path), r.sha256) for r in results]
     ids2, report = upsert_rows(results, exifs, second)
-    messages = {o.file: o.message for o in report.outcomes}
-    assert messages["lake-shore-02.jpg"] == "left alone: already approved"
-    assert "the file changed" in messages["lake-shore-01.jpg"]
-    assert messages["lake-shore-03.jpg"] == "refreshed (content unchanged)"
+    outcomes = {o.file: o for o in report.outcomes}
+    assert outcomes["lake-shore-02.jpg"].message == "left alone: already approved"
+    assert outcomes["lake-shore-01.jpg"].outcome == "changed"
+    assert "re-exported" in outcomes["lake-shore-01.jpg"].message
+    assert outcomes["lake-shore-03.jpg"].message == "refreshed (content unchanged)"
     with session_scope() as s:
-        rows = {r.original_name: r for r in s.scalars(select(Photo))}
-        assert len(rows) == 4  # refreshed, not duplicated
-        assert rows["lake-shore-01.jpg"].caption == "A person wrote this"  # human edit kept
-        assert rows["lake-shore-01.jpg"].brisque_score is None  # stale score cleared
-        assert rows["lake-shore-01.jpg"].status == "new"
-        assert rows["lake-shore-02.jpg"].caption == "approved caption"
-        assert rows["lake-shore-02.jpg"].image_set_id == first
-        assert rows["lake-shore-03.jpg"].image_set_id == second
+        rows = list(s.scalars(select(Photo).order_by(Photo.id)))
+        assert len(rows) == 5  # the re-export is a new photo; nothing duplicated
+        versions = [r for r in rows if r.original_name == "lake-shore-01.jpg"]
+        old, new = versions
+        # The earlier row keeps its bytes, its human edit and its score.
+        assert (old.caption, old.brisque_score, old.status) == ("A person wrote this", 20.0, "scored")
+        assert Path(old.incoming_path) == old_copy and old_copy.read_bytes() == old_bytes
+        assert new.status == "new" and new.caption is None and new.created_session_id == second
+        assert Path(new.incoming_path).read_bytes() == (sample_set / "lake-shore-01.jpg").read_bytes()
+        by_name = {r.original_name: r for r in rows if r is not old}
+        assert by_name["lake-shore-02.jpg"].caption == "approved caption"
+        assert by_name["lake-shore-02.jpg"].image_set_id == first
+        assert by_name["lake-shore-03.jpg"].image_set_id == second
     snapshots = SessionLedger(gf_home, second).snapshots()
     assert {s["table"] for s in snapshots} == {"review_queue", "metadata_quality"}
-    assert len([s for s in snapshots if s["table"] == "review_queue"]) == 3
+    assert len([s for s in snapshots if s["table"] == "review_queue"]) == 2
 
 
 def test_the_originals_own_text_fields_are_read(tmp_path: Path) -> None:

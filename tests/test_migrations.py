@@ -40,3 +40,41 @@ def test_mariadb_migrates_to_head_and_matches_models(mariadb_url):
     assert is_up_to_date(mariadb_url)
     cols = {c["name"]: c for c in inspect(get_engine(mariadb_url)).get_columns("review_queue")}
     assert {"sha256", "status", "proof_status", "web_file_name", "brisque_source"} <= set(cols)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("mariadb", marks=pytest.mark.integration)])
+def test_0006_keeps_every_row_and_reserves_the_names_in_use(backend, gf_home, request):
+    """An install with data at 0004 upgrades without losing a proof or a log entry: the
+    review_queue copy SQLite makes to change its unique key must not cascade."""
+    from sqlalchemy import text
+
+    url = gf_home.db_url if backend == "sqlite" else request.getfixturevalue("mariadb_url")
+    migrate(url, "0004_file_mtime")
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO image_set (id, set_key, name, source_dir, status, "
+                          "image_count, excluded_count, started_at) VALUES "
+                          "(1, 'alps', 'alps', '/x', 'completed', 2, 0, '2026-01-01')"))
+        for row_id, name, web, status in ((1, "a.jpg", "Lake.jpg", "published"),
+                                          (2, "b.jpg", "lake.jpg", "approved"),
+                                          (3, "c.jpg", None, "new")):
+            conn.execute(text(
+                "INSERT INTO review_queue (id, set_key, original_name, image_set_id, "
+                "created_session_id, sha256, source_path, web_file_name, status, proof_status, "
+                "created_at, updated_at) VALUES (:id, 'alps', :name, 1, 1, :sha, '/x', :web, "
+                ":status, 'passed', '2026-01-01', '2026-01-01')"),
+                dict(id=row_id, name=name, sha=str(row_id) * 64, web=web, status=status))
+            conn.execute(text("INSERT INTO metadata_quality (review_id, passed, repair_attempts, "
+                              "fallback_used, created_at, updated_at) VALUES "
+                              "(:id, 1, 0, 0, '2026-01-01', '2026-01-01')"), dict(id=row_id))
+        conn.execute(text("INSERT INTO publish_log (review_id, action, target, status, created_at)"
+                          " VALUES (1, 'upsert', 'x', 'done', '2026-01-01')"))
+    migrate(url)
+    _assert_schema_matches_models(url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM metadata_quality")).scalar() == 3
+        assert conn.execute(text("SELECT COUNT(*) FROM publish_log")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM review_queue")).scalar() == 3
+        reserved = conn.execute(text("SELECT name_key, review_id FROM web_name")).all()
+    # one name, two rows (case differs): the published row keeps it
+    assert [tuple(r) for r in reserved] == [("lake.jpg", 1)]

@@ -137,7 +137,9 @@ def test_rollback_restores_refreshed_rows(tmp_path: Path, gf_home: Settings, mon
         row.blur_score = 123.0
     from galleryflow.intake.samples import SampleSpec, write_sample
     write_sample(folder / "again-01.jpg", SampleSpec(name="n", width=900, height=600, seed=77))
-    old_copy = (gf_home.incoming_dir / "again" / "again-01.jpg").read_bytes()
+    with session_scope() as db:
+        old_path = Path(db.scalars(select(Photo).order_by(Photo.id)).first().incoming_path)
+    old_copy = old_path.read_bytes()
 
     def fail(row_ids, image_set_id, settings):
         raise StageError("disk went away")
@@ -149,8 +151,12 @@ def test_rollback_restores_refreshed_rows(tmp_path: Path, gf_home: Settings, mon
         row = db.scalars(select(Photo).order_by(Photo.id)).first()
         assert (row.status, row.blur_score, row.caption) == ("awaiting_review", 123.0, caption)
         assert row.image_set_id == first.sets[0].image_set_id
-    # The re-exported file's copy was undone: the previous incoming copy is back.
-    assert (gf_home.incoming_dir / "again" / "again-01.jpg").read_bytes() == old_copy
+    # The re-exported file's copy (a new photo) was undone; the previous copy was never
+    # touched, and no other file of the session is left in incoming/.
+    assert old_path.read_bytes() == old_copy
+    with session_scope() as db:
+        kept = {Path(r.incoming_path) for r in db.scalars(select(Photo))}
+    assert {p for p in (gf_home.incoming_dir / "again").rglob("*") if p.is_file()} == kept
 
 
 def test_validation_failure_writes_nothing(tmp_path: Path, gf_home: Settings):

@@ -323,9 +323,45 @@ def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
                         per_row=drafted([RowSpec(web_file_name="sunrise")])).row_ids
     report = publish_rows(second, settings=settings, target=target, gallery=gallery)
     assert report.outcomes[0].outcome == "failed"
-    assert "already belongs to set-a/set-a-01.jpg" in report.outcomes[0].message
+    # the state DB's reservation refuses it before anything is uploaded
+    assert "reserved by another photo (set-a/set-a-01.jpg)" in report.outcomes[0].message
     assert (settings.site_dir / "sunrise.jpg").read_bytes() == before
     assert rows_by_id(settings, second)[second[0]].status == "approved"
+
+
+@pytest.mark.integration
+def test_a_new_sunset_never_overwrites_the_sites_own_Sunset(settings, tmp_path, mariadb_url):
+    """The site's table on MariaDB, made by the site itself: no unique key, its own
+    `Sunset.jpg` row. galleryflow adds the key, and a new photo drafted `sunset` is
+    refused (MySQL's collation ignores case), its files never uploaded."""
+    from sqlalchemy import UniqueConstraint
+
+    from blocks.gallery_db import gallery_table
+
+    legacy = gallery_table("gallery")
+    for constraint in [c for c in legacy.constraints if isinstance(c, UniqueConstraint)]:
+        legacy.constraints.discard(constraint)
+    gallery = GalleryDatabase(url=mariadb_url, table="gallery")
+    engine = gallery.engine()
+    with engine.begin() as conn:
+        legacy.create(conn)
+        conn.execute(legacy.insert().values(File_Name="Sunset.jpg", Caption="the site's own"))
+    engine.dispose()
+    ids = insert_set(settings, tmp_path / "sets", "alps", size=(640, 480),
+                     per_row=drafted([RowSpec(web_file_name="sunset"), RowSpec()])).row_ids
+    report = publish_rows(ids, settings=settings, target=_local(settings), gallery=gallery)
+    outcomes = {o.file: o for o in report.outcomes}
+    assert outcomes["alps-01.jpg"].outcome == "failed"
+    assert "taken in the gallery by Sunset.jpg" in outcomes["alps-01.jpg"].message
+    assert outcomes["alps-02.jpg"].outcome == "ok"
+    rows = _gallery_rows(gallery)
+    assert sorted(rows) == ["Sunset.jpg", "lake-shore-dawn-02.jpg"]
+    assert rows["Sunset.jpg"]["Caption"] == "the site's own"
+    assert not (settings.site_dir / "sunset.jpg").exists()
+    assert rows_by_id(settings, ids)[ids[0]].status == "approved"
+    # and the key now exists: a second Sunset can never be inserted
+    with gallery.connect() as g, pytest.raises(Exception, match="Duplicate"):
+        g.connection.execute(legacy.insert().values(File_Name="SUNSET.jpg"))
 
 
 def test_duplicate_names_within_one_publish(settings, tmp_path):
@@ -337,7 +373,7 @@ def test_duplicate_names_within_one_publish(settings, tmp_path):
         ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings)
     )
     assert [o.outcome for o in report.outcomes] == ["ok", "failed"]
-    assert "also used by lake-shore-01.jpg" in report.outcomes[1].message
+    assert "reserved by another photo (lake-shore/lake-shore-01.jpg)" in report.outcomes[1].message
 
 
 def test_a_missing_incoming_copy_fails_that_row_only(settings, tmp_path):
@@ -430,8 +466,9 @@ def test_upload_killed_mid_file_leaves_no_partial_file_under_the_final_name(
 
     with sftp_server.client() as sftp:
         names = sftp.listdir(base)
-        partial = sftp.stat(f"{base}/.lake-shore-dawn-01.jpg{TEMP_SUFFIX}").st_size
-    assert names == [f".lake-shore-dawn-01.jpg{TEMP_SUFFIX}"]  # only the temporary name
+        assert len(names) == 1  # only the temporary name, of this upload alone
+        assert names[0].startswith(".lake-shore-dawn-01.jpg.") and names[0].endswith(TEMP_SUFFIX)
+        partial = sftp.stat(f"{base}/{names[0]}").st_size
     assert 0 < partial < 16 * 1024 * 2 + 1  # the child died after its first block or two
     assert [(e.action, e.status) for e in log_entries(settings)] == [("upload_image", "started")]
     assert {r.status for r in rows_by_id(settings, ids).values()} == {"approved"}
@@ -620,7 +657,7 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
     # A gallery that is down: the chunk is retried (a network error), then the run fails
     # with the rows still approved.
     more = insert_set(settings, tmp_path / "more" / "sets", "harbour", size=(960, 640),
-                      per_row=drafted([RowSpec()])).row_ids
+                      per_row=drafted([RowSpec(web_file_name="harbour-evening")])).row_ids
     monkeypatch.setenv(
         "GALLERYFLOW_PUBLISH__GALLERY_URL", f"mysql+pymysql://site@127.0.0.1:{free_port()}/site"
     )

@@ -214,6 +214,42 @@ def test_sftp_accept_new_remembers_the_key(sftp_server, tmp_path):
 
 
 @pytest.mark.integration
+def test_sftp_accept_new_with_inline_known_hosts_saves_the_key(sftp_server, tmp_path, prefect_api):
+    """Inline known_hosts + accept_new: the accepted key joins the saved block, so the
+    next connection checks against it instead of trusting whatever is offered."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = "other.example.org " + Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    SftpTarget(**sftp_target_fields(sftp_server, sftp_server.fresh_dir(), known_hosts=other + "\n",
+                                    known_hosts_policy="accept_new")).save("inline-site",
+                                                                         overwrite=True)
+    with SftpTarget.load("inline-site").open_session() as session:
+        session.upload(_payload(tmp_path, 1000), remote_path("a.jpg"))
+    saved = SftpTarget.load("inline-site")
+    assert other in saved.known_hosts  # kept
+    assert sftp_server.known_hosts.split()[2] in saved.known_hosts  # the server's real key
+    strict = saved.model_copy(update={"known_hosts_policy": "reject"})
+    with strict.open_session() as session:  # known now, without trusting anything new
+        assert session.size(remote_path("a.jpg")) == 1000
+
+
+@pytest.mark.integration
+def test_sftp_missing_remote_base_is_an_error_unless_asked_to_create_it(sftp_server, tmp_path):
+    base = sftp_server.fresh_dir()
+    target = SftpTarget(**sftp_target_fields(sftp_server, base, create_remote_base=False))
+    with target.open_session() as session, pytest.raises(TargetError, match="does not exist"):
+        session.upload(_payload(tmp_path, 1000), remote_path("a.jpg"))
+    with sftp_server.client() as sftp, pytest.raises(FileNotFoundError):
+        sftp.stat(base)  # nothing was created
+    creating = SftpTarget(**sftp_target_fields(sftp_server, base, create_remote_base=True))
+    with creating.open_session() as session:
+        session.upload(_payload(tmp_path, 1000), remote_path("a.jpg"))
+        assert session.size(remote_path("a.jpg")) == 1000
+
+
+@pytest.mark.integration
 def test_sftp_escape_is_refused_before_any_write(sftp_server, tmp_path):
     from blocks.targets import RemotePath
 

@@ -108,6 +108,12 @@ def _print_run_result(state: Any) -> None:
         _print_status(None, None)
         raise typer.Exit(1)
     _print_status(summary.flow_run_id, None)
+    for s in summary.sets:
+        if s.changed:
+            console.print(f"[yellow bold]{s.name}: {len(s.changed)} photo(s) changed since the "
+                          f"last run[/] (re-exported under the same name): {', '.join(s.changed)}. "
+                          "Each is a new photo for review; the earlier versions keep their own "
+                          "bytes (and, if published, stay on the site).")
 
 
 def _print_validation(report: Any) -> None:
@@ -239,6 +245,7 @@ def run(
     it from here). Otherwise (or with --here) the flow runs in this process, gate
     included. Either way the command says where the run executes.
     """
+    _unpublished_notice([p.expanduser().resolve().name for p in set_dirs])
     server = _server_configured()
     if server and not here:
         params = {"location": location, "subject": subject, "strict": strict}
@@ -295,6 +302,89 @@ def demo(
     console.print(f"\nState DB:        {settings.db_url}\nIncoming copies: {settings.incoming_dir}"
                   f"\nPublished site:  {settings.site_dir} (open index.html)"
                   f"\nGallery DB:      {settings.gallery_db_url}")
+
+
+def _state_db_ready() -> bool:
+    """The state DB exists (migrated on the way); False on a fresh install."""
+    from galleryflow.db import migrate
+    from galleryflow.db.engine import is_up_to_date
+
+    settings = get_settings()
+    if settings.db_url.startswith("sqlite") and not Path(settings.db_url.split("///")[-1]).exists():
+        return False
+    if not is_up_to_date(settings.db_url):
+        migrate(settings.db_url)
+    return True
+
+
+def _unpublished_notice(set_names: list[str]) -> None:
+    """`run` on a set with approved rows an earlier publish did not finish: say so."""
+    from tasks.publish import publishable_row_ids
+
+    try:
+        if not _state_db_ready():
+            return
+        waiting = publishable_row_ids(set_keys=set_names)
+    except Exception as exc:  # a notice must never keep a run from starting
+        console.print(f"[dim](could not check for unpublished rows: {type(exc).__name__})[/]")
+        return
+    if waiting:
+        console.print(f"[yellow bold]{len(waiting)} approved row(s)[/] of {', '.join(set_names)} "
+                      "are not published yet (an earlier publish was interrupted). Finish them "
+                      f"with:  galleryflow publish {' '.join(set_names)}")
+
+
+@app.command()
+def recover() -> None:
+    """Roll back sessions whose run died (process gone, or Prefect says it crashed),
+    with their ledger applied, partial files removed and intake claims released."""
+    from tasks.recovery import recover as recover_sessions
+
+    if not _state_db_ready():
+        console.print("Nothing to recover: no state database yet.")
+        return
+    report = recover_sessions()
+    for line in report.lines():
+        console.print(f"[yellow]•[/] {line}")
+    if not report.anything:
+        console.print("Nothing to recover: no session of a dead run, nothing left behind.")
+
+
+@app.command()
+def publish(
+    sets: Annotated[Optional[list[str]], typer.Argument(help="Set names (default: every set).")] = None,
+) -> None:
+    """Finish approved, unpublished rows in this process (no Prefect server or
+    deployment needed): what an interrupted publish left is published, resumed
+    upload by upload; dead sessions are recovered first."""
+    from flows.fanout import publish_approved
+    from galleryflow.publishing.summary import PublishIncomplete
+    from tasks.publish import publishable_row_ids
+    from tasks.recovery import recover as recover_sessions
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    if not _state_db_ready():
+        console.print("Nothing to publish: no state database yet.")
+        return
+    for line in recover_sessions().lines():
+        console.print(f"[yellow]•[/] {line}")
+    ids = publishable_row_ids(set_keys=sets or None)
+    if not ids:
+        console.print("Nothing to publish: no approved row is waiting"
+                      + (f" in {', '.join(sets)}." if sets else "."))
+        return
+    console.print(f"Publishing {len(ids)} approved row(s) …")
+    try:
+        summary = publish_approved(ids)
+    except PublishIncomplete as exc:
+        console.print(f"[red bold]Publish incomplete[/]: {exc}. Rows left approved; run "
+                      "`galleryflow publish` again once the cause is fixed.")
+        raise typer.Exit(1) from None
+    for outcome in summary.outcomes:
+        style = {"ok": "green", "failed": "red"}.get(outcome.outcome, "dim")
+        console.print(f"[{style}]{outcome.outcome:8}[/] {outcome.file}: {outcome.message}")
+    if any(o.outcome == "failed" for o in summary.outcomes):
+        raise typer.Exit(1)
 
 
 def _status_data(run_id: str | None) -> dict[str, Any]:
@@ -387,7 +477,7 @@ def _print_status(run_id: str | None, as_json: bool | None) -> None:
         sets.add_column(column)
     for s in data["sets"]:
         stages = " ".join(f"{k}={v:.1f}" for k, v in s["stage_seconds"].items())
-        style = "red" if s["status"] in ("rolled_back", "failed") else ""
+        style = "red" if s["status"] in ("rolled_back", "rollback_failed", "failed") else ""
         waiting = s["awaiting_review"]
         shown = (f"awaiting review ({waiting} photo{'s' if waiting != 1 else ''})"
                  if s["status"] == "awaiting_review" else s["status"])

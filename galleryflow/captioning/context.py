@@ -17,6 +17,7 @@ from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
 from galleryflow.db.models import Proof, PublishLog, Photo
+from galleryflow.db.names import taken_by_other
 
 # Rows whose captions a new caption must not repeat: everything but the discarded.
 _COMPARED_STATUSES = [s.value for s in RowStatus if s not in (RowStatus.REJECTED, RowStatus.FAILED)]
@@ -47,6 +48,8 @@ class TakenNames(Collection[str]):
             )
         )
         if rows:
+            return True
+        if taken_by_other(self.session, self.row_id)(f"{stem}.jpg"):  # reserved (db.names)
             return True
         published = self.session.scalars(
             select(PublishLog.remote_path).where(

@@ -28,7 +28,8 @@ class FileOutcome(BaseModel):
 
     file: str
     stage: str
-    outcome: Literal["ok", "warning", "excluded", "failed", "skipped"]
+    # "changed": a file re-exported under a known name with other content (a new photo)
+    outcome: Literal["ok", "warning", "excluded", "failed", "skipped", "changed"]
     message: str = ""
 
 
@@ -43,7 +44,7 @@ class ChunkReport(BaseModel):
 
     @property
     def ok(self) -> int:
-        return sum(o.outcome in ("ok", "warning", "skipped") for o in self.outcomes)
+        return sum(o.outcome in ("ok", "warning", "skipped", "changed") for o in self.outcomes)
 
     @property
     def failed(self) -> int:

@@ -33,6 +33,9 @@ class SetStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    # A rollback that raised: the ledger is kept and the next run (or `galleryflow
+    # recover`) finishes it.
+    ROLLBACK_FAILED = "rollback_failed"
 
 
 class ProofStatus(StrEnum):

@@ -9,6 +9,7 @@ from galleryflow.db.models import (
     PublishLog,
     Photo,
     SeenContent,
+    WebName,
 )
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PublishLog",
     "Photo",
     "SeenContent",
+    "WebName",
     "get_engine",
     "migrate",
     "session_scope",

@@ -85,9 +85,22 @@ def migrate(url: str | None = None, revision: str = "head") -> None:
     url = url or get_settings().db_url
     engine = get_engine(url)
     cfg = alembic_config(url)
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:
+            # SQLite changes a constraint by copying the table and dropping the old one;
+            # with foreign keys on, that DROP would cascade into the tables that refer to
+            # it (every proof gone). The pragma only takes effect outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                cfg.attributes["connection"] = connection
+                command.upgrade(cfg, revision)
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def current_revision(url: str | None = None) -> str | None:

@@ -49,6 +49,9 @@ class ImageSet(Base):
     source_dir: Mapped[str] = mapped_column(String(1024))
     status: Mapped[str] = mapped_column(String(32), default=SetStatus.RUNNING)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # host:pid:start-time of the process running the session (core.liveness): a
+    # session whose process is gone is recovered by the next run; 0006_names_recovery
+    owner: Mapped[str | None] = mapped_column(String(255))
     location: Mapped[str | None] = mapped_column(String(255))
     subject: Mapped[str | None] = mapped_column(String(255))
     content_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -71,7 +74,10 @@ class Photo(Base):
 
     __tablename__ = "review_queue"
     __table_args__ = (
-        UniqueConstraint("set_key", "original_name", name="uq_review_set_file"),
+        # A photo is its content within its set (0006_names_recovery): a file re-exported
+        # under a known name with other bytes is another row.
+        UniqueConstraint("set_key", "sha256", name="uq_review_set_sha"),
+        Index("ix_review_set_file", "set_key", "original_name"),
         Index("ix_review_status", "status"),
     )
 
@@ -260,6 +266,27 @@ class BatchFile(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     seconds: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebName(Base):
+    """A web file name reserved for one photo (0006_names_recovery).
+
+    ``name_key`` is the published file name case-folded the way the gallery's
+    collation folds it (web names are ASCII, so ``lower()`` is exactly what every
+    MySQL/MariaDB ``_ci`` collation and SQLite's NOCASE compare), and it is unique:
+    the database, not a read-then-write check, decides who gets a name, across sets,
+    runs, workers and concurrent chunks.
+    """
+
+    __tablename__ = "web_name"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(255), unique=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    review_id: Mapped[int] = mapped_column(
+        ForeignKey("review_queue.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class SeenContent(Base):

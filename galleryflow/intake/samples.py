@@ -28,7 +28,7 @@ from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
 from galleryflow.core.fsutil import FileStamp, copy_verified
-from galleryflow.core.status import RowStatus
+from galleryflow.core.status import RowStatus, SetStatus
 from galleryflow.db import ImageSet, Photo, session_scope
 
 if TYPE_CHECKING:
@@ -301,8 +301,11 @@ def insert_set(
         raise ValueError(f"per_row has {len(per_row)} entries for {len(sources)} files")
     incoming = settings.incoming_dir / name
     with session_scope(settings.db_url) as session:
+        # A committed session (as a finished run leaves it): rows of a session still
+        # running are shown to no reviewer and never published.
         image_set = ImageSet(set_key=name, name=name, source_dir=str(folder), location=location,
-                             subject=subject, image_count=len(sources))
+                             subject=subject, image_count=len(sources),
+                             status=SetStatus.COMPLETED)
         session.add(image_set)
         session.flush()
         rows = []

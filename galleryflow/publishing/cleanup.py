@@ -45,3 +45,18 @@ def cleanup_work_files(row_ids: Sequence[int], settings: Settings | None = None)
                     removed += 1
                     setattr(row, attr, None)
     return removed
+
+
+def published_leftovers(settings: Settings | None = None) -> list[int]:
+    """Rows with publish work files left in ``work/publish/`` although they are published
+    (or gone): what a publish killed after marking its rows, before its cleanup, leaves."""
+    settings = settings or get_settings()
+    root = settings.work_dir / "publish"
+    if not root.is_dir():
+        return []
+    ids = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not ids:
+        return []
+    with session_scope(settings.db_url) as session:
+        live = dict(session.execute(select(Photo.id, Photo.status).where(Photo.id.in_(ids))).all())
+    return sorted(i for i in ids if live.get(i, RowStatus.PUBLISHED) == RowStatus.PUBLISHED)

@@ -280,6 +280,14 @@ def make_derivatives(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path
     source = item.source_path
     if not source.is_file():
         raise DerivativeError(f"{source}: the incoming copy is missing; rerun intake for this set")
+    # Only approved bytes reach the site: what is derived from must be the content the
+    # person approved (the row's sha256), whatever happened to the file since.
+    actual = sha256_file(source)
+    if actual != item.sha256:
+        raise DerivativeError(
+            f"{source}: the incoming copy is not the photo that was approved (sha256 "
+            f"{actual[:12]}…, approved {item.sha256[:12]}…); refused. Run the set again: the "
+            "changed file becomes a new photo for review")
     warnings: list[str] = []
     try:
         decoded = decode(source, long_edge=spec.full_long_edge)

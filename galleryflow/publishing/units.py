@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blocks.gallery_db import GalleryConnection
+from blocks.gallery_db import GalleryConnection, fold
 from blocks.targets import THUMB_FOLDER, RemotePath, remote_path
 from galleryflow.core.photo_facts import CameraFacts
 from galleryflow.core.prefect_run import run_logger
@@ -45,10 +45,12 @@ class PublishUnit:
 
 
 def unit_for_row(
-    row: Photo, file_name: str, set_name: str | None, keep_gps: bool
+    row: Photo, file_name: str, set_name: str | None, keep_gps: bool,
+    set_location: str | None = None,
 ) -> PublishUnit:
     """The unit of an eligible row (approved, proof passed, with an incoming copy),
-    published as ``file_name`` (checked by ``publish_file_name``)."""
+    published as ``file_name`` (checked by ``publish_file_name``). The gallery's
+    Location is the photo's own, else its set's (``--location``), as captioning uses."""
     keywords = list(row.keywords or [])
     title = headline(row.subject, row.caption)
     return PublishUnit(
@@ -75,7 +77,7 @@ def unit_for_row(
             alt_text=row.alt_text,
             keywords=keywords,
             subject=row.subject,
-            location=row.location,
+            location=row.location or set_location,
             # the table says no more than the file: GPS only where the file
             # keeps it; the size is the published image's, set later
             **CameraFacts.of(row, keep_gps).model_dump(exclude={"width", "height"}),
@@ -84,19 +86,21 @@ def unit_for_row(
 
 
 def unique_names(units: list[PublishUnit], report: ChunkReport) -> list[PublishUnit]:
-    """Units whose file name no earlier unit of this publish uses; the others fail."""
+    """Units whose file name (case-folded, as the gallery compares) no earlier unit of
+    this publish uses; the others fail."""
     seen: dict[str, str] = {}
     kept = []
     for unit in units:
-        if unit.file_name in seen:
+        key = fold(unit.file_name)
+        if key in seen:
             report.add(
                 unit.label,
                 "failed",
                 f"web file name {unit.file_name} is also used by "
-                f"{seen[unit.file_name]} in this publish; names must be unique",
+                f"{seen[key]} in this publish; names must be unique",
             )
             continue
-        seen[unit.file_name] = unit.label
+        seen[key] = unit.label
         kept.append(unit)
     return kept
 
@@ -131,16 +135,20 @@ def build_derivatives(
 def check_owners(
     gallery: GalleryConnection, units: list[PublishUnit], report: ChunkReport
 ) -> list[PublishUnit]:
-    """Never overwrite another photo: a name in the gallery must belong to this row's photo."""
+    """Never overwrite another photo: a name in the gallery (compared the way its
+    collation compares, ignoring case) must belong to this row's photo, under the
+    same spelling. Checked before any upload; the upsert checks again in its own
+    transaction."""
     owners = gallery.owners([u.file_name for u in units])
     kept = []
     for unit in units:
-        if unit.file_name in owners and owners[unit.file_name] != unit.source_key:
+        held = owners.get(fold(unit.file_name))
+        if held is not None and (held[0] != unit.file_name or held[1] != unit.source_key):
             report.add(
                 unit.label,
                 "failed",
-                f"web file name {unit.file_name} already belongs to "
-                f"{owners[unit.file_name] or 'another gallery row'}; choose another name in review",
+                f"web file name {unit.file_name} is taken in the gallery by {held[0]} "
+                f"({held[1] or 'a row the site made itself'}); choose another name in review",
             )
             continue
         kept.append(unit)

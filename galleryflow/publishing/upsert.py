@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from blocks.gallery_db import GalleryConnection, GalleryRecord
+from blocks.gallery_db import GalleryConnection, GalleryRecord, UpsertResult
 from blocks.targets import PublishTarget
 from galleryflow.publishing.journal import UPSERT, PublishJournal
 from galleryflow.publishing.units import PublishUnit
@@ -47,15 +47,19 @@ def upsert_records(
     units: list[PublishUnit],
     records: list[GalleryRecord],
     now: datetime,
-) -> dict[str, str]:
-    """Upsert ``records`` in one transaction, journalled; the gallery id per file name."""
+) -> UpsertResult:
+    """Upsert ``records`` in one transaction, journalled: the gallery id per file name
+    written, and the names the gallery refused (held by another photo or the site)."""
     log_ids = journal.start_many(
         [(u.row_id, UPSERT, u.file_name, None, None) for u in units], target=where
     )
     try:
-        ids = gallery.upsert(records, now)
+        result = gallery.upsert(records, now)
     except BaseException as exc:
         journal.finish(log_ids, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    journal.finish(log_ids, "done")
-    return ids
+    refused = [i for i, u in zip(log_ids, units, strict=True) if u.file_name in result.refused]
+    if refused:
+        journal.finish(refused, "failed", "refused: the name belongs to another gallery row")
+    journal.finish([i for i in log_ids if i not in refused], "done")
+    return result
