@@ -74,7 +74,6 @@ def _run_process_sets(set_dirs: list[Path], location: str | None, subject: str |
     from flows.runners import process_sets  # the configured task runner and hooks
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
-    _use_local_server()
     with ProgressBars() as bars:
         listener = auto_approver(report=lambda gate, what: bars.progress.console.print(
             f"Answered review gate {gate.key} (--approve-all): {what}.")) if approve_all \
@@ -128,19 +127,17 @@ def _print_validation(report: Any) -> None:
         console.print(f"[red]✗[/] {line}")
 
 
-def _use_local_server(start: bool = True) -> None:
+def _use_local_server(start: bool = True) -> Any:
     """Without a configured Prefect server: this home's background server (started
-    when ``start`` and none runs), so no command waits for a temporary one."""
+    when ``start`` and none runs), so no command waits for a temporary one; None
+    when a server is configured, the setting is off or it could not start."""
     from galleryflow.app import local_server
 
     try:
-        server = local_server.use(start=start)
+        return local_server.use(start=start)
     except (local_server.LocalServerError, TimeoutError) as exc:
         console.print(f"[yellow]{exc}: using a temporary Prefect server for this command.[/]")
-        return
-    if server is not None and start:
-        console.print(f"[dim]Prefect server: {server.ui_url} (kept for this home; "
-                      "`galleryflow server stop` stops it)[/]")
+        return None
 
 
 def _server_configured() -> bool:
@@ -253,13 +250,18 @@ def run(
             return
         console.print("[yellow]No process-sets deployment on the server[/] (run `galleryflow setup`): "
                       "running in this process instead.")
-    console.print(_where_here(server))
+    console.print(_where_here(server, None if server else _use_local_server()))
     state = _run_process_sets(set_dirs, location, subject, strict, approve_all)
     _print_run_result(state)
 
 
-def _where_here(server: bool) -> str:
+def _where_here(server: bool, local: Any = None) -> str:
     """Where a run in this process executes, and what that means for its review gate."""
+    if local is not None:
+        return (f"Running process-sets in this process, on this home's background Prefect server "
+                f"at {local.ui_url}: its review gate is answered here, in the Prefect UI there, "
+                "with `galleryflow review` or on the review page. The server stays for the next "
+                "command (`galleryflow server stop` stops it).")
     if server:
         from prefect.settings import PREFECT_API_URL
 
@@ -294,8 +296,11 @@ def demo(
     folders = [samples / n for n in ("alpine-lakes", "harbour-evening")]
     if not all(f.is_dir() for f in folders):
         folders = demo_sets(samples, megapixels=megapixels)
+    local = _use_local_server()
     console.print(f"Running process-sets on {', '.join(f.name for f in folders)} "
                   f"(home: {settings.home})")
+    if local is not None:
+        console.print(_where_here(False, local))
     state = _run_process_sets(folders, location=None, subject=None, strict=None,
                               approve_all=approve_all)
     _print_run_result(state)
