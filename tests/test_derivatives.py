@@ -19,6 +19,7 @@ from galleryflow.publishing.derivatives import (
     make_derivatives,
     photoshop_app13,
 )
+from galleryflow.core.fsutil import sha256_file
 from tests.fixtures.photos import swapped_rgb_profile
 
 SPEC = DerivativeSpec(full_long_edge=800, thumb_long_edge=200, quality=85, keep_gps=False)
@@ -28,7 +29,8 @@ def _item(src: Path, **extra) -> DerivativeInput:
     fields = dict(
         row_id=7,
         source_path=src,
-        sha256="0" * 64,
+        # What the person approved: the file's own content (publish refuses anything else).
+        sha256=sha256_file(src) if src.is_file() else "0" * 64,
         object_name="lake-dawn-01",
         headline="Lake shore at dawn",
         caption="Mist rises over Lake Thun at dawn — the first ferry leaves Spiez.",
@@ -225,3 +227,11 @@ def test_app13_segment_layout():
     assert struct.unpack(">H", segment[2:4])[0] == len(segment) - 2
     assert segment[4:18] == b"Photoshop 3.0\x00"
     assert segment[18:24] == b"8BIM\x04\x04"
+
+
+def test_bytes_other_than_the_approved_ones_are_refused(photo: Path, tmp_path: Path) -> None:
+    approved = _item(photo)
+    photo.write_bytes(photo.read_bytes() + b"\0")  # still a JPEG that decodes
+    with pytest.raises(DerivativeError, match="not the photo that was approved"):
+        make_derivatives(approved, SPEC, tmp_path / "work")
+    assert not list((tmp_path / "work").rglob("*.jpg"))  # nothing made from those bytes
