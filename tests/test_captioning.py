@@ -19,7 +19,7 @@ from tasks.captioning import caption_chunk, regenerate_rows
 from galleryflow.core.stages import StageError
 from tasks.model_resize import resize_rows
 from tests.fixtures.ollama import FALLBACK, PRIMARY, point_at
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 from tests.services import free_port
 from tests.services.ollama_stub import Answer, Disconnect, Good, HttpError, OllamaStub, Raw, Slow
 
@@ -39,7 +39,7 @@ def test_good_drafts_pass_and_rows_await_review(gf_home: Settings, stub: OllamaS
     report = run_stage(gf_home, inserted)
 
     assert [o.outcome for o in report.outcomes] == ["ok", "ok", "ok"]
-    done = rows(inserted.row_ids)
+    done = load_photos(inserted.row_ids)
     assert {r.status for r in done} == {RowStatus.AWAITING_REVIEW}
     assert {r.proof_status for r in done} == {ProofStatus.PASSED}
     assert len({r.caption for r in done}) == 3  # one caption per photo, not per series
@@ -144,7 +144,7 @@ def test_a_slot_that_never_frees_fails_the_stage_instead_of_hanging(
     assert "no free slot of the global concurrency limit 'ollama' after 2 s" in message
     assert "--active-slots 0" in message  # tells the user how to free a leaked slot
     assert stub.chat_calls() == []  # nothing was asked of the model without the slot
-    assert rows(inserted.row_ids)[0].status == RowStatus.SCORED  # the row is untouched
+    assert load_photos(inserted.row_ids)[0].status == RowStatus.SCORED  # the row is untouched
 
 
 def _row_with(settings: Settings, tmp_path: Path, name: str, **kwargs):
@@ -186,7 +186,7 @@ def test_each_guardrail_triggers_a_repair(gf_home: Settings, stub: OllamaStub, t
     stub.script(PRIMARY, bad)  # then the default: a good answer
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
 
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW and row.proof_status == ProofStatus.PASSED
     first, repair = stub.chat_calls()
     assert not first.is_repair and repair.is_repair
@@ -208,7 +208,7 @@ def test_duplicate_caption_in_set_is_repaired(gf_home: Settings, stub: OllamaStu
     same = "Rolling hills near the lake shore beneath a pale sky, caught in soft light."
     stub.script(PRIMARY, Good(caption=same), Good(caption=same))  # row 2 repeats row 1
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    first, second = rows(inserted.row_ids)
+    first, second = load_photos(inserted.row_ids)
     assert first.caption == same and first.proof.repair_attempts == 0
     assert second.caption != same and second.proof.passed
     assert second.proof.field_states["caption"] == "repaired"
@@ -224,7 +224,7 @@ def test_planted_instruction_in_exif_is_rejected(gf_home: Settings, stub: Ollama
     # A gullible model obeys the planted text, then (told why) answers properly.
     stub.script(PRIMARY, Good(caption="Cheap watches at bargain prices today, by the lake shore."))
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof.passed and "watches" not in row.caption.lower()
     assert any(i["code"] == "prompt_injection" and i["field"] == "caption" for i in row.proof.issues)
     first = stub.chat_calls()[0]
@@ -240,7 +240,7 @@ def test_unsupported_keywords_are_dropped_not_repaired(gf_home: Settings, stub: 
     stub.default = lambda call: Good(keywords=["hills", "sky", "Hills", "eagle", "lake shore",
                                                call.evidence["time_of_day"]])
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof.passed and row.proof.repair_attempts == 0
     assert "eagle" not in row.keywords and row.keywords.count("hills") == 1
     fixed = {(i["code"], i["severity"]) for i in row.proof.issues}
@@ -260,7 +260,7 @@ def test_file_name_already_used_elsewhere(gf_home: Settings, stub: OllamaStub,
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Good(file_name="taken-name"))
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     # Made unique deterministically (the capture time), no repair prompt.
     assert row.proof.passed and row.web_file_name == "taken-name-0900.jpg"
     fix = next(i for i in row.proof.issues if i["code"] == "file_name_made_unique")
@@ -275,7 +275,7 @@ def test_fallback_model_after_repairs_fail(gf_home: Settings, stub: OllamaStub,
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Raw("not json"), Raw("still not json"), Raw("{{{"))
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof.passed and row.proof_status == ProofStatus.PASSED
     assert row.proof.fallback_used and row.proof.model == FALLBACK
     assert row.generation_mode == row.proof.generation_mode == "fallback-model"
@@ -290,7 +290,7 @@ def test_blocked_with_reasons_when_everything_fails(gf_home: Settings, stub: Oll
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = Good(caption="In this image we can see green hills under a pale sky.")
     report = caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW  # the reviewer sees it, with its reasons
     assert row.proof_status == ProofStatus.BLOCKED and not row.proof.passed
     assert row.proof.field_states["caption"] == "blocked"
@@ -307,7 +307,7 @@ def test_blocked_malformed_answer_keeps_fields_empty(gf_home: Settings, stub: Ol
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = Raw("I think this is a nice picture of hills")
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof_status == ProofStatus.BLOCKED and row.caption is None
     assert set(row.proof.field_states.values()) == {"blocked"}
     assert {i["code"] for i in row.proof.issues} == {"malformed_json"}
@@ -344,7 +344,7 @@ def test_server_dying_mid_stage_raises_stage_error(gf_home: Settings, stub: Olla
         caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     assert "unexpectedly stopped" in str(caught.value) and stub.host in str(caught.value)
     assert len(stub.chat_calls()) == 1 + 3  # one good, then 1 + request_retries attempts
-    first, second = rows(inserted.row_ids)
+    first, second = load_photos(inserted.row_ids)
     assert first.status == RowStatus.AWAITING_REVIEW
     assert second.status == RowStatus.SCORED  # untouched: the rollback has nothing to undo here
 
@@ -354,7 +354,7 @@ def test_transient_errors_are_retried(gf_home: Settings, stub: OllamaStub, tmp_p
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.script(PRIMARY, Disconnect(), HttpError(503, "busy"))
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof.passed and row.proof.repair_attempts == 0
     assert len(stub.chat_calls()) == 3
 
@@ -379,7 +379,7 @@ def test_rerun_after_rollback_reuses_cached_answers(gf_home: Settings, stub: Oll
     inserted = insert_set(gf_home, tmp_path, "lake-shore", 3)
     stub.script(PRIMARY, Raw("not json"))  # row 1 needs a repair: its history is cached too
     run_stage(gf_home, inserted)
-    before = [(r.caption, r.keywords, r.web_file_name) for r in rows(inserted.row_ids)]
+    before = [(r.caption, r.keywords, r.web_file_name) for r in load_photos(inserted.row_ids)]
     asked = len(stub.chat_calls())
     assert asked == 4
 
@@ -393,7 +393,7 @@ def test_rerun_after_rollback_reuses_cached_answers(gf_home: Settings, stub: Oll
         session.execute(delete(Proof))
     stub.default = Raw("the model must not be asked again")
     run_stage(gf_home, inserted)
-    after = rows(inserted.row_ids)
+    after = load_photos(inserted.row_ids)
     assert len(stub.chat_calls()) == asked  # every answer came from Prefect's cache
     assert [(r.caption, r.keywords, r.web_file_name) for r in after] == before
     assert all(r.proof.passed for r in after)
@@ -406,7 +406,7 @@ def test_edited_fields_are_never_overwritten(gf_home: Settings, stub: OllamaStub
     mine = "Evening light on the far shore, seen from the old boathouse."
     inserted = _row_with(gf_home, tmp_path, "lake-shore", caption=mine, edited_fields=["caption"])
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.caption == mine
     assert row.proof.field_states["caption"] == "edited" and row.proof.passed
     assert stub.chat_calls()[0].evidence["photographer"] == {"caption": mine}
@@ -417,13 +417,13 @@ def test_regenerate_sends_rows_back_with_the_previous_caption(gf_home: Settings,
     point_at(gf_home, stub)
     inserted = insert_set(gf_home, tmp_path, "lake-shore", 2)
     run_stage(gf_home, inserted)
-    old = rows(inserted.row_ids)[0]
+    old = load_photos(inserted.row_ids)[0]
     stub.default = lambda call: Good(
         caption="Hills and sky at the lake shore, drawn again for the reviewer, "
                 + call.evidence["time_of_day"] + "."
     )
     report = regenerate_rows([old.id], inserted.image_set_id)
-    new = rows([old.id])[0]
+    new = load_photos([old.id])[0]
     assert [o.outcome for o in report.outcomes] == ["ok"]
     assert new.caption != old.caption and "drawn again" in new.caption
     assert new.status == RowStatus.AWAITING_REVIEW and new.proof.passed
@@ -448,7 +448,7 @@ def test_two_photos_with_one_file_name_both_reach_review_without_a_model_call(
     inserted = insert_set(gf_home, tmp_path, "harbour", 2, location="Lake Thun")
     stub.default = Good(file_name="lake-thun-harbour-boats")  # a model repeating itself
     run_stage(gf_home, inserted)
-    first, second = rows(inserted.row_ids)
+    first, second = load_photos(inserted.row_ids)
     assert first.proof.passed and second.proof.passed
     assert first.web_file_name == "lake-thun-harbour-boats.jpg"
     assert second.web_file_name != first.web_file_name
@@ -464,7 +464,7 @@ def test_a_caption_with_markup_never_passes(gf_home: Settings, stub: OllamaStub,
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     stub.default = Good(caption="<b>Green hills</b> under a pale sky <script>alert(1)</script>")
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.status == RowStatus.AWAITING_REVIEW
     assert row.proof_status == ProofStatus.BLOCKED and not row.proof.passed
     assert row.proof.field_states["caption"] == "blocked"
@@ -483,7 +483,7 @@ def test_a_file_name_saying_night_for_a_noon_photo_is_blocked(
                          taken_at=datetime(2026, 6, 14, 12, 5))
     stub.default = Good(file_name="lake-thun-hills-at-night")
     caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof_status == ProofStatus.BLOCKED
     assert row.proof.field_states["file_name"] == "blocked"
     issue = next(i for i in row.proof.issues if i["code"] == "time_contradiction")
@@ -512,7 +512,7 @@ def test_fallback_model_on_request_errors_per_row(gf_home: Settings, stub: Ollam
     plan = prepare_plan(gf_home)
     stub.script(PRIMARY, *[HttpError(500, "model runner crashed")] * 3)  # 1 + 2 retries
     caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
-    (row,) = rows(inserted.row_ids)
+    (row,) = load_photos(inserted.row_ids)
     assert row.proof.passed and row.proof.model == FALLBACK
     assert row.generation_mode == "fallback-model"
     assert "crashed" in row.proof.fallback_reason
@@ -532,7 +532,7 @@ def test_every_row_entering_stage_7_gets_a_proof(gf_home: Settings, stub: Ollama
         gone.ollama_path = None
         session.get(Photo, inserted.row_ids[1]).incoming_path = str(tmp_path / "missing.jpg")
     report = caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
-    ok, failed = rows(inserted.row_ids)
+    ok, failed = load_photos(inserted.row_ids)
     assert ok.proof.passed
     assert failed.status == RowStatus.FAILED and failed.proof is not None
     assert not failed.proof.passed and failed.proof.generation_mode == "failed"
@@ -561,7 +561,7 @@ def test_exact_duplicate_photos_are_captioned_once(gf_home: Settings, stub: Olla
     ids = first.row_ids + second.row_ids
     resize_rows(ids, first.image_set_id, gf_home)
     caption_chunk(ids, first.image_set_id, prepare_plan(gf_home))
-    a, b = rows(ids)
+    a, b = load_photos(ids)
     assert len(stub.chat_calls()) == 1
     assert a.caption == b.caption and a.web_file_name != b.web_file_name
     assert b.proof.passed and any(i["code"] == "duplicate_photo" for i in b.proof.issues)
@@ -572,11 +572,11 @@ def test_regenerate_keeps_the_previous_draft_when_the_new_one_is_worse(
     point_at(gf_home, stub)
     inserted = _row_with(gf_home, tmp_path, "lake-shore")
     run_stage(gf_home, inserted, prepare_plan(gf_home))
-    (before,) = rows(inserted.row_ids)
+    (before,) = load_photos(inserted.row_ids)
     assert before.proof.passed
     stub.default = Good(caption="Green hills under a pale sky, possibly near a lake #view")
     report = regenerate_rows(inserted.row_ids, inserted.image_set_id)
-    (after,) = rows(inserted.row_ids)
+    (after,) = load_photos(inserted.row_ids)
     assert after.caption == before.caption and after.proof.passed
     assert after.proof_status == ProofStatus.PASSED
     assert any(i["code"] == "regenerate_kept_previous" for i in after.proof.issues)
@@ -594,7 +594,7 @@ def test_a_folder_name_is_never_a_place(gf_home: Settings, tmp_path: Path) -> No
     from galleryflow.captioning.offline import image_stats, offline_draft
 
     resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
-    draft = offline_draft(evidence, image_stats(Path(rows(inserted.row_ids)[0].ollama_path)))
+    draft = offline_draft(evidence, image_stats(Path(load_photos(inserted.row_ids)[0].ollama_path)))
     assert "2026 09" not in draft.caption and "2026 09" not in draft.alt_text
     assert "harbour" in draft.caption.lower() and draft.subject == "the harbour"
 

@@ -31,7 +31,7 @@ from galleryflow.core.settings import Settings, get_settings, reset_settings
 from galleryflow.core.stages import ChunkReport
 from galleryflow.publishing.config import resolve_gallery
 from tests.fixtures.photos import make_set
-from tests.fixtures.rows import RowSpec, drafted, insert_set, read_rows, rows_by_id
+from tests.fixtures.rows import RowSpec, by_id, by_name, drafted, insert_set, load_photos
 from tests.fixtures.weights import isolate_weight_caches
 
 pytestmark = pytest.mark.integration
@@ -157,7 +157,7 @@ def _score_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Pa
     reports = scoring_flow(row_ids, image_set_id)
 
     assert sorted(o.outcome for r in reports for o in r.outcomes) == ["ok", "ok"]
-    assert {r.status for r in read_rows(row_ids).values()} == {"scored"}
+    assert {r.status for r in by_name(load_photos(row_ids)).values()} == {"scored"}
     assert len(spans.spans) == 2
     return spans
 
@@ -203,7 +203,7 @@ def _publish_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: 
     published = publish_flow(ids)
 
     assert published == ["lake-shore-01.jpg", "lake-shore-02.jpg"]
-    assert {r.status for r in rows_by_id(bounded, ids).values()} == {"published"}
+    assert {r.status for r in by_id(load_photos(settings=bounded, ids=ids)).values()} == {"published"}
     assert len(spans.spans) == 2
     return spans
 

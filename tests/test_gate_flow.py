@@ -32,7 +32,7 @@ from galleryflow.core.status import RowStatus
 from tests.fixtures.ollama import point_at
 from tests.fixtures.photos import make_set
 from tests.fixtures.review import FlowThread, Reviewer, configure, offline
-from tests.fixtures.rows import db_rows
+from tests.fixtures.rows import by_name, load_photos
 from tests.services.ollama_stub import Good, OllamaStub
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_api")]
@@ -99,7 +99,7 @@ def test_a_set_from_intake_to_sftp_and_mariadb_with_edit_and_reject(
     assert summary.review.approved == sorted(summary.review.approved) and len(summary.review.approved) == 2
     assert summary.review.pauses == 1 and not summary.review.timed_out
     assert summary.publish is not None and len(summary.publish.published) == 2
-    found = db_rows()
+    found = by_name(load_photos())
     edited, rejected, plain = (found[f"quiet-bay-0{i}.jpg"] for i in (1, 2, 3))
     assert (edited.status, rejected.status, plain.status) == ("published", "rejected", "published")
     assert edited.caption == caption and edited.web_file_name == "quiet-bay-soft-light.jpg"
@@ -152,8 +152,8 @@ def test_regenerate_returns_the_row_on_a_later_page_with_a_new_caption(
 
     summary: RunSummary = run.result()
     assert reviewer.keys == ["review-1", "review-2"] and summary.review.pauses == 2
-    assert summary.review.regenerated == [db_rows()["ridge-01.jpg"].id]
-    found = db_rows()
+    assert summary.review.regenerated == [by_name(load_photos())["ridge-01.jpg"].id]
+    found = by_name(load_photos())
     assert {r.status for r in found.values()} == {"published"}
     assert "drawn again" in found["ridge-01.jpg"].caption
 
@@ -180,7 +180,7 @@ def test_pages_of_two_rows_pause_until_every_row_is_decided(
     assert reviewer.keys == ["review-1", "review-2", "review-3"] and reviewer.nothing_more()
     assert sorted(seen) == [f"meadow/meadow-0{i}.jpg" for i in range(1, 6)]  # each row once
     # Best first across the pages: the aesthetic score never rises from one row to the next.
-    found = db_rows()
+    found = by_name(load_photos())
     scores = [found[f.rsplit("/", 1)[-1]].clip_aesthetic_score for f in seen]
     assert scores == sorted(scores, reverse=True)
     assert summary.review.pauses == 3 and len(summary.publish.published) == 5
@@ -204,7 +204,7 @@ def test_ending_the_review_leaves_the_rest_for_later(
     summary: RunSummary = run.result()
     assert summary.review.ended_by_reviewer and summary.review.pauses == 1
     assert len(summary.review.pending) == 2
-    found = db_rows()
+    found = by_name(load_photos())
     assert found[first].status == "published"
     assert sorted(r.status for r in found.values()) == ["awaiting_review", "awaiting_review", "published"]
 
@@ -228,7 +228,7 @@ def test_cancelling_a_paused_run_stops_it_and_publishes_nothing(
     with pytest.raises(GateStopped, match="review gate review-2: the run was cancelling"):
         run.finish()  # in-process, the flow call raises (a worker's run just ends)
 
-    found = db_rows()
+    found = by_name(load_photos())
     assert sorted(r.status for r in found.values()) == ["approved", "approved", "awaiting_review"]
     assert not any(r.status == RowStatus.PUBLISHED for r in found.values())
     with get_client(sync_client=True) as client:
@@ -309,7 +309,7 @@ def test_the_form_is_stored_after_the_pause_and_found_again_when_the_server_lose
     assert stored_when_announced == [True, True]
     assert summary.review.pauses == 2 and not summary.review.timed_out
     assert len(summary.publish.published) == 2
-    found = db_rows()
+    found = by_name(load_photos())
     assert {r.status for r in found.values()} == {RowStatus.PUBLISHED}
     assert sorted(r.reviewer for r in found.values()) == ["approve-all", "terminal"]
 
@@ -331,7 +331,7 @@ def test_timeout_leaves_rows_waiting_then_review_publish_and_the_cli_finish_the_
     summary: RunSummary = state.result()
     assert summary.review.timed_out and summary.publish is None
     assert sorted(summary.review.pending) == sorted(summary.sets[0].row_ids)
-    assert {r.status for r in db_rows().values()} == {RowStatus.AWAITING_REVIEW}
+    assert {r.status for r in by_name(load_photos()).values()} == {RowStatus.AWAITING_REVIEW}
     assert reviewer.keys == [] and not reviewer.opened.empty()
     reviewer.opened.get_nowait()  # the page that timed out
 
@@ -350,7 +350,7 @@ def test_timeout_leaves_rows_waiting_then_review_publish_and_the_cli_finish_the_
     outcome: ReviewPublishSummary = later.result()
 
     assert outcome.rows == 3 and outcome.review.approved and not outcome.review.timed_out
-    found = db_rows()
+    found = by_name(load_photos())
     assert {n: r.status for n, r in found.items()} == {
         "harbour-01.jpg": "published", "harbour-02.jpg": "rejected", "harbour-03.jpg": "published"}
     assert {r.reviewer for r in found.values()} == {"cli"}
@@ -384,7 +384,7 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
         summary: RunSummary = FlowThread(process_sets, [str(folder)]).result()
     finally:
         remove_gate_listener(listener)
-    found = db_rows()
+    found = by_name(load_photos())
     assert found["cove-01.jpg"].proof_status == "blocked"
     # The blocked row is left waiting, and holds its set back (the zero-blocked rule):
     # the approved rows wait until a person fixes, regenerates or rejects it.

@@ -16,7 +16,7 @@ from galleryflow.intake.samples import SampleSpec, write_sample
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
 from tasks.model_resize import model_resize_chunk, resize_rows, set_dir_name
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -25,7 +25,7 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
     gf_home.model_resize.long_edge = 512
     inserted = insert_set(gf_home, tmp_path, "harbour", 2)
     # Replace the first incoming copy with a portrait-stored, orientation-6 photo.
-    first = rows(inserted.row_ids)[0]
+    first = load_photos(inserted.row_ids)[0]
     spec = SampleSpec(name=first.original_name, width=960, height=640, orientation=6,
                       taken_at=datetime(2026, 6, 14, 9, 0))
     write_sample(Path(first.incoming_path), spec)
@@ -38,7 +38,7 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
 
     report = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     assert [o.outcome for o in report.outcomes] == ["ok", "ok"]
-    done = rows(inserted.row_ids)
+    done = load_photos(inserted.row_ids)
     for row in done:
         path = Path(row.ollama_path)
         assert path.parent == gf_home.work_dir / "harbour"
@@ -57,7 +57,7 @@ def test_oriented_bounded_jpeg_in_work_dir(gf_home: Settings, tmp_path: Path) ->
 def test_rerun_reuses_existing_images(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 2)
     resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
-    paths = [Path(r.ollama_path) for r in rows(inserted.row_ids)]
+    paths = [Path(r.ollama_path) for r in load_photos(inserted.row_ids)]
     stamps = [p.stat().st_mtime_ns for p in paths]
 
     again = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
@@ -72,7 +72,7 @@ def test_rerun_reuses_existing_images(gf_home: Settings, tmp_path: Path) -> None
 
 def test_bad_incoming_files_fail_their_row_only(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 3)
-    first, second, _ = rows(inserted.row_ids)
+    first, second, _ = load_photos(inserted.row_ids)
     Path(first.incoming_path).unlink()
     data = Path(second.incoming_path).read_bytes()
     Path(second.incoming_path).write_bytes(data[: len(data) // 3])  # truncated JPEG
@@ -83,7 +83,7 @@ def test_bad_incoming_files_fail_their_row_only(gf_home: Settings, tmp_path: Pat
     assert "incoming copy missing" in outcomes[first.original_name].message
     assert outcomes[second.original_name].outcome == "failed"
     assert second.original_name in outcomes[second.original_name].message
-    a, b, c = rows(inserted.row_ids)
+    a, b, c = load_photos(inserted.row_ids)
     assert a.status == b.status == RowStatus.FAILED and a.error_category == "model_resize"
     assert c.status == RowStatus.SCORED and Path(c.ollama_path).is_file()
     assert not list((gf_home.work_dir / "harbour").glob("*harbour-02*"))
@@ -93,7 +93,7 @@ def test_locked_rows_are_left_alone(gf_home: Settings, tmp_path: Path) -> None:
     inserted = insert_set(gf_home, tmp_path, "harbour", 1, status=RowStatus.APPROVED)
     report = resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
     assert report.outcomes[0].outcome == "skipped"
-    assert rows(inserted.row_ids)[0].ollama_path is None
+    assert load_photos(inserted.row_ids)[0].ollama_path is None
 
 
 def test_set_dir_name_is_one_safe_component() -> None:

@@ -18,7 +18,7 @@ from galleryflow.captioning.guardrails import DraftContext, Evidence, check_draf
 from tasks.model_resize import resize_rows
 from galleryflow.captioning.offline import OFFLINE_MODEL, image_stats, offline_draft
 from tests.fixtures.ollama import PRIMARY, point_at
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 from tests.services import free_port
 from tests.services.ollama_stub import OllamaStub
 
@@ -79,7 +79,7 @@ def test_offline_mode_when_no_ollama_and_allowed(gf_home: Settings, tmp_path: Pa
     report = caption_chunk(inserted.row_ids, inserted.image_set_id, plan)
     assert {o.outcome for o in report.outcomes} == {"warning"}  # flagged, never silent
     assert all("OFFLINE" in o.message for o in report.outcomes)
-    done = rows(inserted.row_ids)
+    done = load_photos(inserted.row_ids)
     for row in done:
         assert row.status == RowStatus.AWAITING_REVIEW
         assert row.proof_status == ProofStatus.PASSED, row.proof.issues

@@ -19,7 +19,7 @@ from tasks.publish import publish_rows
 from tasks.validate import validate_set_dirs
 from tests.fixtures.photos import make_set
 from tests.fixtures.review import offline
-from tests.fixtures.rows import RowSpec, drafted, insert_set, rows_by_id
+from tests.fixtures.rows import RowSpec, by_id, drafted, insert_set, load_photos
 from tests.fixtures.site import assert_site_consistent
 
 
@@ -81,14 +81,14 @@ def test_a_symlink_out_of_the_set_is_not_followed(tmp_path: Path, gf_home):
 def test_publish_refuses_bytes_that_are_not_the_approved_photo(gf_home, db, tmp_path):
     ids = insert_set(gf_home, tmp_path / "sets", "lake", size=(320, 240),
                      per_row=drafted([RowSpec(), RowSpec()])).row_ids
-    tampered = Path(rows_by_id(gf_home, ids)[ids[0]].incoming_path)
+    tampered = Path(by_id(load_photos(settings=gf_home, ids=ids))[ids[0]].incoming_path)
     write_sample(tampered, SampleSpec(name="x", width=320, height=240, seed=4242))
     report = publish_rows(ids, settings=gf_home)
     outcomes = {o.file: o for o in report.outcomes}
     assert outcomes["lake-01.jpg"].outcome == "failed"
     assert "not the photo that was approved" in outcomes["lake-01.jpg"].message
     assert outcomes["lake-02.jpg"].outcome == "ok"
-    assert rows_by_id(gf_home, ids)[ids[0]].status == "approved"
+    assert by_id(load_photos(settings=gf_home, ids=ids))[ids[0]].status == "approved"
     assert sorted(p.name for p in gf_home.site_dir.glob("*.jpg")) == ["lake-shore-dawn-02.jpg"]
 
 
@@ -224,7 +224,7 @@ def test_galleryflow_publish_finishes_approved_rows_in_this_process(gf_home, db,
                           per_row=drafted([RowSpec(), RowSpec(), RowSpec(status="rejected")]))
     result = CliRunner().invoke(app, ["publish", "lake"])
     assert result.exit_code == 0, result.output
-    statuses = {r.original_name: r.status for r in rows_by_id(gf_home, inserted.row_ids).values()}
+    statuses = {r.original_name: r.status for r in by_id(load_photos(settings=gf_home, ids=inserted.row_ids)).values()}
     assert statuses == {"lake-01.jpg": "published", "lake-02.jpg": "published",
                         "lake-03.jpg": "rejected"}
     assert_site_consistent(gf_home, gf_home.site_dir, resolve_gallery(gf_home),

@@ -218,7 +218,7 @@ def test_run_hands_the_sets_to_a_worker_and_waits_through_the_gate(
 
     from galleryflow.app.cli import app
     from galleryflow.review.answer import answer_gate, build_answer, open_gates
-    from tests.fixtures.rows import db_rows
+    from tests.fixtures.rows import by_name, load_photos
     from tests.services import free_port
 
     env = {"PREFECT_API_URL": prefect_server_api, "GALLERYFLOW_HOME": str(gf_home.home),
@@ -253,6 +253,6 @@ def test_run_hands_the_sets_to_a_worker_and_waits_through_the_gate(
         run = client.read_flow_run(run_id)
     assert run.work_queue_name == "urgent"
     assert run.parameters["set_dirs"] == [str(folder.resolve())]
-    found = db_rows()
+    found = by_name(load_photos())
     assert {r.status for r in found.values()} == {"published"} and len(found) == 2
     assert {r.reviewer for r in found.values()} == {"ops test"}

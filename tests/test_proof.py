@@ -13,7 +13,7 @@ from galleryflow.core.stages import chunked
 from tasks.model_resize import model_resize_chunk
 from tasks.proof import ProofSummary, artifact_key, publish_proof_artifacts
 from tests.fixtures.ollama import point_at
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 from tests.services.ollama_stub import Good, OllamaStub
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
@@ -62,7 +62,7 @@ def test_proof_and_artifacts(gf_home: Settings, stub: OllamaStub, tmp_path: Path
     summary = stages_6_7(inserted.row_ids, inserted.image_set_id, chunk_size=2)
 
     assert summary.rows == 4 and summary.passed == 3 and summary.blocked == 1
-    done = rows(inserted.row_ids)
+    done = load_photos(inserted.row_ids)
     (blocked,) = [r for r in done if not r.proof.passed]
     assert blocked.original_name in ("proof-set-02.jpg", "proof-set-03.jpg")
     assert blocked.proof.field_states["caption"] == "blocked"

@@ -28,7 +28,7 @@ from galleryflow.publishing.names import publish_file_name
 from galleryflow.publishing.summary import PublishIncomplete
 from tasks.publish import publish_rows, publishable_row_ids
 from tests.fixtures.crash import run_child_until_killed
-from tests.fixtures.rows import RowSpec, drafted, insert_set, log_entries, rows_by_id
+from tests.fixtures.rows import RowSpec, by_id, drafted, insert_set, load_photos, log_entries
 from tests.fixtures.services import sftp_target_fields
 from tests.services import free_port
 
@@ -122,7 +122,7 @@ def test_only_approved_rows_with_a_passing_proof_are_published(settings, tmp_pat
     assert "not approved (status rejected)" in outcomes["lake-shore-03.jpg"][1]
     assert "proof is blocked" in outcomes["lake-shore-05.jpg"][1]
 
-    rows = rows_by_id(settings, ids)
+    rows = by_id(load_photos(settings=settings, ids=ids))
     gallery_rows = _gallery_rows(gallery)
     assert sorted(gallery_rows) == ["lake-shore-dawn-01.jpg", "lake-shore-dawn-02.jpg"]
     for row_id in ids[:2]:
@@ -178,7 +178,7 @@ def test_publish_approved_summarises_and_cleans_work_files(settings, tmp_path, m
     assert summary.skipped == ["lake-shore-03.jpg"] and summary.failed == []
     assert not any(work_folder(settings.work_dir, i).exists() for i in ids)
     assert not model_copy.exists()
-    assert rows_by_id(settings, ids)[ids[0]].ollama_path is None
+    assert by_id(load_photos(settings=settings, ids=ids))[ids[0]].ollama_path is None
     incoming = settings.incoming_dir / "lake-shore"
     assert len(list(incoming.glob("*.jpg"))) == 3  # incoming copies are never work files
     assert publishable_row_ids(settings) == []
@@ -208,7 +208,7 @@ def test_full_publish_over_sftp_into_mariadb(
         "thumbs/lake-shore-dawn-01.jpg",
         "thumbs/lake-shore-dawn-02.jpg",
     ]
-    rows = rows_by_id(settings, ids)
+    rows = by_id(load_photos(settings=settings, ids=ids))
     gallery_rows = _gallery_rows(gallery)
     assert sorted(gallery_rows) == ["lake-shore-dawn-01.jpg", "lake-shore-dawn-02.jpg"]
     first = rows[ids[0]]
@@ -288,7 +288,7 @@ def test_a_file_name_that_would_escape_the_remote_base_is_refused(
         assert "web file name refused" in outcomes[name].message
         assert "separator" in outcomes[name].message
     assert outcomes["lake-shore-02.jpg"].outcome == "ok"
-    rows = rows_by_id(settings, ids)
+    rows = by_id(load_photos(settings=settings, ids=ids))
     assert [rows[i].status for i in ids] == ["approved", "published", "approved"]
     assert _remote_files(sftp_server, base) == [
         "lake-shore-dawn-02.jpg",
@@ -326,7 +326,7 @@ def test_a_name_held_by_another_photo_is_not_overwritten(settings, tmp_path):
     # the state DB's reservation refuses it before anything is uploaded
     assert "reserved by another photo (set-a/set-a-01.jpg)" in report.outcomes[0].message
     assert (settings.site_dir / "sunrise.jpg").read_bytes() == before
-    assert rows_by_id(settings, second)[second[0]].status == "approved"
+    assert by_id(load_photos(settings=settings, ids=second))[second[0]].status == "approved"
 
 
 @pytest.mark.integration
@@ -358,7 +358,7 @@ def test_a_new_sunset_never_overwrites_the_sites_own_Sunset(settings, tmp_path, 
     assert sorted(rows) == ["Sunset.jpg", "lake-shore-dawn-02.jpg"]
     assert rows["Sunset.jpg"]["Caption"] == "the site's own"
     assert not (settings.site_dir / "sunset.jpg").exists()
-    assert rows_by_id(settings, ids)[ids[0]].status == "approved"
+    assert by_id(load_photos(settings=settings, ids=ids))[ids[0]].status == "approved"
     # and the key now exists: a second Sunset can never be inserted
     with gallery.connect() as g, pytest.raises(Exception, match="Duplicate"):
         g.connection.execute(legacy.insert().values(File_Name="SUNSET.jpg"))
@@ -379,7 +379,7 @@ def test_duplicate_names_within_one_publish(settings, tmp_path):
 def test_a_missing_incoming_copy_fails_that_row_only(settings, tmp_path):
     ids = insert_set(settings, tmp_path / "sets", "lake-shore", size=(960, 640),
                      per_row=drafted([RowSpec(), RowSpec()])).row_ids
-    Path(rows_by_id(settings, ids)[ids[0]].incoming_path).unlink()
+    Path(by_id(load_photos(settings=settings, ids=ids))[ids[0]].incoming_path).unlink()
     report = publish_rows(
         ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings)
     )
@@ -400,7 +400,7 @@ def test_an_unknown_host_key_stops_the_publish(db, gf_home, tmp_path, sftp_serve
     gallery = _sqlite_gallery(settings)
     with pytest.raises(HostKeyRejected):
         publish_rows(ids, settings=settings, target=target, gallery=gallery)
-    assert rows_by_id(settings, ids)[ids[0]].status == "approved"
+    assert by_id(load_photos(settings=settings, ids=ids))[ids[0]].status == "approved"
     assert _gallery_rows(gallery) == {}
 
 
@@ -416,13 +416,13 @@ def test_a_gallery_database_that_is_down_leaves_rows_approved(settings, tmp_path
     )
     with pytest.raises(GalleryUnavailable):
         publish_rows(ids, settings=settings, target=_local(settings), gallery=down)
-    rows = rows_by_id(settings, ids)
+    rows = by_id(load_photos(settings=settings, ids=ids))
     assert {rows[i].status for i in ids} == {"approved"}
     assert all(rows[i].remote_id is None and rows[i].published_at is None for i in ids)
     assert uploads == []  # it was checked before anything went to the site
 
     publish_rows(ids, settings=settings, target=_local(settings), gallery=_sqlite_gallery(settings))
-    assert {r.status for r in rows_by_id(settings, ids).values()} == {"published"}
+    assert {r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()} == {"published"}
 
 
 def test_gallery_lost_between_upload_and_upsert(settings, tmp_path, uploads, monkeypatch):
@@ -437,7 +437,7 @@ def test_gallery_lost_between_upload_and_upsert(settings, tmp_path, uploads, mon
         patch.setattr(GalleryConnection, "upsert", lost)
         with pytest.raises(GalleryUnavailable, match="gone away"):
             publish_rows(ids, settings=settings, target=target, gallery=gallery)
-    assert {r.status for r in rows_by_id(settings, ids).values()} == {"approved"}
+    assert {r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()} == {"approved"}
     assert len(uploads) == 4
     upserts = [e for e in log_entries(settings) if e.action == "upsert"]
     assert [e.status for e in upserts] == ["failed", "failed"] and "gone away" in upserts[0].detail
@@ -445,7 +445,7 @@ def test_gallery_lost_between_upload_and_upsert(settings, tmp_path, uploads, mon
     uploads.clear()
     publish_rows(ids, settings=settings, target=target, gallery=gallery)
     assert uploads == []  # the files were already there
-    assert {r.status for r in rows_by_id(settings, ids).values()} == {"published"}
+    assert {r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()} == {"published"}
 
 
 # ------------------------------------------------------------ killed and resumed
@@ -471,7 +471,7 @@ def test_upload_killed_mid_file_leaves_no_partial_file_under_the_final_name(
         partial = sftp.stat(f"{base}/{names[0]}").st_size
     assert 0 < partial < 16 * 1024 * 2 + 1  # the child died after its first block or two
     assert [(e.action, e.status) for e in log_entries(settings)] == [("upload_image", "started")]
-    assert {r.status for r in rows_by_id(settings, ids).values()} == {"approved"}
+    assert {r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()} == {"approved"}
 
     target = SftpTarget(**fields)
     gallery = GalleryDatabase(**gallery_fields)
@@ -515,7 +515,7 @@ def test_local_publish_killed_before_rename(settings, tmp_path):
         "lake-shore-dawn-01.jpg",
         "thumbs",
     ]
-    assert rows_by_id(settings, ids)[ids[0]].status == "published"
+    assert by_id(load_photos(settings=settings, ids=ids))[ids[0]].status == "published"
 
 
 @pytest.mark.integration
@@ -534,7 +534,7 @@ def test_crash_between_upload_and_upsert_then_rerun(
     run_child_until_killed(tmp_path, settings, crash, "sftp", fields, gallery_fields, ids)
 
     # Nothing is marked published that is not on the server and in the table.
-    assert {r.status for r in rows_by_id(settings, ids).values()} == {"approved"}
+    assert {r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()} == {"approved"}
     in_table = _gallery_rows(gallery)
     assert len(in_table) == (3 if crash == "before_mark" else 0)
     on_server = _remote_files(sftp_server, base)
@@ -557,7 +557,7 @@ def test_crash_between_upload_and_upsert_then_rerun(
         assert uploads == []  # nothing uploaded twice
     assert "resumed" in report.outcomes[0].message
 
-    rows = rows_by_id(settings, ids)
+    rows = by_id(load_photos(settings=settings, ids=ids))
     table = _gallery_rows(gallery)
     assert len(table) == 3  # no duplicates
     if crash == "before_mark":
@@ -666,7 +666,7 @@ def test_publish_in_a_prefect_flow_with_summary_artifact_and_retries(
     assert state.is_failed()
     with pytest.raises(PublishIncomplete, match="GalleryUnavailable"):
         state.result()
-    assert rows_by_id(settings, more)[more[0]].status == "approved"
+    assert by_id(load_photos(settings=settings, ids=more))[more[0]].status == "approved"
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(

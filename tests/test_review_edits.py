@@ -11,7 +11,7 @@ from galleryflow.db.models import Proof, Photo
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import ProofStatus, RowStatus
 from tasks.captioning import DraftEdits, apply_edit, validate_edit
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -49,7 +49,7 @@ def errors(issues) -> set[tuple[str, str]]:
 
 
 def test_unchanged_draft_validates_clean(drafted: list[int]) -> None:
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert errors(validate_edit(row, {})) == set()
 
 
@@ -65,12 +65,12 @@ def test_unchanged_draft_validates_clean(drafted: list[int]) -> None:
      ("caption", "time_contradiction")),
 ])
 def test_bad_edits_are_caught(drafted: list[int], edits: dict, expected: tuple[str, str]) -> None:
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert expected in errors(validate_edit(row, edits))
 
 
 def test_person_keyword_without_evidence_is_a_warning(drafted: list[int]) -> None:
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     issues = validate_edit(row, DraftEdits(keywords=["hill", "sky", "heron"]))
     assert not errors(issues)
     assert any(i.code == "keyword_without_evidence" and i.severity == "warning" for i in issues)
@@ -79,7 +79,7 @@ def test_person_keyword_without_evidence_is_a_warning(drafted: list[int]) -> Non
 def test_apply_edit_refuses_an_edit_with_errors(drafted: list[int]) -> None:
     result = apply_edit(drafted[0], {"caption": "This image shows hills."})
     assert not result.applied
-    assert rows(drafted)[0].caption == DRAFTS[0]["caption"]
+    assert load_photos(drafted)[0].caption == DRAFTS[0]["caption"]
 
 
 def test_apply_edit_writes_fields_and_the_proof(drafted: list[int]) -> None:
@@ -90,7 +90,7 @@ def test_apply_edit_writes_fields_and_the_proof(drafted: list[int]) -> None:
     assert result.applied and result.proof_passed
     fix = next(i for i in result.issues if i.code == "file_name_slugified")
     assert (fix.before, fix.after) == ("Lake Shore Haze", "lake-shore-haze")
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert row.caption == new and row.reviewer == "ana"
     assert row.web_file_name == "lake-shore-haze.jpg"
     assert any(i["code"] == "file_name_slugified" for i in row.proof.issues)
@@ -111,7 +111,7 @@ def test_fixing_a_blocked_field_unblocks_the_proof(drafted: list[int]) -> None:
                          "message": "caption starts with the filler", "attempt": 3, "model": "m"}]
     result = apply_edit(drafted[0], {"caption": "Hills roll down to the lake shore under a pale sky."})
     assert result.applied and result.proof_passed
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert row.proof_status == ProofStatus.PASSED and row.proof.passed
     assert not [i for i in row.proof.issues if i["field"] == "caption"]  # the old fault is gone
 
@@ -120,7 +120,7 @@ def test_an_edit_is_normalised_like_model_output(drafted: list[int]) -> None:
     result = apply_edit(drafted[0], {"keywords": ["Hills", "hill", "Sky", "Lake Shore"],
                                      "file_name": "lake-shore-ridges-morning-0930"})
     assert result.applied
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert row.keywords == ["hill", "sky", "lake shore"]
     assert row.web_file_name != "lake-shore-ridges-morning-0930.jpg"  # taken: made unique
     assert row.web_file_name.startswith("lake-shore-ridges-morning-0930-")
@@ -141,7 +141,7 @@ def test_an_edit_clears_only_its_own_fields_faults(drafted: list[int]) -> None:
         session.get(Photo, drafted[0]).proof_status = ProofStatus.BLOCKED
     result = apply_edit(drafted[0], {"caption": "Hills roll down to the lake shore under a pale sky."})
     assert result.applied and not result.proof_passed
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert [i["field"] for i in row.proof.issues if i.get("severity") == "error"] == ["alt_text"]
     assert row.proof.field_states["alt_text"] == "blocked"
 
@@ -162,7 +162,7 @@ def test_a_reviewer_overrides_a_false_positive_with_a_reason(drafted: list[int])
     result = apply_override(drafted[0], [("caption", "url")], "the sign says Tourist.Info",
                             reviewer="ana")
     assert result.overridden == [("caption", "url")] and result.proof_passed
-    row = rows(drafted)[0]
+    row = load_photos(drafted)[0]
     assert row.proof_status == ProofStatus.PASSED
     assert row.proof.field_states["caption"] == "overridden"
     (override,) = row.proof.overrides

@@ -27,7 +27,7 @@ from galleryflow.review.forms import (
     spelling_flags,
 )
 from tasks.review_gate import apply_decisions
-from tests.fixtures.rows import insert_set, rows
+from tests.fixtures.rows import insert_set, load_photos
 
 pytestmark = pytest.mark.usefixtures("db")
 
@@ -78,7 +78,7 @@ def page(gf_home: Settings, tmp_path: Path) -> list[int]:
 
 def form_rows(ids: list[int], **changes: dict[str, Any]) -> list[ReviewRowInput]:
     """The pre-filled form rows (as the UI shows them), with per-row changes by index."""
-    found = {r.id: r for r in rows(ids)}
+    found = {r.id: r for r in load_photos(ids)}
     out = []
     for index, row_id in enumerate(ids):
         update = changes.get(f"r{index}", {})
@@ -92,7 +92,7 @@ def answer(ids: list[int], bulk: str = "none", reviewer: str = "ana",
 
 
 def by_id(ids: list[int]) -> dict[int, Photo]:
-    return {r.id: r for r in rows(ids)}
+    return {r.id: r for r in load_photos(ids)}
 
 
 # ------------------------------------------------------------------ approve / reject / bulk
@@ -302,7 +302,7 @@ def test_project_word_list_extends_the_dictionary(gf_home: Settings, tmp_path: P
 
 
 def test_description_lists_rows_best_first_with_proof_issues(page: list[int]) -> None:
-    found = sort_for_review(rows(page))
+    found = sort_for_review(load_photos(page))
     assert [r.id for r in found] == [page[1], page[0], page[2]]  # aesthetic 6.4, 5.1, 4.2
     with session_scope() as session:
         proofs = {p.review_id: p for p in session.scalars(select(Proof))}
@@ -319,7 +319,7 @@ def test_description_lists_rows_best_first_with_proof_issues(page: list[int]) ->
 
 def test_description_shows_the_reviewers_refusal_note(page: list[int], gf_home: Settings) -> None:
     apply_decisions(answer(page, r0={"decision": "approve", "web_file_name": "../x"}), page, gf_home)
-    text = build_description(rows(page), {}, page=1, pages=1)
+    text = build_description(load_photos(page), {}, page=1, pages=1)
     assert "reviewer: edit refused: file_name:" in text
 
 

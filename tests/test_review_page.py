@@ -31,7 +31,7 @@ from galleryflow.review.page import (
     proof_lines,
     thumbnail_uri,
 )
-from tests.fixtures.rows import RowSpec, drafted, insert_set, rows
+from tests.fixtures.rows import RowSpec, drafted, insert_set, load_photos
 
 
 def _decode_uri(uri: str) -> Image.Image:
@@ -42,7 +42,7 @@ def _decode_uri(uri: str) -> Image.Image:
 def test_thumbnails_are_small_jpegs_without_metadata(db: str, gf_home: Settings, tmp_path: Path) -> None:
     ids = insert_set(gf_home, tmp_path / "sets", "lake-shore", size=(1600, 1000),
                      per_row=drafted([RowSpec(status="awaiting_review")] * 3)).row_ids
-    found = rows(ids)
+    found = load_photos(ids)
     assert found[0].gps_lat is not None  # the source carries a GPS position
     thumb = _decode_uri(thumbnail_uri(found[0], gf_home))
     assert thumb.format == "JPEG" and max(thumb.size) == 160
@@ -59,7 +59,7 @@ def test_a_row_without_an_image_file_is_shown_without_one(db: str, gf_home: Sett
                                                           tmp_path: Path) -> None:
     ids = insert_set(gf_home, tmp_path / "sets", "lake-shore",
                      per_row=drafted([RowSpec(status="awaiting_review")])).row_ids
-    row = rows(ids)[0]
+    row = load_photos(ids)[0]
     Path(row.incoming_path).unlink()
     assert thumbnail_uri(row, gf_home) is None
     assert "data:image" not in page_markdown([row], {}, gf_home, 1, 1)
@@ -99,7 +99,7 @@ def test_held_sets_are_named_in_the_page(db: str, gf_home: Settings, tmp_path: P
                      per_row=drafted([RowSpec(status="awaiting_review")])).row_ids
     held = {"lake-shore": [HoldingRow(row_id=9, set_key="lake-shore", file="lake-shore-09.jpg",
                                       reasons=["caption: starts with filler"])]}
-    text = page_markdown(rows(ids), {}, gf_home, 1, 1, held=held)
+    text = page_markdown(load_photos(ids), {}, gf_home, 1, 1, held=held)
     assert "**Sets held back**" in text
     assert "lake-shore-09.jpg is blocked and undecided (caption: starts with filler)" in text
 
@@ -154,7 +154,7 @@ def test_the_terminal_prompt_shows_its_shortcut_letters() -> None:
 def test_form_rows_carry_the_subject(db: str, gf_home: Settings, tmp_path: Path) -> None:
     ids = insert_set(gf_home, tmp_path / "sets", "lake-shore",
                      per_row=drafted([RowSpec(status="awaiting_review")])).row_ids
-    assert row_to_input(rows(ids)[0]).subject == "Lake shore at dawn"
+    assert row_to_input(load_photos(ids)[0]).subject == "Lake shore at dawn"
 
 
 def test_status_says_awaiting_review_for_a_set_at_the_gate(db: str, gf_home: Settings,

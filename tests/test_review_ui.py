@@ -35,7 +35,7 @@ from flows.process_sets import RunSummary, process_sets
 from galleryflow.core.status import RowStatus
 from tests.fixtures.photos import make_set
 from tests.fixtures.review import FlowThread, Reviewer, offline
-from tests.fixtures.rows import db_rows
+from tests.fixtures.rows import by_name, load_photos
 from tests.services import free_port, unavailable
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ def test_the_review_form_renders_and_submits_in_the_prefect_ui(
         sent = json.loads(client.read_flow_run_input(flow_run_id=gate.flow_run_id,
                                                      key="paused-review-1-response"))
     assert [r["decision"] for r in sent["rows"]] == ["approve", "undecided"]
-    found = db_rows()
+    found = by_name(load_photos())
     assert summary.review.approved == [found[approved_file].id] and summary.review.pauses == 1
     assert found[approved_file].decided_at is not None
     assert found[approved_file].status == RowStatus.PUBLISHED  # approved, then published
@@ -300,7 +300,7 @@ def test_the_review_page_is_worked_through_from_the_keyboard(
     _keep(shots)
 
     summary: RunSummary = run.result()
-    found = db_rows()
+    found = by_name(load_photos())
     assert summary.review.pauses == 1 and reviewer.nothing_more()
     assert sorted(summary.review.approved) == sorted([found[files[0]].id, found[files[2]].id])
     assert summary.review.rejected == [found[files[1]].id]

@@ -18,7 +18,7 @@ from tasks.model_resize import write_model_image
 from tasks.score_and_resize import score_and_resize, score_and_resize_chunk
 from tasks.scoring import ScoreInput, score_images, scoring_setup
 from tests.fixtures.photos import make_set, write_odd_images
-from tests.fixtures.rows import insert_set, read_rows
+from tests.fixtures.rows import by_name, insert_set, load_photos
 
 pytestmark = pytest.mark.usefixtures("db", "prefect_api", "no_weights")
 
@@ -49,7 +49,7 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     assert all(key.startswith("tasks.scoring") for key in _decodes())
     assert HASHES.total() == 0  # the rows' sha256 is trusted: their stamps match
 
-    rows = read_rows(inserted.row_ids)
+    rows = by_name(load_photos(inserted.row_ids))
     for path in photos:
         row = rows[path.name]
         assert row.status == "scored"
@@ -79,7 +79,7 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     score_and_resize(inserted.row_ids, inserted.image_set_id + 2, gf_home)
     assert sum(_decodes().values()) == 3
     assert all(key.startswith("tasks.model_resize") for key in _decodes())
-    assert all(Path(r.ollama_path).is_file() for r in read_rows(inserted.row_ids).values())
+    assert all(Path(r.ollama_path).is_file() for r in by_name(load_photos(inserted.row_ids)).values())
 
 
 def test_a_file_that_does_not_decode_is_tried_once_and_reported_by_both_stages(
@@ -97,7 +97,7 @@ def test_a_file_that_does_not_decode_is_tried_once_and_reported_by_both_stages(
     assert outcomes[("model_resize", "truncated.jpg")].outcome == "failed"
     assert "truncated.jpg" in outcomes[("model_resize", "truncated.jpg")].message
     assert outcomes[("model_resize", photos[0].name)].outcome == "ok"
-    rows = read_rows(inserted.row_ids)
+    rows = by_name(load_photos(inserted.row_ids))
     assert rows["truncated.jpg"].status == "failed"
     assert rows["truncated.jpg"].error_category == "model_resize"
     assert rows["truncated.jpg"].brisque_source.startswith("fallback: cannot decode")
@@ -106,7 +106,7 @@ def test_a_file_that_does_not_decode_is_tried_once_and_reported_by_both_stages(
 def test_a_copy_changed_since_intake_fails_both_stages_without_a_decode(gf_home: Settings,
                                                                         photos):
     inserted = insert_set(gf_home, files=photos, status="new", exif=False)
-    changed = read_rows(inserted.row_ids)[photos[0].name]
+    changed = by_name(load_photos(inserted.row_ids))[photos[0].name]
     Path(changed.incoming_path).write_bytes(photos[1].read_bytes())  # not what intake hashed
     DECODES.reset()
     HASHES.reset()
@@ -118,7 +118,7 @@ def test_a_copy_changed_since_intake_fails_both_stages_without_a_decode(gf_home:
         assert outcome.outcome == "failed"
         assert f"{photos[0].name}: content changed since intake" in outcome.message
     assert sum(_decodes().values()) == 2 and HASHES.total() == 0  # the other two photos
-    row = read_rows(inserted.row_ids)[photos[0].name]
+    row = by_name(load_photos(inserted.row_ids))[photos[0].name]
     assert row.status == "failed" and row.brisque_score is None and row.ollama_path is None
 
 

@@ -42,7 +42,7 @@ from tasks.scoring import (
 )
 from flows.fanout import score_rows
 from tests.fixtures.photos import blurred_copy, make_set, write_odd_images
-from tests.fixtures.rows import insert_set, read_rows
+from tests.fixtures.rows import by_name, insert_set, load_photos
 from tests.fixtures.weights import configure_scoring
 
 REPO = Path(__file__).resolve().parent.parent
@@ -255,11 +255,11 @@ def test_score_rows_writes_scores_and_moves_status(prefect_api, db, photos, tmp_
     vanished.write_bytes(photos[2].read_bytes())
     (vanished_id,) = insert_set(settings, name="other-set", files=[vanished], status="new",
                                 exif=False).row_ids
-    Path(read_rows([vanished_id])["vanished.jpg"].incoming_path).unlink()
+    Path(by_name(load_photos([vanished_id]))["vanished.jpg"].incoming_path).unlink()
 
     reports = scoring_flow(row_ids + [vanished_id], image_set_id, chunk_size=3)
 
-    rows = read_rows(row_ids + [vanished_id])
+    rows = by_name(load_photos(row_ids + [vanished_id]))
     scored = rows[photos[0].name]
     assert scored.status == "scored"
     assert scored.brisque_source.startswith("fallback: no BRISQUE parameter file")
@@ -304,7 +304,7 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
     first = scoring_flow(row_ids, image_set_id, chunk_size=2, return_state=True)
     assert first.is_completed()
     assert sum(computed) == len(photos)
-    after_first = {n: r.brisque_score for n, r in read_rows(row_ids).items()}
+    after_first = {n: r.brisque_score for n, r in by_name(load_photos(row_ids)).items()}
     states = _wait_for_states(first.state_details.flow_run_id, "compute-scores", 2,
                               {"Completed", "Cached"})
     assert states and all(s == "Completed" for s in states), states
@@ -317,7 +317,7 @@ def test_rerun_hits_the_cache_and_computes_nothing(prefect_api, db, photos, monk
     assert computed == []  # not one image decoded or scored again
     _wait_for_states(second.state_details.flow_run_id, "score-chunk", 1, {"Completed"})
     assert _task_run_states(second.state_details.flow_run_id).get("compute-scores", []) == []
-    rows = read_rows(row_ids)
+    rows = by_name(load_photos(row_ids))
     assert {n: r.brisque_score for n, r in rows.items()} == after_first
     assert all(r.status == "scored" for r in rows.values())
 
@@ -346,7 +346,7 @@ def test_a_new_photo_beside_cached_ones_is_the_only_one_scored(prefect_api, db, 
     both = insert_set(settings, name="more-of-it", files=photos[:3], status="new", exif=False)
     scoring_flow(both.row_ids, both.image_set_id, chunk_size=8)
     assert computed == [sha256_file(photos[2])]
-    rows = read_rows(both.row_ids)
+    rows = by_name(load_photos(both.row_ids))
     assert all(r.status == "scored" and math.isfinite(r.brisque_score) for r in rows.values())
 
 
@@ -355,12 +355,12 @@ def test_changed_content_fails_that_row_only(prefect_api, db, photos):
     settings = get_settings()
     inserted = insert_set(settings, files=photos, status="new", exif=False)
     image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
-    changed = read_rows(row_ids)[photos[0].name]
+    changed = by_name(load_photos(row_ids))[photos[0].name]
     Path(changed.incoming_path).write_bytes(photos[1].read_bytes())  # not what intake hashed
 
     scoring_flow(row_ids, image_set_id, chunk_size=8)
 
-    rows = read_rows(row_ids)
+    rows = by_name(load_photos(row_ids))
     assert rows[photos[0].name].status == "failed"
     assert "content changed since intake" in rows[photos[0].name].error
     assert rows[photos[0].name].brisque_score is None

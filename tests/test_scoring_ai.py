@@ -28,7 +28,7 @@ from galleryflow.core.stages import ChunkReport  # noqa: E402
 from tasks.scoring import ScoreInput, score_images, scoring_setup  # noqa: E402
 from flows.fanout import score_rows  # noqa: E402
 from tests.fixtures.photos import make_set, write_odd_images  # noqa: E402
-from tests.fixtures.rows import insert_set, read_rows  # noqa: E402
+from tests.fixtures.rows import by_name, insert_set, load_photos  # noqa: E402
 from tests.fixtures.weights import (  # noqa: E402
     TINY_MODEL,
     configure_scoring,
@@ -214,7 +214,7 @@ def test_model_scores_land_in_the_db(prefect_api, db, weights, photos, tmp_path)
     inserted = insert_set(weights, files=files, status="new", exif=False)
     image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
     reports = scoring_flow(row_ids, image_set_id)
-    rows = read_rows(row_ids)
+    rows = by_name(load_photos(row_ids))
     direct = {r.sha256: r for r in score_images(_inputs(files), scoring_setup(weights))}
     for path in photos:
         row = rows[path.name]

@@ -14,7 +14,7 @@ from galleryflow.db import Proof, session_scope
 from galleryflow.publishing.summary import summary_markdown
 from galleryflow.review.forms import ReviewDecision, row_to_input
 from tasks.review_gate import apply_decisions
-from tests.fixtures.rows import RowSpec, drafted, insert_set, rows_by_id
+from tests.fixtures.rows import RowSpec, by_id, drafted, insert_set, load_photos
 
 BLOCKED_ISSUE = {"field": "caption", "code": "filler", "message": "starts with filler ('This image shows')",
                  "severity": "error"}
@@ -51,12 +51,12 @@ def test_a_blocked_undecided_row_holds_its_set_back_until_it_is_rejected(
         assert "caption: starts with filler" in outcome.message
     assert len(held.held) == 1 and not held.rule_relaxed
     assert "Not published: set lake-shore is held back" in summary_markdown(held)
-    assert [r.status for r in rows_by_id(settings, ids).values()] == [
+    assert [r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()] == [
         "approved", "approved", "awaiting_review"]
     assert not any(settings.site_dir.glob("*.jpg"))
 
     # The reviewer rejects the blocked row (through the gate's own path): the set goes.
-    row = rows_by_id(settings, [ids[2]])[ids[2]]
+    row = by_id(load_photos(settings=settings, ids=[ids[2]]))[ids[2]]
     card = row_to_input(row).model_copy(update={"decision": "reject"})
     outcome = apply_decisions(ReviewDecision(rows=[card], reviewer="ana"), [ids[2]], settings)
     assert outcome.ids("reject") == [ids[2]]
@@ -65,7 +65,7 @@ def test_a_blocked_undecided_row_holds_its_set_back_until_it_is_rejected(
     assert sorted(published.published) == ["lake-shore-01.jpg", "lake-shore-02.jpg"]
     assert published.held == []
     assert "held back" not in summary_markdown(published)
-    assert [r.status for r in rows_by_id(settings, ids).values()] == [
+    assert [r.status for r in by_id(load_photos(settings=settings, ids=ids)).values()] == [
         "published", "published", "rejected"]
 
 
