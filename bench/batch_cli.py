@@ -1,0 +1,109 @@
+"""What a user sees: `galleryflow batch process` from the command line, start-up included,
+beside a two-thread Pillow script with draft decoding doing the same work, in one run.
+
+    .venv/bin/python bench/batch_cli.py [-n 16] [--megapixels 24] [--rounds 3]
+
+For each of the ``thumbnail`` and ``web_optimized`` presets, the two are run in
+turn (``--rounds`` times, interleaved; medians printed): the command as a user
+types it, into a fresh output folder, timed from the shell's point of view
+(process start to exit: imports, the job check, the detached worker, every
+output written and recorded); and the reference, a plain script that opens each
+file, asks libjpeg for the smallest draft that still covers the output, fits or
+crops it with Lanczos and saves it, on two threads. The ratio is the target of
+the performance issue (≤ 1.25×).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PRESETS = {
+    "thumbnail": dict(width=320, height=240, crop=True, format="JPEG", suffix=".jpg", quality=75),
+    "web_optimized": dict(width=1280, height=None, crop=False, format="WEBP", suffix=".webp",
+                          quality=85),
+}
+
+
+def _reference_one(path: Path, out: Path, p: dict) -> None:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        box = (p["width"], p["height"] or p["width"])
+        img.draft("RGB", box if p["crop"] else (p["width"], p["width"]))
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        if p["crop"]:
+            img = ImageOps.fit(img, box, Image.Resampling.LANCZOS)
+        else:
+            img = img.resize((p["width"], round(img.height * p["width"] / img.width)),
+                             Image.Resampling.LANCZOS)
+        img.save(out / (path.stem + p["suffix"]), p["format"], quality=p["quality"])
+
+
+def reference(files: list[Path], out: Path, preset: str) -> float:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda f: _reference_one(f, out, PRESETS[preset]), files))
+    return time.perf_counter() - start
+
+
+def cli(folder: Path, out: Path, preset: str, env: dict[str, str]) -> float:
+    galleryflow = str(Path(sys.executable).with_name("galleryflow"))
+    start = time.perf_counter()
+    done = subprocess.run([galleryflow, "batch", "process", "--input", str(folder / "*.jpg"),
+                           "--preset", preset, "--output", str(out)],
+                          env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"galleryflow batch process failed ({done.returncode}):\n"
+                         f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=16)
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "galleryflow-bench")
+    args = parser.parse_args()
+
+    from bench.intake import _generate
+
+    folder = args.workdir / f"batch-{args.megapixels:g}mp-{args.n}"
+    _generate(folder, args.n, args.megapixels)
+    files = sorted(folder.glob("*.jpg"))[: args.n]
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GALLERYFLOW_")}
+    env["GALLERYFLOW_HOME"] = str(home)
+    print(f"{len(files)} × {args.megapixels:g} MP JPEGs, {os.cpu_count()} cores, "
+          f"{args.rounds} interleaved rounds (medians)")
+    print(f"{'preset':<14} {'galleryflow CLI':>16} {'Pillow, 2 threads':>18} {'ratio':>7}")
+    for preset in PRESETS:
+        ours, theirs = [], []
+        for round_ in range(args.rounds):
+            out = args.workdir / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            ours.append(cli(folder, out / f"gf-{preset}-{round_}", preset, env))
+            theirs.append(reference(files, out / f"ref-{preset}-{round_}", preset))
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"{preset:<14} {a:>8.2f} s {len(files) / a:>5.1f}/s {b:>9.2f} s {len(files) / b:>5.1f}/s "
+              f"{a / b:>6.2f}×")
+
+
+if __name__ == "__main__":
+    main()
