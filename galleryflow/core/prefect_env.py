@@ -14,10 +14,12 @@ The defaults:
 - the server keeps idle HTTP connections open for 60 s. Prefect's client pools
   them for 25 s (``keepalive_expiry``), uvicorn closes them after 5 s by default:
   a request sent on a connection idle for 5–25 s met a closed socket, and the
-  client retried it after its 2 s back-off. That was the ~2 s every stage's
-  first task run sat in Pending (the tag concurrency check is its first
-  request after a quiet spell), and a ~2 s stall of any request after a pause
-  (`bench/pending.py` prints the largest Pending→Running gap of a run);
+  client retried it after its 2 s back-off: a ~2 s stall of the first request
+  after a quiet spell — one of the two causes of the ~2 s every stage's first
+  task run sat in Pending (the other, SQLite's "database is locked" answered as
+  503 to the tag concurrency request, is why the pipeline's tasks carry no tags:
+  docs/operations.md). `bench/pending.py` prints the largest Pending→Running
+  gap of a run;
 - task results persisted under ``GALLERYFLOW_HOME/results``, so task caching
   works across runs (Prefect's default keeps results in memory only);
 - when no Prefect server is configured, the embedded server's database under
