@@ -50,7 +50,6 @@ from galleryflow.captioning.timeplace import (
     check_places,
     check_season_words,
     check_time_words,
-    nearest_place,
     time_of_day,
 )
 from galleryflow.core.settings import DraftLimits
@@ -82,16 +81,6 @@ class Evaluation(BaseModel):
     def fixable(self) -> list[Issue]:
         """The errors a repair prompt can ask the model to fix."""
         return [i for i in self.errors if i.model_fixable]
-
-
-def warm_up(language: str) -> None:
-    """Load what the checks otherwise load on their first use — the language
-    detector's models (~2.4 s, ~400 MB in lingua's high-accuracy mode, which the
-    short texts of captions need) and the gazetteer's KD-tree (~0.4 s). A run starts
-    this in a thread when it starts, so stage 7 finds them loaded instead of its
-    first chunk waiting for them (measured: 5.9 s of a one-photo run's 8 s flow)."""
-    checks.detect_language("a warm-up sentence for the language models", language)
-    nearest_place(0.0, 0.0)
 
 
 def similarity(a: str, b: str) -> float:
