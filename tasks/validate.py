@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from galleryflow.core.fsutil import free_bytes
-from galleryflow.imaging.decode import decode_check, read_header
+from galleryflow.imaging.decode import read_header, structure_check
 from galleryflow.imaging.formats import suffix_matches
 from galleryflow.core.settings import Settings, ValidationSettings, get_settings
 
@@ -164,7 +164,7 @@ def check_file(path: Path, set_name: str, rules: ValidationSettings) -> FileChec
     if min(header.width, header.height) < rules.min_side:
         return exclude(f"too small: {header.width}×{header.height} (minimum side {rules.min_side} px)")
     try:
-        decode_check(path)
+        structure_check(path, header)
     except Image.DecompressionBombError as exc:
         return exclude(f"decompression-bomb guard: {exc}")
     except (OSError, SyntaxError, ValueError) as exc:

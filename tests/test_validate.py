@@ -143,3 +143,69 @@ def test_pixel_and_size_limits_are_settings(sample_set: Path, gf_home: Settings)
     rules = gf_home.validation.model_copy(update={"max_file_bytes": 1000})
     check = check_file(sample_set / "lake-shore-01.jpg", "lake-shore", rules)
     assert "over the" in check.messages[0]
+
+
+# --- a JPEG's completeness without a decode --------------------------------------------------
+
+def _jpeg(tmp_path: Path, name: str, **save: object) -> Path:
+    from tests.fixtures.photos import gradient
+
+    path = tmp_path / name
+    Image.fromarray(gradient((1200, 800)), "RGB").save(path, "JPEG", quality=90, **save)
+    return path
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.9, -2, -1])
+def test_a_jpeg_cut_anywhere_is_excluded_without_decoding(tmp_path: Path, gf_home: Settings,
+                                                           progressive: bool, keep: float):
+    """Cut after 20/50/90 % of its bytes, or just before/inside its end marker: every
+    cut is named as truncated, and validation decodes no pixels for it."""
+    from galleryflow.imaging.decode import DECODES
+
+    good = _jpeg(tmp_path, "good.jpg", progressive=progressive, exif=Image.Exif().tobytes())
+    data = good.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: int(len(data) * keep)] if keep > 0 else data[: int(keep)])
+    DECODES.reset()
+    check = check_file(cut, "s", gf_home.validation)
+    assert check.verdict == "excluded"
+    assert any("damaged or truncated" in m for m in check.messages), check.messages
+    assert check_file(good, "s", gf_home.validation).verdict == "accepted"
+    assert sum(DECODES.snapshot().values()) == 0
+
+
+def test_a_complete_jpeg_with_trailer_or_padding_is_accepted(tmp_path: Path, gf_home: Settings):
+    """Data after the end marker (a motion photo's video, zero padding) is not damage;
+    the embedded thumbnail's own end marker does not make a cut file look whole."""
+    from tests.fixtures.photos import gradient
+
+    thumb = Image.fromarray(gradient((160, 120)), "RGB")
+    exif = Image.Exif()
+    path = _jpeg(tmp_path, "with-thumb.jpg", exif=exif.tobytes())
+    data = path.read_bytes()
+    # an EXIF-like APP1 segment holding a whole JPEG (its own FF D9) before the scan
+    buf = __import__("io").BytesIO()
+    thumb.save(buf, "JPEG")
+    app1 = b"\xff\xe1" + struct.pack(">H", len(buf.getvalue()) + 2) + buf.getvalue()
+    with_thumb = data[:2] + app1 + data[2:]
+    (tmp_path / "motion.jpg").write_bytes(with_thumb + b"\0\0\0\x18ftypmp42" + bytes(200_000))
+    (tmp_path / "padded.jpg").write_bytes(with_thumb + bytes(4096))
+    for name in ("motion.jpg", "padded.jpg"):
+        assert check_file(tmp_path / name, "s", gf_home.validation).verdict == "accepted", name
+    (tmp_path / "cut-with-thumb.jpg").write_bytes(with_thumb[: len(with_thumb) * 2 // 3])
+    check = check_file(tmp_path / "cut-with-thumb.jpg", "s", gf_home.validation)
+    assert check.verdict == "excluded" and "damaged or truncated" in check.messages[0]
+
+
+def test_other_formats_are_still_decoded_to_validate(tmp_path: Path, gf_home: Settings):
+    """PNG has no end marker Pillow exposes: a cut PNG is found by decoding it."""
+    from tests.fixtures.photos import gradient
+
+    path = tmp_path / "whole.png"
+    Image.fromarray(gradient((600, 400)), "RGB").save(path, "PNG")
+    data = path.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    assert check_file(path, "s", gf_home.validation).verdict == "accepted"
+    check = check_file(tmp_path / "cut.png", "s", gf_home.validation)
+    assert check.verdict == "excluded", check.messages

@@ -9,8 +9,10 @@ So every consumer that wants a smaller image says so (``long_edge`` or
 ``min_size``) and the decoder skips the detail that would be thrown away; a
 consumer derives everything else it needs from that one reduced copy.
 
-``Image.verify()`` passes truncated JPEGs, so validation decodes (draft is
-enough). ``LOAD_TRUNCATED_IMAGES`` stays off: a truncated file is an error.
+``Image.verify()`` passes truncated JPEGs. Validation checks a JPEG's structure
+(:func:`structure_check`: the end-of-image marker after the scan data) and
+decodes the other formats; a JPEG's pixels are decoded once, by stages 5-6.
+``LOAD_TRUNCATED_IMAGES`` stays off: a truncated file is an error.
 
 Every pixel decode is counted in :data:`DECODES` by call path and kind
 (``check``: validation's 1/8 decode; ``reduced``: a draft-mode decode below the
@@ -68,6 +70,77 @@ def read_header(path: Source, orientation: bool = False) -> ImageHeader:
             turn = int(img.getexif().get(ORIENTATION_TAG, 1) or 1)
         return ImageHeader(format=img.format or "?", width=img.width, height=img.height,
                            mode=img.mode, orientation=turn)
+
+
+_EOI = b"\xff\xd9"
+_TAIL = 1 << 16
+
+
+def _jpeg_scan_offset(handle: IO[bytes]) -> int | None:
+    """Where the first scan's entropy-coded data starts: the byte after the SOS
+    segment, found by walking the marker segments from SOI (Pillow's tile offset is
+    0 for JPEG, it hands libjpeg the whole file). None when the file ends first."""
+    handle.seek(2)  # after SOI (Pillow opened the file, so it starts with one)
+    while True:
+        head = handle.read(2)
+        while head[:1] == b"\xff" and head[1:2] == b"\xff":  # fill bytes before a marker
+            head = head[1:] + handle.read(1)
+        if len(head) < 2 or head[0] != 0xFF:
+            return None
+        marker = head[1]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers carry no length
+            continue
+        size = handle.read(2)
+        if len(size) < 2:
+            return None
+        length = int.from_bytes(size, "big")
+        if marker == 0xDA:
+            return handle.tell() - 2 + length
+        handle.seek(length - 2, 1)
+
+
+def jpeg_complete(path: Path) -> bool:
+    """Whether a JPEG's data runs to its end-of-image marker (EOI after the scan data).
+
+    Why this is enough for validation, and what it leaves: a JPEG cut short (the
+    common damage: an interrupted copy or download, a card pulled out) has no EOI
+    after its scan data, because entropy-coded data never contains ``FF D9`` (a
+    0xFF there is always stuffed or a restart marker). The EOI of an embedded
+    thumbnail sits in a segment before the scan, so it does not count. Trailers
+    after the EOI (motion-photo video, MPF pictures, zero padding) are allowed: the
+    main image ends before them. This costs a marker walk and a tail read instead of
+    a decode; damage *inside* complete scan data is found by the one decode of
+    stages 5-6, which fails that photo's row with the file named and the decoder's
+    reason (never published, nothing lost).
+    """
+    with open(path, "rb") as handle:
+        offset = _jpeg_scan_offset(handle)
+        if offset is None:
+            return False
+        size = handle.seek(0, 2)
+        if offset >= size:
+            return False
+        handle.seek(max(offset, size - _TAIL))
+        if handle.read().rstrip(b"\0").endswith(_EOI):
+            return True
+        handle.seek(offset)  # a trailer after the EOI: look for the EOI in all the scan data
+        return _EOI in handle.read()
+
+
+def structure_check(path: Path, header: ImageHeader) -> None:
+    """Validation's check that the data is all there, at the least cost per format.
+
+    JPEG: the end-of-image marker after the scan data (:func:`jpeg_complete`), no
+    decode; the pixels are decoded once, at stages 5-6. Any other format (PNG, TIFF,
+    WebP and the rest, rare in camera sets and with no such marker Pillow exposes)
+    is decoded here as before (:func:`decode_check`). Raises ``OSError`` with
+    "truncated" in its text when the data stops short.
+    """
+    if header.format == "JPEG":
+        if not jpeg_complete(path):
+            raise OSError("image file is truncated: no end-of-image marker after the scan data")
+        return
+    decode_check(path)
 
 
 def decode_check(path: Source) -> None:
