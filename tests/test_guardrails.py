@@ -446,3 +446,22 @@ def test_the_gazetteer_is_parsed_once_and_a_torn_copy_parsed_again(gf_home, monk
         assert timeplace.places_named("Grindelwald")[0].country == "CH"
     finally:
         timeplace._gazetteer.cache_clear()
+
+
+def test_the_nearest_place_is_found_without_scipy(tmp_path) -> None:
+    """GPS → place by one vectorised pass over the gazetteer: the same nearest place a
+    KD-tree finds, without importing scipy.spatial (~1.5 s per process)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from galleryflow.captioning.timeplace import nearest_place\n"
+        "print(nearest_place(46.6242, 8.0414).name, nearest_place(51.5007, -0.1246).country)\n"
+        "assert 'scipy.spatial' not in sys.modules, 'scipy.spatial was imported'\n"
+    )
+    env = {**os.environ, "GALLERYFLOW_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Grindelwald", "GB"]

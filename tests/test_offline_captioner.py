@@ -107,3 +107,39 @@ def test_missing_facts_leave_no_stray_punctuation():
     assert _sentence("Harbour evening,", "", ":", "a dark frame") == "Harbour evening, a dark frame."
     assert _sentence("Lake,", "at dawn", "3 July:", "cool tones") == "Lake, at dawn 3 July: cool tones."
     assert _sentence("Lake,", "", "", "") == "Lake."
+
+
+def test_every_structure_is_plainly_english_so_the_detector_stays_unloaded(monkeypatch) -> None:
+    """Each caption and alt text structure, whatever facts fill it in, settles the
+    language check by its English function words: drafting offline never loads
+    lingua's models (~2.4 s and ~400 MB per process); the check itself is unchanged."""
+    from itertools import product
+
+    from galleryflow.captioning import checks, offline
+
+    asked: list[str] = []
+    monkeypatch.setattr(checks, "detect_language",
+                        lambda text, language: asked.append(text) or ("en", 1.0, 1.0))
+    for place, when, date, clock, camera, layout, light, texture in product(
+            ["Pragelato-Rua", "the harbour", "this set", "Lake Thun Oberhofen"],
+            ["in the early morning", ""], ["on 1 June 2026", ""], ["at 06:00", ""],
+            ["with a NIKON Z 6_2", ""],
+            ["light spread evenly from top to bottom", "a lighter upper half over a darker lower half"],
+            ["dark", "evenly lit"], ["finely textured", "smooth"]):
+        words = offline._Words(place=place, when=when, date=date, clock=clock, camera=camera,
+                               layout=layout, light=light, contrast="strong contrast",
+                               tone="cool", colour="blue", vividness="muted", texture=texture,
+                               orientation="landscape")
+        for caption, alt_text in offline._captions(words):
+            for text in (caption, alt_text):
+                assert checks.check_language("caption", text, "en") == []
+    assert asked == []
+
+
+def test_a_foreign_caption_still_reaches_the_detector(monkeypatch) -> None:
+    from galleryflow.captioning import checks
+
+    monkeypatch.setattr(checks, "detect_language", lambda text, language: ("de", 0.95, 0.01))
+    issues = checks.check_language(
+        "caption", "Ein dunkler Morgen am Hafen von Pragelato, kühle blaue Töne mit weichem Kontrast.", "en")
+    assert [i.code for i in issues] == ["wrong_language"]

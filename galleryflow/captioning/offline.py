@@ -138,25 +138,35 @@ def _sentence(*parts: str) -> str:
 
 
 def _captions(w: _Words) -> list[tuple[str, str]]:
-    """(caption, alt text) structures; the frame index picks one, a duplicate the next."""
+    """(caption, alt text) structures; the frame index picks one, a duplicate the next.
+
+    Each is plainly English by its function words ("the", "of", "with", "and"…, at
+    least two of them and a fair share of every text, whatever facts fill it in), so
+    the language check settles it without loading the language detector
+    (:func:`galleryflow.captioning.checks.check_language`; tests/test_offline_captioner.py
+    checks every structure).
+    """
     return [
-        (_sentence(f"{w.place},", w.when, w.date + ":", f"a {w.light} {w.orientation} frame in",
-                   f"{w.tone} {w.colour} tones with {w.contrast}"),
-         _sentence(f"{w.light} {w.colour}-toned {w.orientation} photo from {w.place}", w.clock)),
+        (_sentence(f"{w.place},", w.when, w.date + ":", f"a {w.light} {w.orientation} frame with",
+                   f"its {w.tone} {w.colour} tones and {w.contrast}"),
+         _sentence(f"{w.light} {w.orientation} photo from {w.place}", w.clock + ",",
+                   f"with its {w.colour} tones")),
         (_sentence(f"{w.vividness} {w.colour} hues fill this {w.orientation} view of {w.place}",
                    w.when + ",", f"with {w.layout}"),
-         _sentence(f"{w.orientation} view of {w.place} in {w.vividness} {w.colour} hues", w.when)),
-        (_sentence(f"{w.texture} detail and {w.contrast} mark this photograph of {w.place}, taken",
+         _sentence(f"{w.orientation} view of {w.place} with its {w.vividness} {w.colour} hues",
+                   w.when)),
+        (_sentence(f"{w.texture} detail and the {w.contrast} mark this photograph of {w.place}, taken",
                    w.clock, w.date, w.camera),
-         _sentence(f"{w.texture}, {w.tone} photograph of {w.place}", w.date)),
-        (_sentence(f"{w.light} light", w.when, f"at {w.place}: {w.layout}, in a {w.tone} palette"),
-         _sentence(f"{w.place} {w.when}, {w.light} with {w.layout}")),
-        (_sentence(f"{w.tone} {w.colour} palette across a {w.texture} {w.orientation} scene from",
+         _sentence(f"{w.texture} and {w.tone}: this photograph of {w.place}", w.date)),
+        (_sentence(f"{w.light} light", w.when, f"at {w.place}: {w.layout}, and all of it is in a",
+                   f"{w.tone} palette"),
+         _sentence(f"{w.place} {w.when}: the {w.light} light, with {w.layout}")),
+        (_sentence(f"the {w.tone} {w.colour} palette across a {w.texture} {w.orientation} scene from",
                    f"{w.place},", w.clock, w.camera),
-         _sentence(f"{w.tone} {w.colour} scene from {w.place}", w.clock)),
-        (_sentence(f"{w.place} {w.date},", w.when + ":", f"{w.vividness} colour, {w.contrast}",
+         _sentence(f"the {w.tone} {w.colour} tones of {w.place}", w.clock)),
+        (_sentence(f"{w.place} {w.date},", w.when + ":", f"the {w.vividness} colour with {w.contrast},",
                    f"and {w.layout}"),
-         _sentence(f"{w.vividness}, {w.contrast} image of {w.place}", w.when)),
+         _sentence(f"{w.vividness} image of {w.place}, with {w.contrast}", w.when)),
     ]
 
 
