@@ -465,3 +465,32 @@ def test_the_nearest_place_is_found_without_scipy(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["Grindelwald", "GB"]
+
+
+def test_noun_lemmas_come_from_a_kept_table_equal_to_the_dictionary(gf_home) -> None:
+    """The noun table kept under GALLERYFLOW_HOME/cache answers exactly what lemminflect's
+    getLemma(NOUN, no out-of-vocabulary rules) answers, for every word it knows and
+    for words it does not; a torn copy is built again."""
+    from lemminflect import getLemma
+
+    from galleryflow.captioning import text
+
+    text._noun_table.cache_clear()
+    text.noun_lemmas.cache_clear()
+    try:
+        table = text._noun_table()
+        (kept,) = (gf_home.home / "cache").glob("noun-lemmas-*.pickle")
+        from lemminflect.core.Lemmatizer import Lemmatizer
+
+        known = [w for w in Lemmatizer()._getLemmaDict() if w == w.lower()]
+        for word in known[::7] + ["lenses", "leaves", "texas", "los angeles", "xyzzies", "ridges",
+                                  "Ridges", "x-rays", ""]:
+            assert text.noun_lemmas(word) == tuple(
+                getLemma(word, upos="NOUN", lemmatize_oov=False) or ()), word
+        assert text.is_plural_of("ridges", "ridge") and not text.is_plural_of("texas", "texa")
+        kept.write_bytes(b"a torn write")
+        text._noun_table.cache_clear()
+        assert text._noun_table() == table
+    finally:
+        text._noun_table.cache_clear()
+        text.noun_lemmas.cache_clear()
