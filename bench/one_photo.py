@@ -9,8 +9,10 @@ gazetteer pickle, the state DB, the server's flows), then times ``--rounds``
 interleaved rounds, each a new subprocess with its start-up included:
 
 - ``galleryflow run SET --approve-all`` on a new set folder holding ``--images``
-  24-MP JPEGs (each round's photos are new content: a JPEG comment with the round's
-  number is inserted, so no cache of an earlier round applies);
+  24-MP JPEGs, each round a new shoot (same pixels; each photo's EXIF GPS moved to
+  a town of its own, the date a week on, a JPEG comment added): new bytes, so no cache of an
+  earlier round applies, and new captions, which the guardrails would otherwise
+  block as duplicates of the published ones (then nothing would be published);
 - the reference on the same photos: with one photo, a plain script doing the
   minimum (read, hash, draft decode, the 1024-px JPEG, copy to a folder,
   ``bench/_one_photo_ref.py``); with more, the one-decode limit script
@@ -39,22 +41,62 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
 
-def with_comment(data: bytes, text: str) -> bytes:
-    """The JPEG ``data`` with a COM segment ``text`` after its APPn segments: new
-    bytes (a new sha256), the same pixels and EXIF."""
+# Where each photo was taken: a grid over central Europe, one point per photo of the
+# bench (the town nearest each point names it). New photos get new captions, as real
+# ones would: the offline captioner's stand-in captions of 48 photos from one spot
+# would repeat each other and a later round's the published ones; the guardrails
+# block a repeat, and one blocked row holds its whole set back from the publish.
+def place(k: int) -> tuple[float, float]:
+    return 43.5 + 0.37 * (k % 23), -1.0 + 0.53 * ((k // 23) % 37)
+
+
+def _dms(value: float) -> tuple[float, float, float]:
+    value = abs(value)
+    degrees = int(value)
+    minutes = int((value - degrees) * 60)
+    return (float(degrees), float(minutes), round(((value - degrees) * 60 - minutes) * 60, 2))
+
+
+def new_shoot(data: bytes, shoot: int, tag: str, k: int = 0) -> bytes:
+    """The JPEG ``data`` as another photo of shoot ``shoot``: its EXIF GPS moved to
+    :func:`place` ``(k)`` and its date ``shoot`` weeks later (the APP1 segment replaced, the
+    pixels untouched), plus a COM segment ``tag``: new bytes (a new sha256), new
+    captions."""
+    import io
+    from datetime import datetime, timedelta
+
+    from PIL import Image
+
     assert data[:2] == b"\xff\xd8", "not a JPEG"
-    pos = 2
+    exif = Image.open(io.BytesIO(data)).getexif()
+    lat, lon = place(k)
+    gps = exif.get_ifd(0x8825)
+    if gps:
+        gps.update({1: "N" if lat >= 0 else "S", 2: _dms(lat), 3: "E" if lon >= 0 else "W",
+                    4: _dms(lon)})
+    facts = exif.get_ifd(0x8769)
+    if 36867 in facts:
+        taken = datetime.strptime(facts[36867], "%Y:%m:%d %H:%M:%S") + timedelta(weeks=shoot)
+        facts[36867] = facts[36868] = taken.strftime("%Y:%m:%d %H:%M:%S")
+    app1 = exif.tobytes()
+    payload = tag.encode()
+    head, pos = [data[:2]], 2
     while data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:  # APP0..APP15
-        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-    payload = text.encode()
-    segment = b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload
-    return data[:pos] + segment + data[pos:]
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            head.append(b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1)
+        else:
+            head.append(data[pos:end])
+        pos = end
+    head.append(b"\xff\xfe" + (len(payload) + 2).to_bytes(2, "big") + payload)
+    return b"".join(head) + data[pos:]
 
 
-def make_round_set(sources: list[Path], folder: Path, tag: str) -> Path:
+def make_round_set(sources: list[Path], folder: Path, tag: str, shoot: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for src in sources:
-        (folder / src.name).write_bytes(with_comment(src.read_bytes(), tag))
+    for i, src in enumerate(sources):
+        k = shoot * len(sources) + i
+        (folder / src.name).write_bytes(new_shoot(src.read_bytes(), shoot, tag, k))
     return folder
 
 
@@ -113,11 +155,11 @@ def main() -> None:
     try:
         timed([galleryflow, "server", "start"], env, log)
         print(f"home {home}; background server started; warm-up run …", flush=True)
-        warm = make_round_set(sources, sets / "warm-up", "warm-up")
+        warm = make_round_set(sources, sets / "warm-up", "warm-up", shoot=0)
         timed([galleryflow, "run", str(warm), "--approve-all"], env, log)
         rows: list[tuple[float, float]] = []
         for i in range(args.rounds):
-            folder = make_round_set(sources, sets / f"round-{i:02d}", f"round {i}")
+            folder = make_round_set(sources, sets / f"round-{i:02d}", f"round {i}", shoot=i + 1)
             ref_cmd = reference + ([str(folder / sources[0].name), str(refout / f"{i:02d}")]
                                    if n == 1 else [str(folder)])
             gf_cmd = [galleryflow, "run", str(folder), "--approve-all"]
