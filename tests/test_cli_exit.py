@@ -1,0 +1,50 @@
+"""The `galleryflow` console script: its exit skips the interpreter's teardown, and keeps
+every exit status and every line of output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = "from galleryflow.app.cli import main; main()"
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
+    env.update(GALLERYFLOW_HOME=str(tmp_path / "home"), COLUMNS="120")
+    return subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_console_script_is_main() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "galleryflow"]
+    assert script.value == "galleryflow.app.cli:main"
+
+
+@pytest.mark.parametrize(("args", "status", "stream", "text"), [
+    (("--help",), 0, "stdout", "Photo sets to a published web gallery"),
+    (("no-such-command",), 2, "stderr", "No such command"),
+    (("run", "/no/such/set-folder"), 2, "stdout", "does not exist"),
+])
+def test_exit_status_and_output_survive_the_quick_exit(tmp_path: Path, args: tuple[str, ...],
+                                                         status: int, stream: str, text: str) -> None:
+    done = _cli(tmp_path, *args)
+    assert done.returncode == status, done.stderr
+    assert text in getattr(done, stream)
+
+
+def test_exit_handlers_run_before_the_quick_exit(tmp_path: Path) -> None:
+    marker = tmp_path / "atexit-ran"
+    script = ("import atexit, pathlib, sys\n"
+              f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+              "sys.argv = ['galleryflow', '--help']\n" + SCRIPT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GALLERYFLOW_HOME": str(tmp_path / "h")})
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "yes"
