@@ -112,12 +112,15 @@ def pause_for_review(form: type[ReviewDecision], key: str, timeout: float,
             return _answer(form, keyset, run_id)
         if not state.is_paused():
             raise RuntimeError(f"the flow run cannot be paused for review: it is {state.type.value}")
-        _save_form(form, keyset)
-        if on_paused is not None:
-            on_paused()
-        deadline = time.monotonic() + timeout
+        # Listened for before anyone is told of the gate: an answer given at once (the
+        # `--approve-all` listener answers within moments) wakes the wait instead of
+        # being lost, which left the run idle for a whole poll interval.
         wakeup = gate_wakeup(str(run_id))
         try:
+            _save_form(form, keyset)
+            if on_paused is not None:
+                on_paused()
+            deadline = time.monotonic() + timeout
             return _wait(client, form, keyset, run_id, key, deadline, poll_interval, wakeup)
         finally:
             forget_gate(str(run_id))

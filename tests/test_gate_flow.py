@@ -394,3 +394,31 @@ def test_approve_all_answers_through_the_api_and_leaves_blocked_rows_waiting(
     assert summary.review.pending == [found["cove-01.jpg"].id] and summary.review.pauses == 1
     assert summary.publish.published == [] and len(summary.publish.held) == 1
     assert "cove-01.jpg is blocked and undecided" in summary.publish.held[0]
+
+
+def test_an_answer_given_as_the_gate_opens_wakes_it(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that answers before the gate starts waiting (here: within its own
+    announcement, through the API) wakes the gate: the run goes on without waiting for
+    a poll. The poll interval is an hour, so a lost wake-up would leave the run paused
+    past the test's patience."""
+    from flows.gate import add_gate_listener, remove_gate_listener
+    from galleryflow.review.answer import wait_for_gate
+
+    offline(monkeypatch, GALLERYFLOW_REVIEW__POLL_INTERVAL_SECONDS="3600",
+            GALLERYFLOW_REVIEW__TIMEOUT_SECONDS="7200")
+    folder = make_set(tmp_path / "sets", "quick-answer", 2, size=(480, 320))
+
+    def answer_now(flow_run_id: str | None, key: str, rows: int) -> None:
+        assert flow_run_id is not None
+        gate = wait_for_gate(flow_run_id, key=key, timeout=60)
+        assert gate is not None
+        answer_gate(gate, build_answer(gate, approve_all=True, reviewer="at once"))
+
+    add_gate_listener(answer_now)
+    try:
+        summary: RunSummary = FlowThread(process_sets, [str(folder)]).result()
+    finally:
+        remove_gate_listener(answer_now)
+    assert summary.review.pauses == 1 and not summary.review.timed_out
+    assert len(summary.publish.published) == 2
