@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "galleryflow-bench")
     parser.add_argument("--keep-home", action="store_true", help="Leave the home (and its server log).")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="A checkout of an earlier galleryflow (e.g. a worktree of main): timed "
+                             "in the same rounds, in a home and server of its own, run by this "
+                             "interpreter with the checkout first on PYTHONPATH.")
     args = parser.parse_args()
 
     sources_dir = args.workdir / f"sets-{args.megapixels:g}mp" / "bench-set"
@@ -146,6 +150,9 @@ def main() -> None:
     sets = home / "sets"
     refout = home / "reference-out"
     n = len(sources)
+    base_home = Path(tempfile.mkdtemp(prefix="home-base-", dir=args.workdir)) if args.baseline else None
+    base_env = {**home_env(base_home), "PYTHONPATH": str(args.baseline)} if base_home else {}
+    base_cli = [sys.executable, "-c", "import sys; from galleryflow.app.cli import app; sys.exit(app())"]
     if n == 1:
         reference = [sys.executable, str(ROOT / "bench" / "_one_photo_ref.py")]
         ref_label = "reference script (read, hash, draft decode, 1024-px JPEG, copy)"
@@ -157,7 +164,12 @@ def main() -> None:
         print(f"home {home}; background server started; warm-up run …", flush=True)
         warm = make_round_set(sources, sets / "warm-up", "warm-up", shoot=0)
         timed([galleryflow, "run", str(warm), "--approve-all"], env, log)
+        if base_home is not None:
+            timed(base_cli + ["server", "start"], base_env, log)
+            print(f"baseline {args.baseline}: home {base_home}; warm-up run …", flush=True)
+            timed(base_cli + ["run", str(warm), "--approve-all"], base_env, log)
         rows: list[tuple[float, float]] = []
+        base_rows: list[float] = []
         for i in range(args.rounds):
             folder = make_round_set(sources, sets / f"round-{i:02d}", f"round {i}", shoot=i + 1)
             ref_cmd = reference + ([str(folder / sources[0].name), str(refout / f"{i:02d}")]
@@ -171,8 +183,14 @@ def main() -> None:
                 ref = timed(ref_cmd, env, log)
                 gf = timed(gf_cmd, env, log)
             rows.append((gf, ref))
-            print(f"round {i + 1}/{args.rounds}: galleryflow run {gf:6.2f} s   reference {ref:5.2f} s"
-                  f"   ({gf / ref:4.1f}×)", flush=True)
+            line = (f"round {i + 1}/{args.rounds}: galleryflow run {gf:6.2f} s   reference {ref:5.2f} s"
+                    f"   ({gf / ref:4.1f}×)")
+            if base_home is not None:
+                again = make_round_set(sources, sets / f"base-{i:02d}", f"baseline {i}", shoot=i + 1)
+                base = timed(base_cli + ["run", str(again), "--approve-all"], base_env, log)
+                base_rows.append(base)
+                line += f"   baseline {base:6.2f} s ({base / ref:4.1f}×)"
+            print(line, flush=True)
         published = len(list((home / "site").rglob("*.jpg"))) if (home / "site").exists() else None
         gf_med = statistics.median(r[0] for r in rows)
         ref_med = statistics.median(r[1] for r in rows)
@@ -182,11 +200,20 @@ def main() -> None:
               f"(min {min(r[0] for r in rows):.2f}, max {max(r[0] for r in rows):.2f})")
         print(f"  {ref_label}: median {ref_med:.2f} s")
         print(f"  ratio of the medians: {gf_med / ref_med:.1f}×")
+        if base_rows:
+            base_med = statistics.median(base_rows)
+            print(f"  baseline ({args.baseline}): median {base_med:.2f} s, {base_med / ref_med:.1f}× "
+                  "the reference")
         if published is not None:
             print(f"  files in the site folder: {published}")
     finally:
         subprocess.run([galleryflow, "server", "stop"], env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if base_home is not None:
+            subprocess.run(base_cli + ["server", "stop"], env=base_env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if not args.keep_home:
+                shutil.rmtree(base_home, ignore_errors=True)
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
 
