@@ -30,7 +30,7 @@ def test_the_console_script_is_main() -> None:
 @pytest.mark.parametrize(("args", "status", "stream", "text"), [
     (("--help",), 0, "stdout", "Photo sets to a published web gallery"),
     (("no-such-command",), 2, "stderr", "No such command"),
-    (("run", "/no/such/set-folder"), 2, "stdout", "does not exist"),
+    (("run",), 2, "stderr", "Missing argument"),
 ])
 def test_exit_status_and_output_survive_the_quick_exit(tmp_path: Path, args: tuple[str, ...],
                                                          status: int, stream: str, text: str) -> None:
@@ -48,3 +48,21 @@ def test_exit_handlers_run_before_the_quick_exit(tmp_path: Path) -> None:
                           timeout=120, env={**os.environ, "GALLERYFLOW_HOME": str(tmp_path / "h")})
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "yes"
+
+
+@pytest.mark.parametrize(("exit_with", "status", "said"), [("3", 3, ""), ("None", 0, ""),
+                                                          ("'boom'", 1, "boom")])
+def test_every_kind_of_exit_status_is_kept(tmp_path: Path, exit_with: str, status: int,
+                                           said: str) -> None:
+    script = ("import sys\n"
+              "import galleryflow.app.cli as cli\n"
+              "def app():\n"
+              "    print('last line')\n"
+              f"    sys.exit({exit_with})\n"
+              "cli.app = app\n"
+              "cli.main()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GALLERYFLOW_HOME": str(tmp_path / "h")})
+    assert done.returncode == status
+    assert done.stdout == "last line\n"
+    assert said in done.stderr
