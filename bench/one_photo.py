@@ -100,10 +100,10 @@ def make_round_set(sources: list[Path], folder: Path, tag: str, shoot: int = 0) 
     return folder
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
+def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> float:
     start = time.perf_counter()
     with log.open("ab") as out:
-        result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        result = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({result.returncode}); see {log}")
@@ -152,6 +152,8 @@ def main() -> None:
     n = len(sources)
     base_home = Path(tempfile.mkdtemp(prefix="home-base-", dir=args.workdir)) if args.baseline else None
     base_env = {**home_env(base_home), "PYTHONPATH": str(args.baseline)} if base_home else {}
+    base_log = base_home / "bench.log" if base_home else log
+    # Run from the checkout: the interpreter puts the working directory first on sys.path.
     base_cli = [sys.executable, "-c", "import sys; from galleryflow.app.cli import app; sys.exit(app())"]
     if n == 1:
         reference = [sys.executable, str(ROOT / "bench" / "_one_photo_ref.py")]
@@ -165,9 +167,9 @@ def main() -> None:
         warm = make_round_set(sources, sets / "warm-up", "warm-up", shoot=0)
         timed([galleryflow, "run", str(warm), "--approve-all"], env, log)
         if base_home is not None:
-            timed(base_cli + ["server", "start"], base_env, log)
+            timed(base_cli + ["server", "start"], base_env, base_log, args.baseline)
             print(f"baseline {args.baseline}: home {base_home}; warm-up run …", flush=True)
-            timed(base_cli + ["run", str(warm), "--approve-all"], base_env, log)
+            timed(base_cli + ["run", str(warm), "--approve-all"], base_env, base_log, args.baseline)
         rows: list[tuple[float, float]] = []
         base_rows: list[float] = []
         for i in range(args.rounds):
@@ -187,7 +189,8 @@ def main() -> None:
                     f"   ({gf / ref:4.1f}×)")
             if base_home is not None:
                 again = make_round_set(sources, sets / f"base-{i:02d}", f"baseline {i}", shoot=i + 1)
-                base = timed(base_cli + ["run", str(again), "--approve-all"], base_env, log)
+                base = timed(base_cli + ["run", str(again), "--approve-all"], base_env, base_log,
+                             args.baseline)
                 base_rows.append(base)
                 line += f"   baseline {base:6.2f} s ({base / ref:4.1f}×)"
             print(line, flush=True)
@@ -210,7 +213,7 @@ def main() -> None:
         subprocess.run([galleryflow, "server", "stop"], env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if base_home is not None:
-            subprocess.run(base_cli + ["server", "stop"], env=base_env, cwd=ROOT,
+            subprocess.run(base_cli + ["server", "stop"], env=base_env, cwd=args.baseline,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if not args.keep_home:
                 shutil.rmtree(base_home, ignore_errors=True)
