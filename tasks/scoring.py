@@ -612,7 +612,8 @@ def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Setti
     progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{image_set_id}")
     progress.advance(len(row_ids) - len(work))
     for batch in chunked(work, setup.batch_size):
-        with sharing_decodes(setup.identity.decode_long_edge):
+        # stage 2's scoring inputs, made from its one decode, are taken from the store
+        with sharing_decodes(setup.identity.decode_long_edge, store=ledger.scratch):
             results = _scores(batch, setup.identity, cache)
             _write(batch, results, image_set_id, report, ledger)
             if after_batch is not None:

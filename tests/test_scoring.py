@@ -367,3 +367,23 @@ def test_changed_content_fails_that_row_only(prefect_api, db, photos):
     assert all(rows[p.name].status == "scored" for p in photos[1:])
     assert all(math.isfinite(rows[p.name].brisque_score) for p in photos[1:])
 
+
+
+def test_the_photo_cache_asks_the_server_for_its_storage_once(prefect_api, monkeypatch):
+    """Outside a task run, Prefect resolves the default result storage on every write
+    (a new client and a request each: ~50 ms a photo); the cache resolves it once,
+    and what it writes reads back."""
+    import prefect.results
+
+    from galleryflow.core.caching import PhotoCache
+
+    asked = []
+    real = prefect.results._read_server_default_result_storage_block_id
+    monkeypatch.setattr(prefect.results, "_read_server_default_result_storage_block_id",
+                        lambda: asked.append(1) or real())
+    cache = PhotoCache("test-scores", {"model": "tiny"})
+    values = {f"{i:064x}": {"score": i} for i in range(5)}
+    for sha, value in values.items():
+        cache.put(sha, value)
+    assert cache.get_many(values) == values
+    assert len(asked) == 1
