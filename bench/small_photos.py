@@ -105,7 +105,7 @@ def main() -> None:
 
     from prefect import flow
 
-    from bench.pending import stage_spans
+    from bench.pending import print_task_runs, stage_spans
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
@@ -135,6 +135,8 @@ def main() -> None:
           f"{a / b:.2f}× the plain loop (target ≤ 1.3×)")
     print(f"{'whole process-sets run':<34} {statistics.median(walls):>7.2f} "
           f"{1000 * statistics.median(walls) / n:>9.2f}   (drafts, gate, local publish included)")
+    print("\nthe last flow run's task runs (Prefect's records):")
+    print_task_runs(home)
 
 
 if __name__ == "__main__":
