@@ -15,12 +15,15 @@ avoid a cycle; `lint-imports` checks the layers.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from galleryflow.app.terminal import terminal_console
+
+if TYPE_CHECKING:
+    from galleryflow.app.batch_jobs import Started
 
 batch_app = typer.Typer(help="One-off batch image jobs: resize, convert, compress, watermark, "
                              "thumbnail (images and videos), with presets.",
@@ -55,23 +58,26 @@ def process(
     running (`galleryflow batch status ID` follows it). Exit status: 0 every file
     completed, 3 some files failed (partial), 1 the job failed or crashed, 2 the job
     was refused before it started (nothing was written)."""
-    from galleryflow.app.batch_jobs import JobRefused, start_job
+    from galleryflow.app.batch_jobs import JobRefused, launch
     from galleryflow.batch.presets import BatchRequest, PresetError, parse_param_pairs
 
     try:
         request = BatchRequest(input_pattern=input_pattern, operation=operation,
                                output_directory=output, parameters=parse_param_pairs(param or []),
                                preset=preset)
-        job_id = start_job(request)
+        # Followed here: the worker is forked from this process (no second Python
+        # start-up) where that is safe; --detach spawns it, nothing to follow.
+        started = launch(request, fork=not detach)
     except (PresetError, JobRefused) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_REFUSED) from None
+    job_id = started.job_id
     if detach:
         console.print(f"job [bold]{job_id}[/bold] started; follow it with "
                       f"`galleryflow batch status {job_id}`")
         raise typer.Exit(EXIT_COMPLETED)
     try:
-        final = _follow(job_id)
+        final = _follow_forked(started) if started.events is not None else _follow(job_id)
     except KeyboardInterrupt:
         err.print(f"\nthe job keeps running; follow it with `galleryflow batch status {job_id}`")
         raise typer.Exit(130) from None
@@ -96,6 +102,24 @@ def _follow(job_id: str, interval: float = 0.2) -> str:
             if job.status not in ACTIVE:
                 return job.status
             time.sleep(interval)
+
+
+def _follow_forked(started: "Started") -> str:
+    """A progress bar fed by the forked worker's pipe until it exits; the job's final
+    status, as recorded."""
+    from galleryflow.app.terminal import ProgressBars
+    from galleryflow.batch.status import get_job
+
+    with ProgressBars(console) as bars:
+        done, total = 0, started.total
+        bars("batch", 0, total)
+        for step in started.finished_files():
+            done += step
+            grown = max(0, done - total)  # the glob met more files than were counted
+            total += grown
+            bars("batch", step, grown)
+        started.reap()
+    return get_job(started.job_id, files=False).status
 
 
 @batch_app.command("status")
