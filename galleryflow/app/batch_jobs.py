@@ -20,38 +20,46 @@ the job, and hands it to a runner that does not depend on the caller:
 
 The command line (``galleryflow batch process``, through :func:`launch` with
 ``fork=True``) gets the same detached worker without a second Python start-up:
-the process that checked and recorded the job forks, and the child — a new
-session, no terminal, stdin from ``/dev/null``, its output to the job's log file —
-runs the job (:func:`galleryflow.app.batch_worker.run`) while the parent follows
-it through a pipe (a byte per finished file; end of file when the child exits)
-and prints the report. Killing the parent (its terminal closing, SIGKILL of its
-process group) leaves the child running: it is in a session of its own. A fork
-happens only where it is safe: a POSIX system other than macOS, and no thread in
-the calling process (the MCP server, a test harness with a server in a thread:
-those spawn the worker instead). No DB connection crosses the fork (the engines
-are disposed first).
+once the job is checked, the CLI process forks, and the child — a new session,
+no terminal, stdin from ``/dev/null``, its output to the job's log file — records
+the job and runs it (:func:`galleryflow.app.batch_worker.run`), while the parent
+follows it through a pipe (a line per finished file, then the job's report) and
+prints the report. The parent never imports the DB layer (SQLAlchemy: the
+largest import of the command); the child imports it while its first images are
+already being decoded (:class:`galleryflow.batch.ops.Prefetch`: decoding only,
+nothing is written before the job is recorded). Killing the parent (its terminal
+closing, SIGKILL of its process group) leaves the child running: it is in a
+session of its own. A fork happens only where it is safe: a POSIX system other
+than macOS, and no other thread in the calling process (the MCP server, a test
+harness with a server in a thread: those spawn the worker instead). The parent
+holds no DB connection when it forks.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import galleryflow
-from galleryflow.batch import jobs
-from galleryflow.batch.preflight import JobRefused, prepare
+from galleryflow.batch.preflight import JobRefused, Prepared, prepare
 from galleryflow.batch.presets import BatchRequest
-from galleryflow.core.liveness import owner_of
+from galleryflow.core.liveness import current_owner, owner_of
 from galleryflow.core.prefect_env import API_URL, active_profile_settings
 from galleryflow.core.settings import Settings, get_settings
-from galleryflow.db.engine import dispose_engines, is_up_to_date, migrate
+
+# The DB layer (galleryflow.batch.jobs, galleryflow.db) is imported where it is used:
+# the CLI's side of a forked job never needs it.
 
 __all__ = ["JobRefused", "Started", "launch", "start_job", "log_path"]
 
@@ -64,25 +72,33 @@ def log_path(settings: Settings, job_id: str) -> Path:
 
 @dataclass
 class Started:
-    """A job that is recorded and running somewhere that does not depend on the caller."""
+    """A job that is recorded and running somewhere that does not depend on the caller
+    (a forked worker: recorded by the child, see :meth:`events`)."""
 
     job_id: str
     total: int  # files counted by the check (the job may meet more or fewer)
     pid: int | None = None  # the forked worker, a child of this process
-    events: int | None = None  # read end of its pipe: a byte per finished file
+    pipe: int | None = None  # read end of its pipe
 
-    def finished_files(self) -> Iterator[int]:
-        """Files finished, one at a time as the forked worker reports them, until it
-        exits (then the pipe ends). Nothing when the worker was not forked here."""
-        if self.events is None:
+    def events(self) -> Iterator[tuple[str, str]]:
+        """What the forked worker tells, as it happens, until it exits: ``("R", "")``
+        the job is recorded; ``("f", "")`` a file finished; ``("X", reason)`` the job
+        could not be recorded (nothing was written); ``("E", report)`` the job ended
+        (the report as JSON). Nothing when the worker was not forked here."""
+        if self.pipe is None:
             return
+        buffer = bytearray()
         try:
-            while chunk := os.read(self.events, 4096):
-                for _ in range(chunk.count(b"f")):
-                    yield 1
+            while chunk := os.read(self.pipe, 1 << 16):
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end]).decode("utf-8", "replace")
+                    del buffer[:end + 1]
+                    if line:
+                        yield line[:1], line[2:]
         finally:
-            os.close(self.events)
-            self.events = None
+            os.close(self.pipe)
+            self.pipe = None
 
     def reap(self) -> int | None:
         """Wait for the forked worker to exit; its exit status (None: not ours)."""
@@ -107,23 +123,32 @@ def launch(request: BatchRequest, settings: Settings | None = None, *,
     a local job in a forked child of this process when that is safe (see the module's
     docstring), else in a spawned worker."""
     settings = settings or get_settings()
+    if fork and can_fork() and not _use_deployment(settings):
+        prepared = prepare(request, settings)
+        job_id = str(uuid.uuid4())
+        try:
+            pid, pipe = _fork_worker(settings, job_id, request, prepared)
+        except OSError as exc:  # nothing recorded yet, nothing written
+            raise JobRefused(f"could not start the job: {exc}") from None
+        return Started(job_id, prepared.total, pid, pipe)
+
+    from galleryflow.batch import jobs
+    from galleryflow.db.engine import is_up_to_date, migrate
+
     if not is_up_to_date(settings.db_url):
         migrate(settings.db_url)
     prepared = prepare(request, settings)
     job_id = str(uuid.uuid4())
     jobs.create_prepared(job_id, request, prepared, settings, status="pending")
-    started = Started(job_id, prepared.total)
     try:
         if _use_deployment(settings):
             _run_deployment(settings, job_id)
-        elif fork and can_fork():
-            started.pid, started.events = _fork_worker(settings, job_id)
         else:
             _launch_worker(settings, job_id)
     except Exception as exc:
         jobs.fail_job(job_id, f"could not start the job: {exc}")
         raise JobRefused(f"could not start the job: {exc}") from None
-    return started
+    return Started(job_id, prepared.total)
 
 
 # ---------------------------------------------------------------- a detached process
@@ -143,6 +168,8 @@ def _launch_worker(settings: Settings, job_id: str) -> None:
             start_new_session=True,  # not in the caller's process group: its end is not ours
             close_fds=True)
     try:
+        from galleryflow.batch import jobs
+
         jobs.set_owner(job_id, owner_of(child.pid))
     except Exception:  # noqa: BLE001 - the child records itself as it starts
         pass
@@ -162,18 +189,27 @@ def can_fork() -> bool:
             and threading.active_count() == 1)
 
 
-def _fork_worker(settings: Settings, job_id: str) -> tuple[int, int]:
-    """Fork the job's worker; (its pid, the read end of its progress pipe)."""
+def _fork_worker(settings: Settings, job_id: str, request: BatchRequest,
+                 prepared: Prepared) -> tuple[int, int]:
+    """Fork the job's worker; (its pid, the read end of its pipe)."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log = os.open(log_path(settings, job_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     read_end, write_end = os.pipe()
-    dispose_engines()  # no pooled DB connection may be shared with the child
+    if "galleryflow.db.engine" in sys.modules:  # no pooled DB connection may be shared
+        from galleryflow.db.engine import dispose_engines
+
+        dispose_engines()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()  # or the child would print the parent's pending output again
         except (OSError, ValueError):
             pass
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (log, read_end, write_end):
+            os.close(fd)
+        raise
     if pid == 0:  # the worker: never returns
         code = 1
         try:
@@ -185,7 +221,7 @@ def _fork_worker(settings: Settings, job_id: str) -> tuple[int, int]:
             os.dup2(log, 2)
             os.close(devnull)
             os.close(log)
-            code = _run_forked(job_id, write_end)
+            code = _run_forked(settings, job_id, request, prepared, _Pipe(write_end))
         except BaseException:  # noqa: BLE001 - the log has it; the job's record says crashed
             traceback.print_exc()
         finally:
@@ -196,37 +232,102 @@ def _fork_worker(settings: Settings, job_id: str) -> tuple[int, int]:
                 os._exit(code)  # nothing of the parent's (atexit, typer) runs twice
     os.close(write_end)
     os.close(log)
-    try:
-        jobs.set_owner(job_id, owner_of(pid))
-    except Exception:  # noqa: BLE001 - the child records itself as it starts
-        pass
     return pid, read_end
 
 
-def _run_forked(job_id: str, write_end: int) -> int:
+class _Pipe:
+    """The forked worker's side of the pipe. A file's line never blocks the job: a
+    parent that stops reading (suspended, gone) only misses progress the job's record
+    has anyway. A final line waits for the parent a while (10 s), then gives up."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.open = True
+        self.lock = threading.Lock()
+        os.set_blocking(fd, False)
+
+    def file(self, _result: object = None) -> None:
+        self.send(b"f\n", wait=0.0)
+
+    def line(self, kind: str, text: str = "") -> None:
+        self.send(f"{kind} {text}".encode("utf-8") + b"\n", wait=10.0)
+
+    def send(self, data: bytes, wait: float) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + wait
+        with self.lock:
+            while self.open and view:
+                try:
+                    view = view[os.write(self.fd, view):]
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        if len(view) < len(data):  # a torn line: say nothing more
+                            self.open = False
+                        return
+                    select.select([], [self.fd], [], left)
+                except OSError:  # the parent is gone (EPIPE): nobody to tell
+                    self.open = False
+
+
+REPORT_FILES = 50  # files with something to say that the report lists
+
+
+def report(job: Any, limit: int = REPORT_FILES) -> dict[str, Any]:
+    """A finished job as its report shows it: the summary, and the files with an error
+    or a note (failures first), at most ``limit`` of them."""
+    data = job.model_dump(mode="json")
+    worth = [f for f in data.pop("files", None) or [] if f.get("error") or f.get("note")]
+    data["files"], data["more_files"] = worth[:limit], len(worth) > limit
+    return data
+
+
+def _run_forked(settings: Settings, job_id: str, request: BatchRequest, prepared: Prepared,
+                pipe: _Pipe) -> int:
+    """The forked worker: record the job (decoding its first images meanwhile), run it,
+    tell the parent its report; the exit status of ``batch_worker``."""
     import logging
 
-    from galleryflow.app.batch_worker import run
+    from galleryflow.batch.ops import JobSpec, prefetch
+    from galleryflow.batch.outputs import iter_inputs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # Never blocks the job: a parent that stops reading (suspended, gone) only loses
-    # the progress it would have shown; the job's record has it all.
-    os.set_blocking(write_end, False)
-    lock = threading.Lock()
-    open_ = [True]
+    workers = settings.batch.workers or os.cpu_count() or 1
+    spec = JobSpec(job_id=job_id, operation=prepared.job.operation, params=prepared.job.params,
+                   base_dir=str(prepared.base_dir),
+                   output_directory=str(prepared.output_directory),
+                   disk_headroom_bytes=settings.batch.disk_headroom_bytes,
+                   max_pixels=settings.validation.max_pixels)
+    ahead = prefetch(iter_inputs(prepared.input_pattern, exclude=prepared.output_directory),
+                     spec, workers, limit=4 * workers)
+    try:
+        from galleryflow.batch import jobs
+        from galleryflow.db.engine import is_up_to_date, migrate
 
-    def tell(_result: object) -> None:
-        with lock:
-            if not open_[0]:
-                return
-            try:
-                os.write(write_end, b"f")
-            except BlockingIOError:
-                pass
-            except OSError:  # the parent is gone (EPIPE): nobody to tell
-                open_[0] = False
+        if not is_up_to_date(settings.db_url):
+            migrate(settings.db_url)
+        jobs.create_prepared(job_id, request, prepared, settings, status="pending",
+                             owner=current_owner())
+    except Exception as exc:  # noqa: BLE001 - told to the parent; nothing was written
+        ahead.clear()
+        traceback.print_exc()
+        pipe.line("X", f"could not start the job: {exc}".replace("\n", " "))
+        return 2
+    pipe.line("R")
+    ahead.stop()  # the job's threads decode the rest
+    from galleryflow.app.batch_worker import run
 
-    return run(job_id, on_file=tell)
+    try:
+        code = run(job_id, on_file=pipe.file)
+    finally:
+        ahead.clear()
+    try:
+        from galleryflow.batch.status import get_job
+
+        pipe.line("E", json.dumps(report(get_job(job_id))))
+    except Exception:  # noqa: BLE001 - the parent reads the job's record instead
+        traceback.print_exc()
+    return code
 
 
 def wait_for_job(job_id: str, timeout: float | None = None) -> bool:
