@@ -123,7 +123,9 @@ def launch(request: BatchRequest, settings: Settings | None = None, *,
     a local job in a forked child of this process when that is safe (see the module's
     docstring), else in a spawned worker."""
     settings = settings or get_settings()
-    if fork and can_fork() and not _use_deployment(settings):
+    # Asked first: asking a Prefect server about the deployment may start threads.
+    deploy = _use_deployment(settings) if fork else None
+    if fork and not deploy and can_fork():
         prepared = prepare(request, settings)
         job_id = str(uuid.uuid4())
         try:
@@ -141,7 +143,7 @@ def launch(request: BatchRequest, settings: Settings | None = None, *,
     job_id = str(uuid.uuid4())
     jobs.create_prepared(job_id, request, prepared, settings, status="pending")
     try:
-        if _use_deployment(settings):
+        if deploy if deploy is not None else _use_deployment(settings):
             _run_deployment(settings, job_id)
         else:
             _launch_worker(settings, job_id)
