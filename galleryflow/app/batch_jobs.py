@@ -54,12 +54,11 @@ from typing import Any
 import galleryflow
 from galleryflow.batch.preflight import JobRefused, Prepared, prepare
 from galleryflow.batch.presets import BatchRequest
-from galleryflow.core.liveness import current_owner, owner_of
 from galleryflow.core.prefect_env import API_URL, active_profile_settings
 from galleryflow.core.settings import Settings, get_settings
 
-# The DB layer (galleryflow.batch.jobs, galleryflow.db) is imported where it is used:
-# the CLI's side of a forked job never needs it.
+# The DB layer (galleryflow.batch.jobs, galleryflow.db) and psutil (core.liveness) are
+# imported where they are used: the CLI's side of a forked job never needs them.
 
 __all__ = ["JobRefused", "Started", "launch", "start_job", "log_path"]
 
@@ -171,6 +170,7 @@ def _launch_worker(settings: Settings, job_id: str) -> None:
             close_fds=True)
     try:
         from galleryflow.batch import jobs
+        from galleryflow.core.liveness import owner_of
 
         jobs.set_owner(job_id, owner_of(child.pid))
     except Exception:  # noqa: BLE001 - the child records itself as it starts
@@ -304,6 +304,7 @@ def _run_forked(settings: Settings, job_id: str, request: BatchRequest, prepared
                      spec, workers, limit=4 * workers)
     try:
         from galleryflow.batch import jobs
+        from galleryflow.core.liveness import current_owner
         from galleryflow.db.engine import is_up_to_date, migrate
 
         if not is_up_to_date(settings.db_url):
