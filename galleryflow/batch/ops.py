@@ -378,7 +378,9 @@ class Prefetch:
         self._ready: dict[tuple[Any, ...], Future[media.Source | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._held = 0
-        self.max_bytes = 256 * 1024 * 1024
+        # Decodes held and not yet taken: two full-size 24-MP images, or every
+        # draft-size one of a thumbnail job's first files.
+        self.max_bytes = 160 * 1024 * 1024
 
     @staticmethod
     def _key(path: Path, want: tuple[int, int] | None, p: BatchParams,
@@ -427,7 +429,7 @@ class Prefetch:
             future.set_result(None)
             return
         with self._lock:
-            self._held += len(source.image.getbands()) * source.image.width * source.image.height
+            self._held += _pixel_bytes(source)
         future.set_result(source)
 
     def take(self, path: Path, want: tuple[int, int] | None, p: BatchParams,
@@ -440,7 +442,11 @@ class Prefetch:
             future = self._ready.pop(key, None) if key else None
         if future is None:
             return None
-        return future.result()  # being decoded right now: wait for it rather than redo it
+        source = future.result()  # being decoded right now: wait for it rather than redo it
+        if source is not None:
+            with self._lock:
+                self._held -= _pixel_bytes(source)
+        return source
 
     def stop(self) -> None:
         """Start no more decodes (those under way finish and stay takeable)."""
@@ -452,6 +458,11 @@ class Prefetch:
         with self._lock:
             self._ready.clear()
             self._held = 0
+
+
+def _pixel_bytes(source: media.Source) -> int:
+    image = source.image
+    return len(image.getbands()) * image.width * image.height
 
 
 _PREFETCHED = Prefetch()
