@@ -78,7 +78,9 @@ lock:
 	rm -rf .lock-pyiqa
 
 bench: $(STAMP)
-	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/intake.py --images 120
+	$(BIN)/python bench/small_photos.py
+	$(BIN)/python bench/batch_cli.py
 	$(BIN)/python bench/scoring.py
 	$(BIN)/python bench/captioning.py
 	$(BIN)/python bench/batch.py

@@ -109,3 +109,37 @@ def print_gaps(home: Path, label: str = "", show: int = 5) -> float:
 
 if __name__ == "__main__":
     print_gaps(Path(sys.argv[1] if len(sys.argv) > 1 else ".galleryflow").resolve())
+
+
+def print_task_runs(home: Path, runs_back: int = 1) -> None:
+    """A table of one flow run's task runs by kind, from Prefect's records: how many,
+    when the first started and the last ended (seconds from the run's first task
+    run), and their summed run time — where the orchestration time goes."""
+    connection = sqlite3.connect(f"file:{_database(home)}?mode=ro", uri=True, timeout=5)
+    try:
+        runs = connection.execute(
+            "select distinct fr.id, fr.start_time from flow_run fr join task_run tr on "
+            "tr.flow_run_id = fr.id where tr.name like 'validate-sets%' "
+            "order by fr.start_time desc").fetchall()
+        if len(runs) < runs_back:
+            return
+        rows = connection.execute(
+            "select name, start_time, end_time from task_run where flow_run_id = ? "
+            "order by start_time", (runs[runs_back - 1][0],)).fetchall()
+    finally:
+        connection.close()
+    kinds: dict[str, list[float]] = {}
+    t0: datetime | None = None
+    for name, started, ended in rows:
+        if not started or not ended:
+            continue
+        start, end = _when(started), _when(ended)
+        t0 = t0 or start
+        kind = name.rsplit("-", 1)[0]
+        first, last, count, busy = kinds.get(kind, [1e9, 0.0, 0, 0.0])
+        kinds[kind] = [min(first, (start - t0).total_seconds()),
+                       max(last, (end - t0).total_seconds()), count + 1,
+                       busy + (end - start).total_seconds()]
+    print(f"{'task runs':<28} {'runs':>5} {'first start':>12} {'last end':>9} {'busy s':>8}")
+    for kind, (first, last, count, busy) in kinds.items():
+        print(f"{kind:<28} {count:>5} {first:>12.2f} {last:>9.2f} {busy:>8.2f}")

@@ -15,6 +15,13 @@ Copies are content-addressed (``incoming/<set>/<sha256[:16]>/<name>``) and never
 overwritten: a file re-exported under a known name with *different* content is a
 new photo with its own copy, and the earlier row keeps the bytes it was reviewed
 (and maybe published) from.
+
+A new copy is also decoded here, once, while its bytes are fresh in the page
+cache and on the same I/O threads (so the decode overlaps the next file's copy):
+the reduced scoring input is left in the session's scratch store and the
+model-ready image is written under stage 6's name (:func:`make_ahead`); stages 5
+and 6 then take them instead of decoding. A file that does not decode here is
+left to them: they decode it and fail its row with the reason, as for any photo.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import get_transaction
@@ -39,6 +47,10 @@ from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, StageError
+from galleryflow.imaging.decode import open_reduced
+from galleryflow.imaging.geometry import reduce
+from galleryflow.imaging.shared import store_derived
+from tasks.model_resize import model_image_path, save_model_image
 from tasks.rollback import rollback_or_mark
 from tasks.validate import FileCheck, SetReport
 
@@ -215,7 +227,33 @@ def copy_in(item: IntakeItem, settings: Settings, ledger: SessionLedger,
     ledger.record_created_file(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(pending, dest)
+    make_ahead(item, source_sha, dest, settings, ledger)
     return IntakeResult.of_copy(item, source_sha, dest, copied=True)
+
+
+def make_ahead(item: IntakeItem, sha256: str, copy: Path, settings: Settings,
+               ledger: SessionLedger) -> bool:
+    """Decode a new copy once and leave what stages 5 and 6 derive from it: the
+    scoring input (scratch store) and the model-ready image (stage 6's file, in the
+    ledger). Exactly the pixels they would make themselves (one decode at
+    ``shared_decode_edge``, each size reduced from it by the same call). False when
+    the file does not decode: stages 5-6 then decode it and fail its row, naming
+    the fault; nothing else is lost."""
+    decode_edge = settings.shared_decode_edge
+    target = model_image_path(settings, item.set_name, item.name, sha256)
+    try:
+        image = open_reduced(copy, decode_edge)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
+    analysis_edge = settings.scoring.analysis_long_edge
+    store_derived(ledger.scratch, copy, reduce(image, analysis_edge, copy=True),
+                  analysis_edge, decode_edge)
+    if not target.is_file():
+        ledger.record_created_file(target)  # before it exists: a crash mid-write is undone
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_model_image(reduce(image, settings.model_resize.long_edge, copy=False), target,
+                         settings.model_resize.quality)
+    return True
 
 
 @task(name="intake-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

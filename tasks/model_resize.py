@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import task
+from PIL import Image
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -80,8 +81,13 @@ def write_model_image(source: Path, target: Path, long_edge: int, quality: int,
     model needs nothing else from the file.
     """
     image = open_derived(source, long_edge, decode_edge or long_edge, shared)
-    write(image, target, "jpeg", quality=quality, optimize=False)
+    save_model_image(image, target, quality)
     return image.size
+
+
+def save_model_image(image: Image.Image, target: Path, quality: int) -> None:
+    """The one encoding of a model-ready image (here and at stage 2, :func:`tasks.intake.make_ahead`)."""
+    write(image, target, "jpeg", quality=quality, optimize=False)
 
 
 def _changed_since_intake(row: Photo) -> str | None:
@@ -128,10 +134,16 @@ def resize_rows(row_ids: list[int], image_set_id: int, settings: Settings | None
                 continue
             target = model_image_path(settings, row.set_key, row.original_name, row.sha256)
             if target.is_file():
+                # made by stage 2 of this session, from its one decode: new to the row
+                made_ahead = row.ollama_path != str(target) and ledger.has_created(target)
                 if row.ollama_path != str(target):
                     snapshot_row(ledger, row)
                     row.ollama_path = str(target)
-                report.add(row.original_name, "skipped", "model-ready image already made")
+                if made_ahead:
+                    report.add(row.original_name, "ok", f"model-ready image {target.name} "
+                               "(made at intake, from the photo's one decode)")
+                else:
+                    report.add(row.original_name, "skipped", "model-ready image already made")
                 continue
             jobs.append(ResizeJob(row_id=row.id, file=row.original_name,
                                   source=row.incoming_path, target=str(target)))

@@ -19,8 +19,8 @@ reason; one that cannot be decoded now gets the worst fallback values; neither
 stops the set. The incoming copy is not hashed again: the row's sha256 is trusted
 while the file carries the stamp intake recorded (:func:`verify_content`).
 
-Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure; its results
-are cached per photo on the file's sha256 and the model identity (weights
+Tasks, as in ``docs/CONVENTIONS.md``: :func:`compute_scores` is pure (a plain call,
+not a task run per batch: see its docstring); its results are cached per photo on the file's sha256 and the model identity (weights
 fingerprints), so a rerun computes nothing however its rows are batched;
 :func:`score_chunk` reads ``review_queue`` rows, calls it per CLIP batch, writes
 the rows and moves ``new`` → ``scored``, holding one slot of the global
@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -448,17 +449,21 @@ def score_image(path: Path, settings: Settings | None = None) -> ImageScores:
 
 # --- Prefect tasks -----------------------------------------------------------------------------
 
-def _worth_retrying(_task: Any, _run: Any, state: Any) -> bool:
-    """Retry read errors (I/O can be transient), not a file whose content changed."""
-    return not isinstance(getattr(state, "data", None), ContentChanged)
+# Read errors can be transient (a network share, a busy disk): tried again after these
+# pauses; a file whose content changed is not (ContentChanged: rescoring cannot help).
+READ_RETRY_SECONDS = (1.0, 4.0)
 
 
-@task(name="compute-scores", cache_policy=NO_CACHE, persist_result=False, retries=2,
-      retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
 def compute_scores(items: list[ScoreInput], identity: ScoringIdentity) -> list[ImageScores]:
     """Scores for one CLIP batch of photos the cache does not hold.
 
-    Not a cached task: the cache is per photo (:func:`_scores`, a
+    A plain call inside the chunk's task run, not a task run of its own: a task run
+    per batch cost ~0.1 s of orchestration (its states, events, an API client) for
+    every 16 photos, more than scoring small photos does, and the chunk's task run
+    already shows the stage in the UI and retries it. Read errors are tried again
+    here (:data:`READ_RETRY_SECONDS`), as the task's retries did.
+
+    Not cached as a whole: the cache is per photo (:func:`_scores`, a
     :class:`~galleryflow.core.caching.PhotoCache` keyed on each file's sha256 and
     ``identity``: model names, weight fingerprints and code versions, never paths),
     so new weights recompute, and a rerun computes nothing however its rows are
@@ -470,7 +475,17 @@ def compute_scores(items: list[ScoreInput], identity: ScoringIdentity) -> list[I
         # Weights changed between the chunk's planning and now: caching these
         # results under the old identity would be wrong.
         raise RuntimeError("scoring weights changed during the run; rerun the stage")
-    return score_images(items, setup, settings.threads)
+    for pause in (*READ_RETRY_SECONDS, None):
+        try:
+            return score_images(items, setup, settings.threads)
+        except ContentChanged:
+            raise
+        except ScoringInputError as exc:
+            if pause is None:
+                raise
+            _log.warning("scoring: %s; trying again in %.0f s", exc, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -597,8 +612,9 @@ def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Setti
                           after_batch: Callable[[list[int]], None] | None = None) -> None:
     """Stage 5 for ``row_ids`` in this process (the body of :func:`score_chunk`).
 
-    Rows are scored ``scoring.batch_size`` at a time: one cached ``compute-scores``
-    run per batch, then the batch's rows are written. Each batch runs inside
+    Rows are scored ``scoring.batch_size`` at a time: the photos the per-photo cache
+    lacks go to one :func:`compute_scores` call per batch, then the batch's rows are
+    written. Each batch runs inside
     :func:`~galleryflow.imaging.shared.sharing_decodes` at the shared decode edge,
     and ``after_batch(row_ids)`` (when given) runs while the batch's decodes are
     still held: stage 6 makes the model-ready images from the pixels scoring
@@ -612,7 +628,8 @@ def score_rows_in_batches(row_ids: list[int], image_set_id: int, settings: Setti
     progress = StageProgress(STAGE, total=len(row_ids), key=f"scoring-session-{image_set_id}")
     progress.advance(len(row_ids) - len(work))
     for batch in chunked(work, setup.batch_size):
-        with sharing_decodes(setup.identity.decode_long_edge):
+        # stage 2's scoring inputs, made from its one decode, are taken from the store
+        with sharing_decodes(setup.identity.decode_long_edge, store=ledger.scratch):
             results = _scores(batch, setup.identity, cache)
             _write(batch, results, image_set_id, report, ledger)
             if after_batch is not None:

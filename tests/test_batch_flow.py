@@ -240,7 +240,9 @@ def test_a_cli_job_outlives_its_terminal_and_a_killed_job_reports_the_outputs_on
         going = get_job(job_id, files=False)
         assert going.status == "running" and going.completed > before  # it outlived the CLI
 
-        (worker,) = [p for p in started if "galleryflow.app.batch_worker" in " ".join(p.cmdline())]
+        # The worker the CLI forked (or spawned: `python -m galleryflow.app.batch_worker`),
+        # the one process it started that outlived it.
+        (worker,) = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(30)
     finally:

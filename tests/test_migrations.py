@@ -7,7 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from galleryflow.db.engine import current_revision, get_engine, head_revision, is_up_to_date, migrate
+from galleryflow.db.engine import (current_revision, get_engine, head_revision, is_up_to_date,
+                                   migrate, quick_head_revision)
 from galleryflow.db.models import Base
 
 TABLES = {"image_set", "review_queue", "metadata_quality", "publish_log", "batch_job",
@@ -30,6 +31,24 @@ def test_sqlite_migrates_to_head_and_matches_models(gf_home):
     _assert_schema_matches_models(url)
     migrate(url)  # idempotent
     assert is_up_to_date(url)
+
+
+def test_the_quick_schema_check_agrees_with_alembic(gf_home):
+    """is_up_to_date reads the head from the migration files without alembic: the same
+    head alembic finds; a DB one revision behind is not up to date."""
+    from sqlalchemy import text
+
+    assert quick_head_revision() == head_revision() is not None
+    url = gf_home.db_url
+    migrate(url)
+    assert is_up_to_date(url)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0005_caption_evidence'"))
+    assert not is_up_to_date(url)
+    with get_engine(url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :head"),
+                     {"head": head_revision()})
+    assert is_up_to_date(url) and current_revision(url) == head_revision()
 
 
 @pytest.mark.integration

@@ -136,3 +136,91 @@ def test_chunk_task_returns_both_reports(gf_home: Settings, photos):
     reports = score_and_resize_chunk(inserted.row_ids, inserted.image_set_id)
     assert [r.stage for r in reports] == ["scoring", "model_resize"]
     assert [r.ok for r in reports] == [2, 2]
+
+
+def _make_ahead(gf_home: Settings, inserted) -> list[bool]:
+    """What intake does after copying each photo: decode it once and leave the scoring
+    input and the model-ready image for stages 5-6."""
+    from galleryflow.core.ledger import SessionLedger
+    from tasks.intake import IntakeItem, make_ahead
+
+    ledger = SessionLedger(gf_home, inserted.image_set_id)
+    made = []
+    for row in load_photos(inserted.row_ids):
+        item = IntakeItem(set_name=row.set_key, name=row.original_name,
+                          source_path=row.incoming_path)
+        made.append(make_ahead(item, row.sha256, Path(row.incoming_path), gf_home, ledger))
+    return made
+
+
+def test_made_at_intake_then_nothing_decoded_and_the_same_results(gf_home: Settings, photos):
+    """Intake's one decode feeds both stages: stages 5-6 decode nothing, and the scores
+    and model images are exactly those each stage makes alone from its own decode."""
+    from galleryflow.core.ledger import SessionLedger
+
+    inserted = insert_set(gf_home, files=photos, status="new", exif=False)
+    DECODES.reset()
+    assert _make_ahead(gf_home, inserted) == [True] * 3
+    assert sum(_decodes().values()) == 3 and all(k.startswith("tasks.intake") for k in _decodes())
+    scratch = SessionLedger(gf_home, inserted.image_set_id).scratch
+    assert len(list(scratch.glob("*.pixels"))) == 3
+
+    DECODES.reset()
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
+    assert _decodes() == {}
+    assert [o.outcome for o in scores.outcomes] == ["ok"] * 3
+    assert [o.outcome for o in images.outcomes] == ["ok"] * 3
+    assert all("made at intake" in o.message for o in images.outcomes)
+    assert list(scratch.glob("*.pixels")) == []  # taken: the store holds only work in flight
+
+    rows = by_name(load_photos(inserted.row_ids))
+    for path in photos:
+        row = rows[path.name]
+        alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
+                             scoring_setup(gf_home))[0]
+        assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()
+        target = Path(row.ollama_path)
+        reference = gf_home.work_dir / "alone" / target.name
+        write_model_image(Path(row.incoming_path), reference, gf_home.model_resize.long_edge,
+                          gf_home.model_resize.quality, gf_home.shared_decode_edge)
+        assert target.read_bytes() == reference.read_bytes()
+    # The model images are this session's: a rollback removes them.
+    created = SessionLedger(gf_home, inserted.image_set_id).created_files()
+    assert {Path(r.ollama_path) for r in rows.values()} <= set(created)
+
+
+def test_a_photo_intake_cannot_decode_is_left_to_stages_5_and_6(gf_home: Settings, photos,
+                                                                 tmp_path: Path):
+    """Damage inside complete scan data passes validation's structure check; intake's
+    decode fails quietly (nothing stored), and stages 5-6 fail that row, naming it."""
+    from galleryflow.core.ledger import SessionLedger
+
+    odd = tmp_path / "odd"
+    write_odd_images(odd, photos[0])
+    inserted = insert_set(gf_home, files=[photos[0], odd / "truncated.jpg"], status="new",
+                          exif=False)
+    assert _make_ahead(gf_home, inserted) == [True, False]
+    assert len(list(SessionLedger(gf_home, inserted.image_set_id).scratch.glob("*.pixels"))) == 1
+    scores, images = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
+    rows = by_name(load_photos(inserted.row_ids))
+    assert rows["truncated.jpg"].status == "failed"
+    assert "truncated.jpg" in (rows["truncated.jpg"].error or "")
+    assert rows[photos[0].name].status == "scored"
+
+
+def test_a_damaged_stored_input_is_decoded_again(gf_home: Settings, photos):
+    """A stored input cut short (a full disk, a crash the rename did not cover) is not
+    trusted: the photo is decoded as if nothing were stored, with the same scores."""
+    from galleryflow.core.ledger import SessionLedger
+
+    inserted = insert_set(gf_home, files=photos[:1], status="new", exif=False)
+    _make_ahead(gf_home, inserted)
+    (stored,) = SessionLedger(gf_home, inserted.image_set_id).scratch.glob("*.pixels")
+    stored.write_bytes(stored.read_bytes()[:1000])
+    DECODES.reset()
+    scores, _ = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
+    assert sum(_decodes().values()) == 1
+    (row,) = load_photos(inserted.row_ids)
+    alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
+                         scoring_setup(gf_home))[0]
+    assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()

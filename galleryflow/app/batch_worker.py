@@ -9,6 +9,9 @@ does: the file in hand finishes, the job ends ``failed`` with the signal as its
 reason and the rest ``not processed``. An unexpected fault ends the job ``failed``
 with a one-line reason; the traceback goes to the log file only. Exit status: 0
 completed, 3 partial, 1 failed.
+
+:func:`run` is the same work for a worker forked by the CLI
+(:mod:`galleryflow.app.batch_jobs`), which has everything imported already.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 
 from galleryflow.batch import jobs
+from galleryflow.batch.ops import FileResult
 from galleryflow.batch.runner import run_job
 
 EXIT_CODES = {"completed": 0, "partial": 3}
@@ -30,8 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m galleryflow.app.batch_worker JOB_ID", file=sys.stderr)
         return 2
-    job_id = args[0]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run(args[0])
+
+
+def run(job_id: str, on_file: Callable[[FileResult], None] | None = None) -> int:
+    """Run the recorded job ``job_id`` to its end in this process; its exit status.
+    ``on_file``: told of each file once it is recorded (a forked worker's progress)."""
 
     def stop(signum: int, _frame: object) -> None:
         # The stop is a DB write: done off the signal handler, which may have
@@ -42,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     try:
-        status = run_job(job_id)
+        status = run_job(job_id, on_file=on_file)
     except Exception as exc:  # noqa: BLE001 - recorded in words; the traceback is logged
         traceback.print_exc()
         try:

@@ -15,12 +15,15 @@ avoid a cycle; `lint-imports` checks the layers.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from galleryflow.app.terminal import terminal_console
+
+if TYPE_CHECKING:
+    from galleryflow.app.batch_jobs import Started
 
 batch_app = typer.Typer(help="One-off batch image jobs: resize, convert, compress, watermark, "
                              "thumbnail (images and videos), with presets.",
@@ -55,27 +58,34 @@ def process(
     running (`galleryflow batch status ID` follows it). Exit status: 0 every file
     completed, 3 some files failed (partial), 1 the job failed or crashed, 2 the job
     was refused before it started (nothing was written)."""
-    from galleryflow.app.batch_jobs import JobRefused, start_job
+    from galleryflow.app.batch_jobs import JobRefused, launch
     from galleryflow.batch.presets import BatchRequest, PresetError, parse_param_pairs
 
     try:
         request = BatchRequest(input_pattern=input_pattern, operation=operation,
                                output_directory=output, parameters=parse_param_pairs(param or []),
                                preset=preset)
-        job_id = start_job(request)
+        # Followed here: the worker is forked from this process (no second Python
+        # start-up) where that is safe; --detach spawns it, nothing to follow.
+        started = launch(request, fork=not detach)
     except (PresetError, JobRefused) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_REFUSED) from None
+    job_id = started.job_id
     if detach:
         console.print(f"job [bold]{job_id}[/bold] started; follow it with "
                       f"`galleryflow batch status {job_id}`")
         raise typer.Exit(EXIT_COMPLETED)
     try:
-        final = _follow(job_id)
+        if started.pipe is not None:
+            shown = _follow_forked(started)
+        else:
+            _follow(job_id)
+            shown = None
     except KeyboardInterrupt:
         err.print(f"\nthe job keeps running; follow it with `galleryflow batch status {job_id}`")
         raise typer.Exit(130) from None
-    _print_report(job_id)
+    final = _print_report(job_id, shown)
     raise typer.Exit(EXIT_BY_STATUS.get(final, EXIT_FAILED))
 
 
@@ -96,6 +106,40 @@ def _follow(job_id: str, interval: float = 0.2) -> str:
             if job.status not in ACTIVE:
                 return job.status
             time.sleep(interval)
+
+
+def _follow_forked(started: "Started") -> dict[str, Any] | None:
+    """A progress bar fed by the forked worker's pipe until it exits; the job's report
+    as the worker sent it (None: it sent none, the job's record tells). Exits 2 when
+    the worker could not record the job."""
+    from galleryflow.app.terminal import ProgressBars
+
+    shown: dict[str, Any] | None = None
+    refused: str | None = None
+    bars: ProgressBars | None = None
+    done, total = 0, started.total
+    try:
+        for kind, text in started.events():
+            if kind == "R":
+                bars = ProgressBars(console).__enter__()
+                bars("batch", 0, total)
+            elif kind == "f" and bars is not None:
+                done += 1
+                grown = max(0, done - total)  # the glob met more files than were counted
+                total += grown
+                bars("batch", 1, grown)
+            elif kind == "X":
+                refused = text
+            elif kind == "E":
+                shown = json.loads(text)
+    finally:
+        if bars is not None:
+            bars.__exit__(None, None, None)
+    started.reap()
+    if refused:
+        err.print(f"[red]error:[/red] {refused}")
+        raise typer.Exit(EXIT_REFUSED)
+    return shown
 
 
 @batch_app.command("status")
@@ -138,10 +182,22 @@ def _coloured(status: str) -> str:
     return f"[{colour}]{status}[/{colour}]"
 
 
-def _print_report(job_id: str, limit: int = 50) -> None:
-    from galleryflow.batch.status import get_job
+def _print_report(job_id: str, shown: dict[str, Any] | None = None, limit: int = 50) -> str:
+    """The job's report (``shown``: as its forked worker sent it, else read from the
+    job's record); returns the job's status."""
+    from types import SimpleNamespace
 
-    job = get_job(job_id)
+    if shown is None:
+        from galleryflow.app.batch_jobs import report
+        from galleryflow.batch.status import JobNotFound, get_job
+
+        try:
+            shown = report(get_job(job_id), limit)
+        except JobNotFound:
+            err.print(f"[red]error:[/red] the job's process ended before it recorded job "
+                      f"{job_id} (see its log, batch-{job_id}.log)")
+            return "failed"
+    job = SimpleNamespace(**shown)
     console.print(
         f"job [bold]{job.id}[/bold]: {job.operation}"
         + (f" (preset {job.preset})" if job.preset else "")
@@ -153,17 +209,16 @@ def _print_report(job_id: str, limit: int = 50) -> None:
     )
     if job.error:
         console.print(f"[red]{job.error}[/red]")
-    files = job.files or []
-    worth = [f for f in files if f.error or f.note]
-    shown = worth[:limit]
-    if shown:
+    shown_files = [SimpleNamespace(**f) for f in job.files[:limit]]
+    if shown_files:
         table = Table("file", "status", "output", "detail")
-        for f in shown:
+        for f in shown_files:
             table.add_row(f.path.rsplit("/", 1)[-1], _coloured(f.status),
                           (f.output or "").rsplit("/", 1)[-1], f.error or f.note or "")
         console.print(table)
-        if len(shown) < len(worth):
+        if job.more_files or len(job.files) > limit:
             console.print(f"… more in `galleryflow batch status {job.id} --json`")
+    return str(job.status)
 
 
 def mcp_command() -> None:

@@ -19,7 +19,10 @@ speed 8 rather than Pillow's 6 (5x faster, still smaller than WebP).
 from __future__ import annotations
 
 import functools
+import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -318,9 +321,11 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
             result.output_bytes = claim.size
             return result
         plan, size_note = plan_with_note(*display_size(probe), p)
-        source = _retry_io(lambda: media.load_source(
-            path, plan.decode if plan.mode != "none" else None, p.colour, p.video_samples,
-            keep_16bit=p.keep_16bit and fmt == "png"))
+        want = plan.decode if plan.mode != "none" else None
+        keep_16bit = p.keep_16bit and fmt == "png"
+        source = _PREFETCHED.take(path, want, p, keep_16bit) or _retry_io(
+            lambda: media.load_source(path, want, p.colour, p.video_samples,
+                                      keep_16bit=keep_16bit))
         image = watermark(resize(source.image, plan, p.background), p)
         meta = _metadata(source, p)
         notes = [*source.notes, *([size_note] if size_note else [])]
@@ -352,6 +357,121 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
     finally:
         result.seconds = round(time.perf_counter() - started, 4)
     return result
+
+
+# ---------------------------------------------------------------- decoding ahead
+
+class Prefetch:
+    """Decodes of a job's first images made ahead, while the process does something
+    else that does not decode (a forked worker importing the DB layer and recording
+    the job: Pillow releases the GIL, so the decodes use the other core meanwhile).
+
+    Nothing is written: only the decoded source is kept, under a key of everything
+    :func:`process_file` passes to :func:`media.load_source` plus the file's size
+    and modification time, and :func:`process_file` takes it instead of decoding
+    again (an unused or failed decode is simply done again there). At most
+    ``limit`` files and ``max_bytes`` of pixels are held.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[tuple[Any, ...], Future[media.Source | None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._held = 0
+        # Decodes held and not yet taken: two full-size 24-MP images, or every
+        # draft-size one of a thumbnail job's first files.
+        self.max_bytes = 160 * 1024 * 1024
+
+    @staticmethod
+    def _key(path: Path, want: tuple[int, int] | None, p: BatchParams,
+             keep_16bit: bool) -> tuple[Any, ...] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (str(path), st.st_size, st.st_mtime_ns, want, p.colour, p.video_samples, keep_16bit)
+
+    def start(self, paths: Iterable[Path], spec: JobSpec, workers: int, limit: int) -> None:
+        """Decode up to ``limit`` of ``paths`` (still images only) on ``workers`` threads."""
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="prefetch")
+        for path in paths:
+            if limit <= 0:
+                break
+            if media.classify(path) != "image":
+                continue
+            limit -= 1
+            self._pool.submit(self._load, path, spec)
+
+    def _load(self, path: Path, spec: JobSpec) -> None:
+        p = spec.params
+        with self._lock:
+            if self._held >= self.max_bytes:
+                return
+        try:
+            probe = media.probe(path)
+            check_pixels(probe, spec.max_pixels)
+            fmt = output_format(p, probe.format, spec.operation)
+            plan, _ = plan_with_note(*display_size(probe), p)
+            want = plan.decode if plan.mode != "none" else None
+            keep_16bit = p.keep_16bit and fmt == "png"
+            key = self._key(path, want, p, keep_16bit)
+        except Exception:  # noqa: BLE001 - process_file meets (and reports) it itself
+            return
+        if key is None:
+            return
+        future: Future[media.Source | None] = Future()
+        with self._lock:
+            self._ready[key] = future
+        try:
+            source = media.load_source(path, want, p.colour, p.video_samples,
+                                       keep_16bit=keep_16bit)
+        except Exception:  # noqa: BLE001 - decoded (and reported) again by process_file
+            future.set_result(None)
+            return
+        with self._lock:
+            self._held += _pixel_bytes(source)
+        future.set_result(source)
+
+    def take(self, path: Path, want: tuple[int, int] | None, p: BatchParams,
+             keep_16bit: bool) -> media.Source | None:
+        """The decode made ahead for exactly this file and request, once; else None."""
+        if not self._ready:
+            return None
+        key = self._key(path, want, p, keep_16bit)
+        with self._lock:
+            future = self._ready.pop(key, None) if key else None
+        if future is None:
+            return None
+        source = future.result()  # being decoded right now: wait for it rather than redo it
+        if source is not None:
+            with self._lock:
+                self._held -= _pixel_bytes(source)
+        return source
+
+    def stop(self) -> None:
+        """Start no more decodes (those under way finish and stay takeable)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def clear(self) -> None:
+        self.stop()
+        with self._lock:
+            self._ready.clear()
+            self._held = 0
+
+
+def _pixel_bytes(source: media.Source) -> int:
+    image = source.image
+    return len(image.getbands()) * image.width * image.height
+
+
+_PREFETCHED = Prefetch()
+
+
+def prefetch(paths: Iterable[Path], spec: JobSpec, workers: int, limit: int) -> Prefetch:
+    """Start decoding ahead (see :class:`Prefetch`); process_file takes what it finds."""
+    _PREFETCHED.start(paths, spec, workers, limit)
+    return _PREFETCHED
 
 
 def _keep_original(path: Path, probe: media.Probe, fmt: str, p: BatchParams, data: bytes,

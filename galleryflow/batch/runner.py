@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,10 +78,20 @@ def chunks(paths: Iterator[Path], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def run_job(job_id: str, workers: int | None = None) -> str:
+def _run_and_tell(path: Path, spec: JobSpec, registry: OutputRegistry,
+                  on_file: Callable[[FileResult], None] | None) -> FileResult:
+    result = run_file(path, spec, registry)
+    if on_file is not None:
+        on_file(result)
+    return result
+
+
+def run_job(job_id: str, workers: int | None = None,
+            on_file: Callable[[FileResult], None] | None = None) -> str:
     """Run a stored job here, ``workers`` files at a time (threads: Pillow releases the
     GIL); returns its final status. The glob is streamed, never listed, and at most
-    two files per worker are queued, so memory stays bounded however many match."""
+    two files per worker are queued, so memory stays bounded however many match.
+    ``on_file`` is called (in the worker thread) with each result once it is recorded."""
     spec, pattern, record = jobs.load_spec(job_id)
     jobs.mark_running(job_id)
     workers = max(1, workers or record.workers)
@@ -92,7 +102,7 @@ def run_job(job_id: str, workers: int | None = None) -> str:
     with ThreadPoolExecutor(workers, thread_name_prefix=f"batch-{job_id[:8]}") as pool:
         for path in iter_inputs(pattern, exclude=out):
             seen += 1
-            pending.append(pool.submit(run_file, path, spec, registry))
+            pending.append(pool.submit(_run_and_tell, path, spec, registry, on_file))
             if len(pending) >= 2 * workers:
                 pending.popleft().result()
         while pending:

@@ -26,7 +26,7 @@ from pathlib import PurePath
 from typing import Any
 
 from prefect.cache_policies import TASK_SOURCE, CachePolicy
-from prefect.results import get_result_store
+from prefect.results import ResultStore, get_default_result_storage, get_result_store
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
@@ -97,13 +97,29 @@ class PhotoCache:
     def __init__(self, kind: str, depends_on: BaseModel | dict[str, Any]) -> None:
         self.kind = kind
         self._salt = hash_objects(kind, _canonical(depends_on, frozenset()), raise_on_failure=True)
+        self._store: ResultStore | None = None
+
+    def _result_store(self) -> ResultStore:
+        """The run's result store, its storage resolved once.
+
+        Outside a task run Prefect's store has no storage yet, and each write would
+        resolve the default one again: a new API client (an SSL context) and a
+        request to the server, ~50 ms per photo. Resolved once here, the same way.
+        """
+        if self._store is None:
+            store = get_result_store()
+            if store.result_storage is None:
+                store = store.model_copy(update={"result_storage": get_default_result_storage(
+                    _sync=True)})  # type: ignore[call-arg]
+            self._store = store
+        return self._store
 
     def key(self, sha256: str) -> str:
         return f"{self.kind}-{hash_objects(self._salt, sha256, raise_on_failure=True)}"
 
     def get_many(self, sha256s: Iterable[str]) -> dict[str, Any]:
         """The stored results of those photos that have one."""
-        store = get_result_store()
+        store = self._result_store()
         found: dict[str, Any] = {}
         for sha256 in dict.fromkeys(sha256s):
             key = self.key(sha256)
@@ -117,6 +133,6 @@ class PhotoCache:
 
     def put(self, sha256: str, value: Any) -> None:
         try:
-            get_result_store().write(value, key=self.key(sha256))
+            self._result_store().write(value, key=self.key(sha256))
         except Exception as exc:  # the result is still used; only the next run pays
             _log.warning("could not cache %s of %s: %s", self.kind, sha256[:12], exc)

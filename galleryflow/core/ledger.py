@@ -30,6 +30,17 @@ class SessionLedger:
         self.image_set_id = image_set_id
 
     @property
+    def scratch(self) -> Path:
+        """Files only this session uses (stage 2's stored scoring inputs): removed with
+        the ledger when the session commits or is rolled back."""
+        return self.root / "scratch"
+
+    def has_created(self, path: Path) -> bool:
+        """Whether this session recorded creating ``path``."""
+        key = hashlib.sha1(str(path).encode()).hexdigest()
+        return (self._files / f"{key}.txt").is_file()
+
+    @property
     def _files(self) -> Path:
         return self.root / "files"
 

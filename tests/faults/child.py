@@ -30,6 +30,8 @@ POINTS: dict[str, tuple[str, str, str | None]] = {
     "2:copy": ("tasks.intake", "copy_verified", None),
     "2:fsync": ("os", "fsync", None),  # a copy written, not yet renamed into place
     "2:open-session": ("galleryflow.core.ledger", "record_created_file", "SessionLedger"),
+    # a copy in place, its scoring input and model image being made from its one decode
+    "2:make-ahead": ("tasks.intake", "make_ahead", None),
     "3:exif": ("tasks.exif", "read_exif", None),
     "4:rows": ("tasks.review_rows", "upsert_rows", None),
     "5-6:score": ("tasks.score_and_resize", "score_and_resize", None),

@@ -1,0 +1,143 @@
+"""Orchestration cost on many small photos: stages 1–6 through the ``process-sets``
+flow beside the same library calls in a plain loop, in one process.
+
+    .venv/bin/python bench/small_photos.py [--images 500] [--size 640x480] [--rounds 2]
+
+What the ratio measures: everything Prefect and the flow add around the work —
+task runs and their states, chunking, futures, result records, the concurrency
+slot of the scoring stage — per photo. The plain loop calls exactly what the
+tasks wrap (``validate_set_dirs``, ``open_session.fn``, ``intake_chunk.fn``,
+``read_exif_chunk.fn``, ``review_rows_chunk.fn``, ``score_and_resize``) on the
+whole set at once, in one thread of control (their own thread pools included),
+with no Prefect run around it. The flow's span is read from Prefect's own task
+run records (start of ``validate-sets`` to the end of the last stage-6 task
+run), so the review gate, drafts and publish that follow are not counted.
+
+Every run gets photos of its own (same sizes, other seeds), so no run is served
+by another's cache; rounds are interleaved and medians printed. The target of
+the performance issue: the flow's stages 1–6 within 1.3× the plain loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _generate(folder: Path, count: int, size: tuple[int, int], seed: int) -> None:
+    from galleryflow.intake.samples import CAMERAS, SampleSpec, write_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int) -> None:
+        path = folder / f"small-{i:04d}.jpg"
+        if not path.exists():
+            write_sample(path, SampleSpec(name=path.name, width=size[0], height=size[1],
+                                          taken_at=datetime(2026, 6, 1, 6) + timedelta(minutes=7 * i),
+                                          camera=CAMERAS[i % 4], seed=seed * 100_000 + i,
+                                          gps=(45.0, 7.0, 300.0)))
+
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        list(pool.map(one, range(count)))
+
+
+def plain_loop(folder: Path) -> float:
+    """Stages 1–6 as plain calls of the functions the tasks wrap; seconds."""
+    from galleryflow.core.settings import get_settings
+    from tasks.exif import ExifInput, read_exif_chunk
+    from tasks.intake import IntakeItem, intake_chunk, open_session, prepare_db
+    from tasks.review_rows import review_rows_chunk
+    from tasks.score_and_resize import score_and_resize
+    from tasks.validate import validate_set_dirs
+
+    settings = get_settings()
+    start = time.perf_counter()
+    report = validate_set_dirs([folder], settings)
+    prepare_db.fn()
+    set_report = report.sets[0]
+    image_set_id = open_session.fn(set_report, None, None, None)
+    copied = intake_chunk.fn([IntakeItem.from_check(c) for c in set_report.accepted], image_set_id)
+    exifs = read_exif_chunk.fn([ExifInput(sha256=r.sha256, path=r.incoming_path) for r in copied])
+    row_ids, _ = review_rows_chunk.fn(copied, exifs, image_set_id)
+    score_and_resize(row_ids, image_set_id, settings)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--workdir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "galleryflow-bench")
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    sets = [args.workdir / f"small-{args.size}-{args.images}" / f"small-set-{k}"
+            for k in range(2 * args.rounds)]
+    print(f"generating {len(sets)} sets of {args.images} × {args.size} JPEGs (cached) …", flush=True)
+    for k, folder in enumerate(sets):
+        _generate(folder, args.images, size, seed=k + 1)
+
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
+    os.environ["GALLERYFLOW_HOME"] = str(home)
+    os.environ["GALLERYFLOW_CHUNK_SIZE"] = str(args.chunk_size)
+    os.environ["GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED"] = "true"
+    os.environ["GALLERYFLOW_OLLAMA__HOST"] = "http://127.0.0.1:9"  # offline drafts
+    os.environ["GALLERYFLOW_OLLAMA__CONNECT_TIMEOUT_SECONDS"] = "0.5"
+
+    import logging
+
+    import galleryflow  # noqa: F401
+    from flows.gate import add_gate_listener
+    from flows.process_sets import process_sets
+    from galleryflow.review.answer import auto_approver
+
+    from prefect import flow
+
+    from bench.pending import print_task_runs, stage_spans
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+    @flow
+    def warm_up() -> None:
+        """Start Prefect's embedded server outside the timed runs."""
+
+    warm_up()
+    add_gate_listener(auto_approver("bench"))
+    plain: list[float] = []
+    walls: list[float] = []
+    for round_ in range(args.rounds):
+        plain.append(plain_loop(sets[2 * round_]))
+        print(f"round {round_ + 1}: plain loop {plain[-1]:.2f} s", flush=True)
+        start = time.perf_counter()
+        process_sets([str(sets[2 * round_ + 1])])
+        walls.append(time.perf_counter() - start)
+        print(f"round {round_ + 1}: process-sets {walls[-1]:.2f} s (whole run)", flush=True)
+    spans = stage_spans(home)[-args.rounds:]
+    n = args.images
+    a, b = statistics.median(spans), statistics.median(plain)
+    print(f"\n{n} photos of {args.size}, chunk size {args.chunk_size}, {os.cpu_count()} cores, "
+          f"{args.rounds} interleaved rounds (medians)")
+    print(f"{'':<34} {'s':>7} {'ms/photo':>9}")
+    print(f"{'stages 1–6, plain loop':<34} {b:>7.2f} {1000 * b / n:>9.2f}")
+    print(f"{'stages 1–6, process-sets flow':<34} {a:>7.2f} {1000 * a / n:>9.2f}   "
+          f"{a / b:.2f}× the plain loop (target ≤ 1.3×)")
+    print(f"{'whole process-sets run':<34} {statistics.median(walls):>7.2f} "
+          f"{1000 * statistics.median(walls) / n:>9.2f}   (drafts, gate, local publish included)")
+    print("\nthe last flow run's task runs (Prefect's records):")
+    print_task_runs(home)
+
+
+if __name__ == "__main__":
+    main()
