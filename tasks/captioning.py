@@ -72,6 +72,7 @@ from galleryflow.db.engine import session_scope
 from galleryflow.db.models import Photo, Proof
 from galleryflow.db.names import reserve
 from tasks.model_resize import model_image_path, resize_rows
+from tasks.publish import make_web_images_ahead
 from tasks.proof import RowProof, record_edit, record_override, write_failed_proof, write_proof
 from tasks.rowstate import snapshot_proof, snapshot_row
 
@@ -295,10 +296,12 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
 
     if plan.mode == "offline":
         each()
-        return report
-    # One slot for the whole chunk: Prefect re-grants a freed slot only after ~1 s.
-    with limit_slot("ollama", settings.ollama.slot_wait_seconds):
-        each()
+    else:
+        # One slot for the whole chunk: Prefect re-grants a freed slot only after ~1 s.
+        with limit_slot("ollama", settings.ollama.slot_wait_seconds):
+            each()
+    # The publish's decode and resize, started now on the core this stage leaves idle.
+    make_web_images_ahead(todo, settings)
     return report
 
 

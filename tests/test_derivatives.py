@@ -235,3 +235,62 @@ def test_bytes_other_than_the_approved_ones_are_refused(photo: Path, tmp_path: P
     with pytest.raises(DerivativeError, match="not the photo that was approved"):
         make_derivatives(approved, SPEC, tmp_path / "work")
     assert not list((tmp_path / "work").rglob("*.jpg"))  # nothing made from those bytes
+
+
+def test_web_images_made_ahead_are_waited_for_and_reused_byte_for_byte(photo, tmp_path):
+    """make_ahead builds in the background what make_derivatives would; the publish's
+    call waits for it and reuses the very files, identical to a build of its own."""
+    from galleryflow.publishing import derivatives
+
+    assert derivatives.make_ahead([_item(photo)], SPEC, tmp_path / "ahead") == 1
+    assert derivatives.make_ahead([_item(photo)], SPEC, tmp_path / "ahead") == 0  # once
+    reused = make_derivatives(_item(photo), SPEC, tmp_path / "ahead")
+    assert reused.reused
+    fresh = make_derivatives(_item(photo), SPEC, tmp_path / "fresh")
+    assert not fresh.reused
+    assert reused.image.path.read_bytes() == fresh.image.path.read_bytes()
+    assert reused.thumbnail.path.read_bytes() == fresh.thumbnail.path.read_bytes()
+
+
+def test_web_images_made_ahead_are_not_used_for_other_words_or_other_bytes(photo, tmp_path):
+    from galleryflow.publishing import derivatives
+
+    work = tmp_path / "work"
+    derivatives.make_ahead([_item(photo)], SPEC, work)
+    edited = make_derivatives(_item(photo, caption="A person's own caption."), SPEC, work)
+    assert not edited.reused  # the reviewed words differ: made again, with them
+    with Image.open(edited.image.path) as img:
+        assert IptcImagePlugin.getiptcinfo(img)[(2, 120)].decode() == "A person's own caption."
+    # Made ahead from a copy that is not the approved photo: refused there, and again
+    # (with its reason) by the publish's own call.
+    derivatives.make_ahead([_item(photo, sha256="1" * 64)], SPEC, tmp_path / "other")
+    with pytest.raises(DerivativeError, match="not the photo that was approved"):
+        make_derivatives(_item(photo, sha256="1" * 64), SPEC, tmp_path / "other")
+
+
+def test_the_publish_makes_what_was_queued_ahead_but_not_started(photo, tmp_path, monkeypatch):
+    """A row still waiting in the made-ahead queue is made by the publish's own call (in
+    its threads), not waited for; the background thread then skips it."""
+    import threading
+
+    from galleryflow.publishing import derivatives
+
+    gate = threading.Event()
+    real = derivatives._make
+    made: list[str] = []
+
+    def slow_first(item, spec, work_dir):  # the background thread's first item blocks
+        if item.object_name == "first" and threading.current_thread().name == "web-images-ahead":
+            gate.wait(60)
+        made.append(f"{threading.current_thread().name}:{item.object_name}")
+        return real(item, spec, work_dir)
+
+    monkeypatch.setattr(derivatives, "_make", slow_first)
+    work = tmp_path / "work"
+    first, second = _item(photo, object_name="first"), _item(photo, object_name="second")
+    assert derivatives.make_ahead([first, second], SPEC, work) == 2
+    result = make_derivatives(second, SPEC, work)  # queued behind "first": made here
+    assert not result.reused and made == ["MainThread:second"]
+    gate.set()
+    assert make_derivatives(first, SPEC, work).reused  # being made ahead: waited for
+    assert made == ["MainThread:second", "web-images-ahead:first", "MainThread:first"]

@@ -143,3 +143,25 @@ def test_a_foreign_caption_still_reaches_the_detector(monkeypatch) -> None:
     issues = checks.check_language(
         "caption", "Ein dunkler Morgen am Hafen von Pragelato, kühle blaue Töne mit weichem Kontrast.", "en")
     assert [i.code for i in issues] == ["wrong_language"]
+
+
+@pytest.mark.usefixtures("prefect_api", "db")
+def test_stage_7_starts_the_web_images_of_passing_drafts(gf_home: Settings, tmp_path: Path) -> None:
+    """As a chunk's drafts are written, the web images of the rows whose proof passed
+    are made ahead (as if approved unchanged): the publish then reuses them."""
+    from galleryflow.publishing.config import derivative_spec, resolve_target
+    from galleryflow.publishing.derivatives import make_derivatives
+    from galleryflow.publishing.names import publish_file_name
+    from galleryflow.publishing.units import unit_for_row
+
+    gf_home.ollama.host = f"http://127.0.0.1:{free_port()}"
+    gf_home.ollama.offline_allowed = True
+    inserted = insert_set(gf_home, tmp_path, "harbour-walk", 3)
+    resize_rows(inserted.row_ids, inserted.image_set_id, gf_home)
+    caption_chunk(inserted.row_ids, inserted.image_set_id, prepare_plan(gf_home))
+    spec = derivative_spec(resolve_target(gf_home), gf_home)
+    for row in load_photos(inserted.row_ids):
+        assert row.proof_status == ProofStatus.PASSED
+        item = unit_for_row(row, publish_file_name(row.web_file_name, row.original_name),
+                            None, spec.keep_gps).derivative_input
+        assert make_derivatives(item, spec, gf_home.work_dir).reused

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -266,8 +267,85 @@ def _existing(path: Path) -> WebImage:
     )
 
 
+# Web images to be made ahead of the publish (:func:`make_ahead`), by the path of the
+# full-size image: (claimed, done). The publish builds one nobody has claimed yet
+# itself, and waits for one being made, instead of making it twice.
+_ahead: dict[Path, tuple[threading.Event, threading.Event]] = {}
+_ahead_lock = threading.Lock()
+
+
+def _claim(full_path: Path) -> threading.Event | None:
+    """Take ``full_path``'s made-ahead entry: None when it is unclaimed (or unknown: the
+    caller makes it), else the event of the one making it."""
+    with _ahead_lock:
+        entry = _ahead.get(full_path)
+        if entry is None:
+            return None
+        claimed, done = entry
+        if claimed.is_set():
+            return done
+        claimed.set()
+        done.set()  # whoever else asks makes it or finds it (atomic writes)
+        _ahead.pop(full_path, None)
+        return None
+
+
+def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Path) -> int:
+    """Start making these rows' web images in the background (one daemon thread, in turn).
+
+    Stage 7 calls it as drafts are written, so that the decode and resize of each
+    photo (most of a publish) run while the rest of stage 7 (one core, bound by
+    Python) and the review gate do. Nothing is published: the files are work files
+    under the derivative key (source sha256, the words embedded, sizes, version),
+    and the publish reuses them only for a row whose reviewed words give the same
+    key; a row edited at the gate gets new ones then. The publish makes any this
+    thread has not started yet itself (in its own threads) and waits only for the
+    one being made. Every check of :func:`make_derivatives` applies (the source must
+    still be the approved bytes); an error here is left for the publish to meet and
+    report. Returns how many were queued.
+    """
+    todo: list[tuple[DerivativeInput, Path]] = []
+    with _ahead_lock:
+        for item in items:
+            full_path, _ = derivative_paths(work_dir, item, derivative_key(item, spec))
+            if full_path not in _ahead:
+                _ahead[full_path] = (threading.Event(), threading.Event())
+                todo.append((item, full_path))
+    if not todo:
+        return 0
+
+    def run() -> None:
+        for item, full_path in todo:
+            with _ahead_lock:
+                entry = _ahead.get(full_path)
+                if entry is None or entry[0].is_set():
+                    continue  # the publish took it
+                entry[0].set()
+            try:
+                _make(item, spec, work_dir)
+            except Exception:  # noqa: BLE001 - the publish makes it again and reports why
+                pass
+            finally:
+                entry[1].set()
+
+    threading.Thread(target=run, name="web-images-ahead", daemon=True).start()
+    return len(todo)
+
+
 def make_derivatives(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Derivatives:
-    """Build (or reuse) the row's web image and thumbnail in ``work_dir/publish/<row>/``."""
+    """Build (or reuse) the row's web image and thumbnail in ``work_dir/publish/<row>/``.
+
+    One being made ahead (:func:`make_ahead`) is waited for, then reused."""
+    full_path, _ = derivative_paths(work_dir, item, derivative_key(item, spec))
+    making = _claim(full_path)
+    if making is not None:
+        making.wait()
+        with _ahead_lock:
+            _ahead.pop(full_path, None)
+    return _make(item, spec, work_dir)
+
+
+def _make(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Derivatives:
     key = derivative_key(item, spec)
     full_path, thumb_path = derivative_paths(work_dir, item, key)
     if full_path.is_file() and thumb_path.is_file():
