@@ -62,3 +62,35 @@ def test_a_configured_server_is_never_replaced(settings, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert local_server.use(settings) is None
     assert local_server.read_state(settings) is None
+
+
+def test_a_refused_write_is_retried_at_once_not_after_two_seconds():
+    """The server's 503 (SQLite refused a write for an instant) carries a short
+    Retry-After, which Prefect's client honours instead of its 2 s back-off; other
+    answers, and a 503 that already says when to retry, pass unchanged."""
+    import asyncio
+
+    from galleryflow.app.local_server import RETRY_AFTER_SECONDS, _QuickRetry
+
+    def app_answering(status: int, headers: list[tuple[bytes, bytes]]):
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": b"{}"})
+        return app
+
+    async def call(app) -> dict:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        await _QuickRetry(app)({"type": "http"}, None, send)
+        return dict(sent[0]["headers"])
+
+    busy = asyncio.run(call(app_answering(503, [(b"content-type", b"application/json")])))
+    assert busy[b"retry-after"] == RETRY_AFTER_SECONDS.encode()
+    assert float(RETRY_AFTER_SECONDS) < 0.5
+    told = asyncio.run(call(app_answering(503, [(b"Retry-After", b"7")])))
+    assert told == {b"Retry-After": b"7"}
+    fine = asyncio.run(call(app_answering(200, [(b"content-type", b"application/json")])))
+    assert b"retry-after" not in fine

@@ -249,12 +249,52 @@ class _Activity:
             return 0.0 if self.open else time.monotonic() - self.last
 
 
+# What the server tells a client to wait before retrying a request SQLite refused
+# for a moment (a 503: "database is locked"); the client adds its own jitter.
+RETRY_AFTER_SECONDS = "0.05"
+
+
+class _QuickRetry:
+    """ASGI middleware: a 503 without a ``Retry-After`` header gets a short one.
+
+    Why: the server answers 503 when SQLite refuses a write for an instant
+    (SQLITE_BUSY_SNAPSHOT: a transaction that read before another writer
+    committed — the task run recorder writes every state while tasks run — cannot
+    be upgraded, and waiting in SQLite's busy handler does not help). Prefect's
+    client retries a 503 after ``2 ** attempt`` seconds unless the answer says how
+    long to wait, so every such collision idled a run for ~2 s: measured on the
+    slot request of each chunk of the scoring, publish and Ollama limits (a
+    concurrency slot acquired right after the previous one was released: 0.1 s,
+    then 1.8–2.2 s for each one after). A retry a few milliseconds later succeeds.
+    Only this server's answers are changed; the client's own retry count and
+    back-off for other errors stay as Prefect sets them.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_retry_after(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message.get("status") == 503:
+                headers = list(message.get("headers") or [])
+                if not any(name.lower() == b"retry-after" for name, _ in headers):
+                    headers.append((b"retry-after", RETRY_AFTER_SECONDS.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_retry_after)
+
+
 def serve(port: int, idle_minutes: float) -> None:
     """Run the Prefect API and UI on 127.0.0.1:``port`` until idle or SIGTERM."""
     import uvicorn
     from prefect.server.api.server import create_app
 
-    activity = _Activity(create_app(final=True))
+    activity = _Activity(_QuickRetry(create_app(final=True)))
     config = uvicorn.Config(activity, host="127.0.0.1", port=port, log_level="error",
                             lifespan="on", timeout_keep_alive=60)
     server = uvicorn.Server(config)
