@@ -137,9 +137,15 @@ def main() -> None:
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
+    from galleryflow.app import local_server
+
+    # The server a user's commands get: the home's background server (Prefect's
+    # temporary per-process server when ops.local_server is off).
+    local_server.use(start=True)
+
     @flow
     def warm_up() -> None:
-        """Start Prefect's embedded server outside the timed runs."""
+        """Start the server and the flow machinery outside the timed runs."""
 
     warm_up()
     add_gate_listener(auto_approver("bench"))
@@ -185,6 +191,7 @@ def main() -> None:
     for (label, *_), span in zip(rows, stage_spans(home)):
         print(f"  {label:<10} {span:6.2f} s = {n / span:6.1f} img/s: {100 * limit / span:5.1f} % "
               "of the limit")
+    local_server.stop()  # the bench's home is thrown away
 
 
 if __name__ == "__main__":

@@ -109,9 +109,15 @@ def main() -> None:
 
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
+    from galleryflow.app import local_server
+
+    # The server a user's commands get: the home's background server (Prefect's
+    # temporary per-process server when ops.local_server is off).
+    local_server.use(start=True)
+
     @flow
     def warm_up() -> None:
-        """Start Prefect's embedded server outside the timed runs."""
+        """Start the server and the flow machinery outside the timed runs."""
 
     warm_up()
     add_gate_listener(auto_approver("bench"))
@@ -137,6 +143,7 @@ def main() -> None:
           f"{1000 * statistics.median(walls) / n:>9.2f}   (drafts, gate, local publish included)")
     print("\nthe last flow run's task runs (Prefect's records):")
     print_task_runs(home)
+    local_server.stop()  # the bench's home is thrown away
 
 
 if __name__ == "__main__":
