@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--megapixels", type=float, default=24.0)
-    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "galleryflow-bench")
     args = parser.parse_args()
 

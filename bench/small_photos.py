@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "galleryflow-bench")
     args = parser.parse_args()

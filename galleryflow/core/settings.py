@@ -421,7 +421,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of galleryflow's own DB (default: SQLite)."
     )
-    chunk_size: int = Field(default=64, description="Images per Prefect task run.")
+    # 128, not 64: each chunk costs a task run per stage, its progress artifact and
+    # its slot request (~0.1-0.2 s together), while the work inside a chunk already
+    # runs on `io_threads`; on 120 × 24-MP photos stages 1-6 went from 60 % to 68 %
+    # of the one-decode limit, on 500 small photos from 1.62× to 1.39× a plain loop.
+    chunk_size: int = Field(default=128, description="Images per Prefect task run.")
     io_threads: int = Field(default=0, description="Threads for Pillow work (0: 2 × cores).")
     task_runner: Literal["threads", "dask"] = "threads"
     location: str | None = Field(default=None, description="Default location hint.")
