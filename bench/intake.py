@@ -1,7 +1,7 @@
 """Benchmark the set pipeline on 24-MP JPEGs: stages 1–4 (validate, intake, EXIF,
 review rows) and the per-image work after them (scores, model resize, drafts).
 
-    .venv/bin/python bench/intake.py [--images 12] [--megapixels 24] [--chunk-size 64]
+    .venv/bin/python bench/intake.py [--images 12] [--megapixels 24] [--chunk-size 128]
 
 Generates N textured JPEGs with EXIF (cached under the bench work folder), runs
 the real ``process-sets`` flow (Prefect's embedded server) twice — a cold run
