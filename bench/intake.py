@@ -119,36 +119,9 @@ def main() -> None:
         if not (folder / source.name).exists():
             os.link(source, folder / source.name)
     home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
-    os.environ["GALLERYFLOW_HOME"] = str(home)
-    os.environ["GALLERYFLOW_CHUNK_SIZE"] = str(args.chunk_size)
-    os.environ["GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED"] = "true"
-    os.environ["GALLERYFLOW_OLLAMA__HOST"] = "http://127.0.0.1:9"  # nothing listens: offline drafts
-    os.environ["GALLERYFLOW_OLLAMA__CONNECT_TIMEOUT_SECONDS"] = "0.5"
-    os.environ["GALLERYFLOW_REVIEW__POLL_INTERVAL_SECONDS"] = "0.5"
+    from bench._harness import close_home, open_home
 
-    import logging
-
-    import galleryflow  # noqa: F401
-    from flows.gate import add_gate_listener
-    from flows.process_sets import process_sets
-    from galleryflow.review.answer import auto_approver
-
-    from prefect import flow
-
-    logging.getLogger("prefect").setLevel(logging.WARNING)
-
-    from galleryflow.app import local_server
-
-    # The server a user's commands get: the home's background server (Prefect's
-    # temporary per-process server when ops.local_server is off).
-    local_server.use(start=True)
-
-    @flow
-    def warm_up() -> None:
-        """Start the server and the flow machinery outside the timed runs."""
-
-    warm_up()
-    add_gate_listener(auto_approver("bench"))
+    process_sets = open_home(home, args.chunk_size)
     decodes, hashes = count_work()
     rows = []
     work = []
@@ -191,7 +164,7 @@ def main() -> None:
     for (label, *_), span in zip(rows, stage_spans(home)):
         print(f"  {label:<10} {span:6.2f} s = {n / span:6.1f} img/s: {100 * limit / span:5.1f} % "
               "of the limit")
-    local_server.stop()  # the bench's home is thrown away
+    close_home()
 
 
 if __name__ == "__main__":

@@ -90,37 +90,10 @@ def main() -> None:
         _generate(folder, args.images, size, seed=k + 1)
 
     home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
-    os.environ["GALLERYFLOW_HOME"] = str(home)
-    os.environ["GALLERYFLOW_CHUNK_SIZE"] = str(args.chunk_size)
-    os.environ["GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED"] = "true"
-    os.environ["GALLERYFLOW_OLLAMA__HOST"] = "http://127.0.0.1:9"  # offline drafts
-    os.environ["GALLERYFLOW_OLLAMA__CONNECT_TIMEOUT_SECONDS"] = "0.5"
-
-    import logging
-
-    import galleryflow  # noqa: F401
-    from flows.gate import add_gate_listener
-    from flows.process_sets import process_sets
-    from galleryflow.review.answer import auto_approver
-
-    from prefect import flow
-
+    from bench._harness import close_home, open_home
     from bench.pending import print_task_runs, stage_spans
 
-    logging.getLogger("prefect").setLevel(logging.WARNING)
-
-    from galleryflow.app import local_server
-
-    # The server a user's commands get: the home's background server (Prefect's
-    # temporary per-process server when ops.local_server is off).
-    local_server.use(start=True)
-
-    @flow
-    def warm_up() -> None:
-        """Start the server and the flow machinery outside the timed runs."""
-
-    warm_up()
-    add_gate_listener(auto_approver("bench"))
+    process_sets = open_home(home, args.chunk_size)
     plain: list[float] = []
     walls: list[float] = []
     for round_ in range(args.rounds):
@@ -143,7 +116,7 @@ def main() -> None:
           f"{1000 * statistics.median(walls) / n:>9.2f}   (drafts, gate, local publish included)")
     print("\nthe last flow run's task runs (Prefect's records):")
     print_task_runs(home)
-    local_server.stop()  # the bench's home is thrown away
+    close_home()
 
 
 if __name__ == "__main__":

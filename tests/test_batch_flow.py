@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from galleryflow.batch.status import get_job, list_jobs
 from galleryflow.app.cli_batch import batch_app
 from tests.fixtures import photos as gen
+from tests.fixtures.batch import wait_until_running
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
@@ -223,14 +224,7 @@ def test_a_cli_job_outlives_its_terminal_and_a_killed_job_reports_the_outputs_on
                            start_new_session=True)
     started: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 120
-        running = []
-        while time.monotonic() < deadline and cli.poll() is None:
-            running = [j for j in list_jobs() if j.status == "running" and j.completed >= 2]
-            if running:
-                break
-            time.sleep(0.05)
-        assert running, f"the job never got going: {cli.stderr.read().decode() if cli.poll() is not None else ''}"
+        running = wait_until_running(cli, completed=2)
         started = psutil.Process(cli.pid).children(recursive=True)
         os.killpg(cli.pid, signal.SIGKILL)  # the terminal goes, with its process group
         cli.wait(30)

@@ -18,6 +18,7 @@ import pytest
 
 from galleryflow.batch.status import get_job, list_jobs
 from tests.fixtures import photos as gen
+from tests.fixtures.batch import wait_until_running
 
 pytestmark = [pytest.mark.usefixtures("gf_home"),
               pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
@@ -56,14 +57,7 @@ def test_the_forked_worker_outlives_a_sigkilled_cli_and_records_every_file(tmp_p
                            start_new_session=True)
     worker = None
     try:
-        deadline = time.monotonic() + 120
-        running = []
-        while time.monotonic() < deadline and cli.poll() is None:
-            running = [j for j in list_jobs() if j.status == "running" and j.completed >= 1]
-            if running:
-                break
-            time.sleep(0.05)
-        assert running, f"the job never got going: {cli.stderr.read().decode() if cli.poll() is not None else ''}"
+        running = wait_until_running(cli, completed=1)
         (worker,) = psutil.Process(cli.pid).children()
         # Forked, not spawned: the same command line as the CLI, no second interpreter
         # started for `galleryflow.app.batch_worker`; in a session of its own.

@@ -31,6 +31,21 @@ def photos(tmp_path: Path) -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
+def _assert_same_as_each_stage_alone(gf_home: Settings, rows, images: bool = True) -> None:
+    """Each row's scores are those stage 5 alone computes from the photo, and (with
+    ``images``) its model image is byte for byte the one stage 6 alone makes."""
+    for row in rows:
+        alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
+                             scoring_setup(gf_home))[0]
+        assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()
+        if images:
+            target = Path(row.ollama_path)
+            reference = gf_home.work_dir / "alone" / target.name
+            write_model_image(Path(row.incoming_path), reference, gf_home.model_resize.long_edge,
+                              gf_home.model_resize.quality, gf_home.shared_decode_edge)
+            assert target.read_bytes() == reference.read_bytes()
+
+
 def _decodes() -> dict[str, int]:
     return {key: n for key, n in DECODES.snapshot().items() if "[check]" not in key}
 
@@ -50,18 +65,8 @@ def test_one_decode_per_photo_for_both_stages_then_none(gf_home: Settings, photo
     assert HASHES.total() == 0  # the rows' sha256 is trusted: their stamps match
 
     rows = by_name(load_photos(inserted.row_ids))
-    for path in photos:
-        row = rows[path.name]
-        assert row.status == "scored"
-        # The same scores as stage 5 alone, and the same model image as stage 6 alone.
-        alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
-                             scoring_setup(gf_home))[0]
-        assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()
-        target = Path(row.ollama_path)
-        reference = gf_home.work_dir / "alone" / target.name
-        write_model_image(Path(row.incoming_path), reference, gf_home.model_resize.long_edge,
-                          gf_home.model_resize.quality, gf_home.shared_decode_edge)
-        assert target.read_bytes() == reference.read_bytes()
+    assert all(row.status == "scored" for row in rows.values())
+    _assert_same_as_each_stage_alone(gf_home, [rows[path.name] for path in photos])
     assert scores.seconds > 0 and images.seconds > 0
 
     # A rerun (another session of the same set): cached scores, existing images.
@@ -174,16 +179,7 @@ def test_made_at_intake_then_nothing_decoded_and_the_same_results(gf_home: Setti
     assert list(scratch.glob("*.pixels")) == []  # taken: the store holds only work in flight
 
     rows = by_name(load_photos(inserted.row_ids))
-    for path in photos:
-        row = rows[path.name]
-        alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
-                             scoring_setup(gf_home))[0]
-        assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()
-        target = Path(row.ollama_path)
-        reference = gf_home.work_dir / "alone" / target.name
-        write_model_image(Path(row.incoming_path), reference, gf_home.model_resize.long_edge,
-                          gf_home.model_resize.quality, gf_home.shared_decode_edge)
-        assert target.read_bytes() == reference.read_bytes()
+    _assert_same_as_each_stage_alone(gf_home, [rows[path.name] for path in photos])
     # The model images are this session's: a rollback removes them.
     created = SessionLedger(gf_home, inserted.image_set_id).created_files()
     assert {Path(r.ollama_path) for r in rows.values()} <= set(created)
@@ -220,7 +216,4 @@ def test_a_damaged_stored_input_is_decoded_again(gf_home: Settings, photos):
     DECODES.reset()
     scores, _ = score_and_resize(inserted.row_ids, inserted.image_set_id, gf_home)
     assert sum(_decodes().values()) == 1
-    (row,) = load_photos(inserted.row_ids)
-    alone = score_images([ScoreInput(sha256=row.sha256, path=Path(row.incoming_path))],
-                         scoring_setup(gf_home))[0]
-    assert {c: getattr(row, c) for c in scoring.SCORE_COLUMNS} == alone.row_values()
+    _assert_same_as_each_stage_alone(gf_home, load_photos(inserted.row_ids), images=False)

@@ -1,0 +1,50 @@
+"""The set-up the in-process benches share: a fresh home run as a user's commands run it.
+
+``open_home(home, chunk_size)`` points galleryflow at ``home`` (offline drafts: no
+Ollama listens; the gate answered by an in-process approver, as ``--approve-all``
+does), starts the home's background Prefect server (Prefect's temporary
+per-process server when ``ops.local_server`` is off) and runs one empty flow so
+the server and the flow machinery are up before anything is timed. It returns the
+``process-sets`` flow to call; ``close_home()`` stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def open_home(home: Path, chunk_size: int) -> Callable[..., Any]:
+    os.environ["GALLERYFLOW_HOME"] = str(home)
+    os.environ["GALLERYFLOW_CHUNK_SIZE"] = str(chunk_size)
+    os.environ["GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED"] = "true"
+    os.environ["GALLERYFLOW_OLLAMA__HOST"] = "http://127.0.0.1:9"  # nothing listens: offline drafts
+    os.environ["GALLERYFLOW_OLLAMA__CONNECT_TIMEOUT_SECONDS"] = "0.5"
+    os.environ["GALLERYFLOW_REVIEW__POLL_INTERVAL_SECONDS"] = "0.5"
+
+    import galleryflow  # noqa: F401
+    from flows.gate import add_gate_listener
+    from flows.process_sets import process_sets
+    from galleryflow.app import local_server
+    from galleryflow.review.answer import auto_approver
+    from prefect import flow
+
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    local_server.use(start=True)
+
+    @flow
+    def warm_up() -> None:
+        """Start the server and the flow machinery outside the timed runs."""
+
+    warm_up()
+    add_gate_listener(auto_approver("bench"))
+    return process_sets
+
+
+def close_home() -> None:
+    from galleryflow.app import local_server
+
+    local_server.stop()  # the bench's home is thrown away
