@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from galleryflow.batch.status import get_job, list_jobs
 from galleryflow.app.cli_batch import batch_app
 from tests.fixtures import photos as gen
-from tests.fixtures.batch import wait_until_running
+from tests.fixtures.batch import end_command, wait_until_running
 
 pytestmark = pytest.mark.usefixtures("prefect_api", "db")
 
@@ -240,13 +240,7 @@ def test_a_cli_job_outlives_its_terminal_and_a_killed_job_reports_the_outputs_on
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(30)
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait(30)
-        cli.stderr.close()
-        for process in started:
-            if process.is_running():
-                process.kill()
+        end_command(cli, started)
 
     job = get_job(job_id)
     assert job.status == "crashed"

@@ -18,7 +18,7 @@ import pytest
 
 from galleryflow.batch.status import get_job, list_jobs
 from tests.fixtures import photos as gen
-from tests.fixtures.batch import wait_until_running
+from tests.fixtures.batch import end_command, wait_until_running
 
 pytestmark = [pytest.mark.usefixtures("gf_home"),
               pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
@@ -72,12 +72,7 @@ def test_the_forked_worker_outlives_a_sigkilled_cli_and_records_every_file(tmp_p
             time.sleep(0.1)
         worker.wait(30)
     finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait(30)
-        cli.stderr.close()
-        if worker is not None and worker.is_running():
-            worker.kill()
+        end_command(cli, [worker])
 
     job = get_job(job_id)
     assert (job.status, job.completed, job.failed, job.total) == ("completed", 16, 0, 16)
