@@ -35,7 +35,8 @@ POINTS: dict[str, tuple[str, str, str | None]] = {
     "3:exif": ("tasks.exif", "read_exif", None),
     "4:rows": ("tasks.review_rows", "upsert_rows", None),
     "5-6:score": ("tasks.score_and_resize", "score_and_resize", None),
-    "7:draft": ("tasks.captioning", "write_outcome", None),
+    "7:draft": ("tasks.captioning", "write_outcome", None),  # a draft written, not committed
+    "7:drafted": ("tasks.captioning", "_caption_one", None),  # a row's draft committed
     "7:proof-artifacts": ("flows.process_sets", "publish_proof_artifacts", None),
     "8:decisions": ("flows.gate", "apply_decisions", None),
     "9:derivatives": ("galleryflow.publishing.units", "make_derivatives", None),

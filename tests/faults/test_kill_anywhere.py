@@ -207,7 +207,10 @@ def test_a_kill_during_intake_or_drafting_is_recovered(tmp_path: Path, mariadb_u
     assert temp_files(settings.incoming_dir), "the copy cut short is left as a temporary"
 
     rc, output = _life(tmp_path, 2, env, dict(sets=[], target=target, commands=[["recover"]] + run,
-                                              point="7:draft", hit=2, when="after"))
+                                              point="7:drafted", hit=2, when="after"))
+    # Killed once a second row's draft is committed ("7:drafted"; not "7:draft", the
+    # write before its commit: the two chunks draft side by side, and a kill after
+    # one chunk's write could land before the other's commit, leaving no draft).
     assert rc == -9, output
     assert "its process is gone" in output and "rolled back" in output
     with session_scope(settings.db_url) as db:
