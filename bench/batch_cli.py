@@ -13,6 +13,12 @@ crops it with Lanczos and saves it, on two threads (``bench/pillow_batch.py``),
 timed twice: in this process (the work only) and as a script of its own, start-up
 included like the command's. The ratio to the script is the target of the
 performance issue (≤ 1.25×); the ratio to the in-process work is printed beside it.
+
+The rounds are warm: the first batch command of a session leaves a process with
+the batch commands loaded behind it (``galleryflow.app.warm``, for
+``batch.warm_minutes``), and the commands after it are handed to that. The first,
+cold command (no warm process: Python imports everything itself) is timed on its
+own line, once per preset, in a runtime folder of this bench's own.
 """
 
 from __future__ import annotations
@@ -72,11 +78,19 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GALLERYFLOW_")}
     env["GALLERYFLOW_HOME"] = str(home)
+    runtime = Path(tempfile.mkdtemp(prefix="runtime-", dir=args.workdir))
+    env["GALLERYFLOW_RUNTIME_DIR"] = str(runtime)  # this bench's own warm process
     print(f"{len(files)} × {args.megapixels:g} MP JPEGs, {os.cpu_count()} cores, "
           f"{args.rounds} interleaved rounds (medians)")
     print(f"{'preset':<14} {'galleryflow CLI':>16} {'Pillow script':>14} {'Pillow in-process':>18}"
           f" {'vs script':>10} {'vs in-process':>14}")
+    cold: dict[str, float] = {}
     for preset in PRESETS:
+        _stop_warm(runtime)
+        out = args.workdir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        cold[preset] = cli(folder, out / f"gf-{preset}-cold", preset, env)
+        _wait_warm(runtime)
         ours, script, inproc = [], [], []
         for round_ in range(args.rounds):
             out = args.workdir / "out"
@@ -87,6 +101,36 @@ def main() -> None:
         a, b, c = (statistics.median(x) for x in (ours, script, inproc))
         print(f"{preset:<14} {a:>8.2f} s {len(files) / a:>5.1f}/s {b:>12.2f} s {c:>16.2f} s"
               f" {a / b:>9.2f}× {a / c:>13.2f}×")
+        a = cold[preset]
+        print(f"{'  cold, first':<14} {a:>8.2f} s {len(files) / a:>5.1f}/s {'':>14} {'':>18}"
+              f" {a / b:>9.2f}× {a / c:>13.2f}×")
+    _stop_warm(runtime)
+
+
+def _wait_warm(runtime: Path, timeout: float = 60.0) -> None:
+    """Until the warm process the cold command left behind answers."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in runtime.glob("*.sock"):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        time.sleep(0.1)
+    raise SystemExit(f"no warm process answered in {runtime} (see its .log)")
+
+
+def _stop_warm(runtime: Path) -> None:
+    """The warm process stops once its socket is gone (checked every second)."""
+    for path in runtime.glob("*.sock"):
+        path.unlink()
+    time.sleep(1.5)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = "from galleryflow.app.cli import main; main()"
+SCRIPT = "from galleryflow.app.warm import main; main()"  # what the console script runs
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,7 +24,9 @@ def test_the_console_script_is_main() -> None:
     from importlib.metadata import entry_points
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "galleryflow"]
-    assert script.value == "galleryflow.app.cli:main"
+    # The warm-process client first (galleryflow.app.warm), which starts everything
+    # but a batch command with a warm process to take it cold, through cli.main.
+    assert script.value == "galleryflow.app.warm:main"
 
 
 @pytest.mark.parametrize(("args", "status", "stream", "text"), [

@@ -665,28 +665,40 @@ _register_ops(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry point
-    """``galleryflow``: the command, then an exit that skips the interpreter's teardown.
+    """``galleryflow`` started cold (the console script is :mod:`galleryflow.app.warm`,
+    which hands batch commands to a warm process when there is one): the command, then
+    an exit that skips the interpreter's teardown."""
+    import os
+
+    os._exit(run_app())
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """The command (``argv``, default ``sys.argv[1:]``), and everything an exit must do
+    but the interpreter's teardown; its exit status.
 
     Tearing down an interpreter that has imported Prefect, SQLAlchemy and Pillow, with
     Prefect's daemon threads still polling, took ~1 s (up to 6 s on a busy machine)
-    after the command had finished. Everything an exit must do still happens: the
-    exit handlers run (Prefect's log and event workers flush, logging shuts down) and
-    the output is flushed. A non-daemon thread still at work gets the normal exit,
-    which waits for it.
+    after the command had finished. So the exit handlers are run here (Prefect's log
+    and event workers flush, logging shuts down) and the output is flushed, and the
+    caller ends the process with ``os._exit``. A non-daemon thread still at work is
+    waited for first, as the normal exit would.
     """
     import atexit
-    import os
     import sys
     import threading
 
     try:
-        app()
+        if argv is None:
+            app()
+        else:
+            app(args=argv)
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
-    if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
-           for t in threading.enumerate()):
-        sys.exit(code)
+    for thread in threading.enumerate():
+        if thread.is_alive() and not thread.daemon and thread is not threading.main_thread():
+            thread.join()
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message"): said on stderr, status 1
@@ -698,7 +710,7 @@ def main() -> None:  # pragma: no cover - console script entry point
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,11 +19,11 @@ from typing import Annotated, Optional
 
 import typer
 from pydantic import SecretStr
-from rich.console import Console
 
+from galleryflow.app.terminal import terminal_console
 from galleryflow.core.settings import get_settings
 
-console = Console(width=None if Console().is_terminal else 160)
+console = terminal_console()
 
 
 def _configure_logging(verbose: bool = False) -> None:

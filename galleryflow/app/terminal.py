@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from rich.console import Console
@@ -10,10 +11,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from galleryflow.core import progress as stage_progress
 
 
+_consoles: "weakref.WeakSet[Console]" = weakref.WeakSet()
+
+
 def terminal_console(stderr: bool = False) -> Console:
     # Outside a terminal (CI logs, pipes) rich would assume 80 columns and fold tables.
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, width=None if probe.is_terminal else 160)
+    console = Console(stderr=stderr, width=None if probe.is_terminal else 160)
+    _consoles.add(console)
+    return console
+
+
+_consoles: "weakref.WeakSet[Console]" = weakref.WeakSet()
+
+
+def refresh_consoles() -> None:
+    """Every console made here looks at its stream again (terminal or not, width,
+    colours): a warm process (:mod:`galleryflow.app.warm`) made them before it was
+    given the terminal of the command it runs."""
+    for console in list(_consoles):
+        probe = Console(stderr=console.stderr)
+        console.__init__(stderr=console.stderr,  # type: ignore[misc]
+                         width=None if probe.is_terminal else 160)
 
 
 class ProgressBars:

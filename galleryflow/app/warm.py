@@ -1,0 +1,486 @@
+"""The ``galleryflow`` console script, and a warm process that runs batch commands at once.
+
+Most of what ``galleryflow batch process`` costs on a small job is Python importing
+what the command needs (typer, pydantic-settings, Pillow, SQLAlchemy: ~1 s of CPU on
+a 2-core machine, more than the work on 16 photos). So, like Mercurial's ``chg``
+command server, the first ``galleryflow batch …`` command leaves a process behind
+with those imports done (:func:`serve`, one per user and installed code, loopback
+Unix socket in a private folder), and the next ``galleryflow batch process`` or
+``batch status`` is a small client (:func:`main`, standard library only) that hands
+it the command:
+
+- the client sends its arguments, working directory, environment and umask, and
+  passes its own stdin, stdout and stderr (``SCM_RIGHTS``): the command writes to
+  the user's terminal itself, colours, width and progress bar included;
+- the service forks a child per command, which takes those (settings are read
+  afresh from that environment and folder: any home, any ``galleryflow.toml``) and
+  runs the very same typer command as a cold start would; its exit status comes
+  back to the client, which exits with it;
+- Ctrl-C, ``kill`` and a closing terminal reach the command: the client forwards
+  SIGINT, SIGTERM, SIGHUP and SIGQUIT (Ctrl-Z stops and resumes it too), and a
+  client that dies unannounced (SIGKILL) is seen by the service, which hangs the
+  command up (SIGHUP), as a closing terminal would. A batch job itself runs in a
+  worker of its own session either way (``galleryflow.app.batch_jobs``): it
+  outlives its command, warm or cold;
+- the service is for this user only: its folder is the user's own and private
+  (0700, checked), and it answers only peers of the same uid (``SO_PEERCRED``). Its
+  socket is named after the installed code (interpreter, site-packages, every
+  galleryflow source file's size and time): code that changed is never served by
+  an old process, which idles out;
+- it stops after ``batch.warm_minutes`` without a command (default 10; 0: no warm
+  process is ever started, and one already running stops after the command it is
+  serving), on SIGTERM, or when its socket is gone. Nothing else goes wrong when it
+  is not there, or dies: the command starts cold, as before, and starts a new one
+  on its way out.
+
+Only the batch commands use it: they neither read the terminal nor start Prefect.
+``galleryflow run`` and the rest start cold, as ever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Nothing else at module level: the client side must cost no more than an interpreter.
+
+WARM_COMMANDS = {("batch", "process"), ("batch", "status")}
+OFF = "GALLERYFLOW_BATCH__WARM_MINUTES"  # "0" in the environment: always start cold
+RUNTIME = "GALLERYFLOW_RUNTIME_DIR"  # where the socket lives (tests use their own)
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_HEADER = struct.Struct("!I")
+
+
+# ---------------------------------------------------------------- where it lives
+
+def runtime_dir(create: bool = False) -> Path | None:
+    """The user's private folder for the socket; None if there is none that is safe."""
+    chosen = os.environ.get(RUNTIME)
+    if chosen:
+        folder = Path(chosen)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        folder = Path(os.environ["XDG_RUNTIME_DIR"]) / "galleryflow"
+    else:
+        folder = Path("/tmp") / f"galleryflow-{os.getuid()}"
+    if create:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            return None
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    import stat
+
+    # Someone else's folder, a link, or one others may write to: not ours to trust.
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return folder
+
+
+def code_fingerprint(package: Path | None = None) -> str:
+    """Names the installed code: the interpreter, its site-packages (a package added,
+    removed or upgraded changes that folder), and every galleryflow source file."""
+    import hashlib
+
+    package = package or Path(__file__).resolve().parents[1]
+    # The interpreter's real file and the environment's prefix: `python` and `python3`
+    # of one venv are one interpreter; two venvs of one Python are not one install.
+    digest = hashlib.sha256(
+        f"{os.path.realpath(sys.executable)}\0{sys.prefix}\0{package}\0".encode())
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    try:
+        digest.update(str(os.stat(Path(sys.prefix, "lib", version, "site-packages"))
+                          .st_mtime_ns).encode())
+    except OSError:
+        pass
+    stack = [str(package)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        stack.append(entry.path)
+                elif entry.name.endswith((".py", ".txt", ".html", ".ini", ".mako")):
+                    st = entry.stat(follow_symlinks=False)
+                    digest.update(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:20]
+
+
+def socket_path(create: bool = False) -> Path | None:
+    folder = runtime_dir(create)
+    return None if folder is None else folder / f"batch-{code_fingerprint()}.sock"
+
+
+def eligible(argv: list[str]) -> bool:
+    return (tuple(argv[:2]) in WARM_COMMANDS and "--help" not in argv
+            and os.environ.get(OFF, "").strip() not in ("0", "0.0"))
+
+
+# ---------------------------------------------------------------- the client
+
+def main() -> None:  # pragma: no cover - the console script; tests run both sides
+    """``galleryflow``: a batch command goes to the warm process when there is one;
+    everything else (and a batch command without one) starts cold."""
+    argv = sys.argv[1:]
+    if eligible(argv):
+        code = run_warm(argv)
+        if code is not None:
+            os._exit(code)
+        import atexit
+
+        atexit.register(start_service)  # the next batch command finds it warm
+    from galleryflow.app.cli import main as cold
+
+    cold()
+
+
+def run_warm(argv: list[str], path: Path | None = None) -> int | None:
+    """Run ``argv`` in the warm process: its exit status, or None when there is no
+    warm process to run it (nothing was run: start cold)."""
+    path = path or socket_path()
+    if path is None:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
+                              "umask": _umask()}).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        reader = conn.makefile("rb")
+        first = reader.readline()
+    except OSError:
+        conn.close()
+        return None  # no service, a stale socket, or it died before it forked
+    if not first.startswith(b"P "):
+        conn.close()
+        return None
+    child = int(first.split()[1])
+    _forward_signals(child)
+    try:
+        line = reader.readline()
+    finally:
+        for signum in (*FORWARDED, signal.SIGTSTP, signal.SIGCONT):
+            signal.signal(signum, signal.SIG_DFL)
+        conn.close()
+    kind, _, value = line.decode(errors="replace").partition(" ")
+    if kind == "X":
+        return int(value)
+    if kind == "K":  # the command was killed by a signal: the shell's way to say so
+        return 128 + int(value)
+    print("galleryflow: the command's process ended without a word "
+          f"(its service's log: {path.with_suffix('.log')})", file=sys.stderr)
+    return 1
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _forward_signals(child: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(_signum: int, _frame: object) -> None:  # Ctrl-Z: the command stops with us
+        try:
+            os.kill(child, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+
+    def resume(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTSTP, stop)
+        try:
+            os.kill(child, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    signal.signal(signal.SIGTSTP, stop)
+    signal.signal(signal.SIGCONT, resume)
+
+
+def start_service() -> None:
+    """Leave a warm process behind for the next batch command (this command's
+    settings say for how long; none when they say 0, or one is there already)."""
+    try:
+        from galleryflow.core.settings import get_settings
+
+        minutes = get_settings().batch.warm_minutes
+        path = socket_path(create=True)
+        if minutes <= 0 or path is None or _answers(path):
+            return
+        import subprocess
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        source = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = source  # this very code, whatever the folder it starts in
+        with open(path.with_suffix(".log"), "ab") as log:
+            subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", str(path),
+                              str(minutes)], cwd="/", stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                             close_fds=True)
+    except Exception:  # noqa: BLE001 - a convenience: the next command just starts cold
+        pass
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+# ---------------------------------------------------------------- the service
+
+def serve(path: Path, minutes: float) -> None:
+    """Import what the batch commands need, then fork a child per command until
+    ``minutes`` pass without one (or SIGTERM, or the socket is gone)."""
+    import fcntl
+
+    lock = open(path.with_suffix(".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # another one is starting or serving
+    if _answers(path):
+        return
+    _preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)  # a dead service's socket
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    bound = os.stat(path).st_ino
+    print(f"{time.strftime('%F %T')} serving {path} (pid {os.getpid()}, "
+          f"idle limit {minutes:g} min)", flush=True)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    children: dict[int, socket.socket] = {}  # command pid → its client's connection
+    idle_since = time.monotonic()
+    try:
+        while not stopping:
+            ready, _, _ = select.select([listener, *children.values()], [], [], 1.0)
+            for conn in ready:
+                if conn is listener:
+                    child = _accept(listener, children)
+                    if child is not None:
+                        children[child[0]] = child[1]
+                elif not _peek(conn):  # the client is gone: hang its command up
+                    pid = next(p for p, c in children.items() if c is conn)
+                    _signal(pid, signal.SIGHUP)
+            _reap(children)
+            if children:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > minutes * 60:
+                print(f"{time.strftime('%F %T')} idle for {minutes:g} min: stopping", flush=True)
+                break
+            try:
+                if os.stat(path).st_ino != bound:
+                    break
+            except FileNotFoundError:
+                break
+    finally:
+        try:
+            if os.stat(path).st_ino == bound:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        listener.close()
+
+
+def _preload() -> None:
+    """What a batch command imports, done once here (a child inherits it by fork)."""
+    import io
+
+    import sqlalchemy
+    import typer.main
+    from PIL import Image
+    from rich.console import Console
+    from sqlalchemy.orm import configure_mappers
+
+    import galleryflow.app.batch_jobs  # noqa: F401
+    import galleryflow.app.batch_worker  # noqa: F401
+    import galleryflow.app.cli  # typer, rich, settings, every command
+    import galleryflow.batch.ops  # noqa: F401
+    import galleryflow.batch.runner  # noqa: F401
+    import galleryflow.batch.status  # noqa: F401
+    import galleryflow.core.liveness  # noqa: F401
+    from galleryflow.app.terminal import ProgressBars
+    from galleryflow.db.engine import quick_head_revision
+
+    # What each command would otherwise do for the first time itself (measured, with
+    # strace, at ~0.1 s of a warm command's 0.2): typer's click command and its lazy
+    # modules, rich's markup and progress rendering, SQLAlchemy's SQLite dialect and
+    # mapper set-up, the migrations' head, every Pillow format plugin.
+    typer.main.get_command(galleryflow.app.cli.app)
+    scratch = Console(file=io.StringIO(), force_terminal=True, width=80)
+    with ProgressBars(scratch) as bars:
+        bars("warm-up :camera:", 1, 1)
+    configure_mappers()
+    sqlalchemy.create_engine("sqlite://").dispose()
+    quick_head_revision()
+    Image.init()
+
+
+def _peek(conn: socket.socket) -> bool:
+    """False once the client has closed its end (nothing else is ever sent)."""
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is None:
+            continue
+        if os.WIFSIGNALED(status):  # it said nothing itself
+            try:
+                conn.sendall(f"K {os.WTERMSIG(status)}\n".encode())
+            except OSError:
+                pass
+        conn.close()
+
+
+def _accept(listener: socket.socket, children: dict[int, socket.socket]
+            ) -> tuple[int, socket.socket] | None:
+    conn, _ = listener.accept()
+    fds: list[int] = []
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", creds)[1] != os.getuid():
+            raise PermissionError("another user")
+        conn.settimeout(5.0)
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        if not data and not fds:  # a probe (is anyone there?), not a command
+            conn.close()
+            return None
+        if len(fds) != 3 or len(data) < _HEADER.size:
+            raise ValueError("not a galleryflow client")
+        (size,) = _HEADER.unpack_from(data)
+        data = data[_HEADER.size:]
+        while len(data) < size:
+            more = conn.recv(size - len(data))
+            if not more:
+                raise ValueError("the client left")
+            data += more
+        request = json.loads(data)
+        pid = os.fork()
+    except Exception as exc:  # noqa: BLE001 - that client is refused; the service goes on
+        print(f"{time.strftime('%F %T')} refused a client: {exc}", flush=True)
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return None
+    if pid == 0:
+        listener.close()
+        for other in children.values():
+            other.close()
+        _command(conn, fds, request)  # never returns
+    for fd in fds:
+        os.close(fd)
+    print(f"{time.strftime('%F %T')} pid {pid}: galleryflow {' '.join(request['argv'][:2])}",
+          flush=True)
+    return pid, conn
+
+
+def _command(conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
+    """The forked child: become the client's command, run it, say how it ended."""
+    code = 1
+    try:
+        # First: the client runs the command cold unless it hears this (nothing ran yet).
+        conn.sendall(f"P {os.getpid()}\n".encode())
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        conn.settimeout(None)
+        os.chdir(request["cwd"])
+        os.umask(int(request["umask"]))
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["galleryflow", *request["argv"]]
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            stream.reconfigure(line_buffering=os.isatty(fd))  # as Python picks at start
+        code = _run()
+    except BaseException:  # noqa: BLE001 - on the user's terminal, as a cold start would
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        try:
+            conn.sendall(f"X {code}\n".encode())
+        finally:
+            os._exit(code)
+
+
+def _run() -> int:
+    """The command, as ``galleryflow.app.cli.main`` runs it cold, in this environment."""
+    from galleryflow.app import terminal
+    from galleryflow.app.cli import run_app
+    from galleryflow.core.prefect_env import configure_prefect_env
+    from galleryflow.core.settings import get_settings, reset_settings
+
+    configure_prefect_env()  # what importing galleryflow does in a cold start
+    reset_settings()
+    terminal.refresh_consoles()  # this terminal's width and colours, not the service's
+    if get_settings().batch.warm_minutes <= 0:
+        _signal(os.getppid(), signal.SIGTERM)  # no warm process wanted: this one is the last
+    return run_app()  # sys.argv is the client's
+
+
+if __name__ == "__main__":  # pragma: no cover - started by start_service
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
+        serve(Path(sys.argv[2]), float(sys.argv[3]))
+    else:
+        print("usage: python -m galleryflow.app.warm serve SOCKET MINUTES", file=sys.stderr)
+        sys.exit(2)
