@@ -16,7 +16,7 @@ performance issue (≤ 1.25×); the ratio to the in-process work is printed besi
 
 The rounds are warm: the first batch command of a session leaves a process with
 the batch commands loaded behind it (``galleryflow.app.warm``, for
-``batch.warm_minutes``), and the commands after it are handed to that. The first,
+``ops.warm_minutes``), and the commands after it are handed to that. The first,
 cold command (no warm process: Python imports everything itself) is timed on its
 own line, once per preset, in a runtime folder of this bench's own.
 """

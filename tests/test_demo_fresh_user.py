@@ -68,17 +68,23 @@ def test_demo_publishes_without_touching_the_users_prefect_database(tmp_path: Pa
 
 def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path) -> None:
     """A fresh user's second command finds the server the first one left running
-    (no start-up wait), `server status` names it, `server stop` ends it."""
+    (no start-up wait), `server status` names it, `server stop` ends it. The first
+    `run` also leaves a warm process (galleryflow.app.warm), and the second runs in
+    it: Prefect's settings and the background server as a cold run has them."""
     import json
 
     import psutil
 
+    from tests.fixtures.warm import runtime_folder, served, stop_all, wait_warm
+
     home, gf_home = tmp_path / "user", tmp_path / "gf"
+    runtime = runtime_folder(tmp_path)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
     env.update(HOME=str(home), GALLERYFLOW_HOME=str(gf_home), COLUMNS="200",
                GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED="true",
-               GALLERYFLOW_OLLAMA__HOST="http://127.0.0.1:9")
+               GALLERYFLOW_OLLAMA__HOST="http://127.0.0.1:9",
+               GALLERYFLOW_RUNTIME_DIR=str(runtime))
     galleryflow = str(Path(sys.executable).with_name("galleryflow"))
     state_file = gf_home / "prefect" / "local-server.json"
 
@@ -97,8 +103,11 @@ def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path
         assert psutil.pid_exists(server["pid"])
         assert server["url"].removesuffix("/api") in first.stdout
 
+        assert served(runtime, "run") == []  # cold
+        wait_warm(runtime, "run", timeout=120)
         second = cli("run", str(second_set), "--approve-all", "--location", "Lake Geneva")
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert len(served(runtime, "run")) == 1  # warm
         assert json.loads(state_file.read_text())["pid"] == server["pid"]  # the same server
         assert "Starting temporary server" not in second.stdout + second.stderr
         assert "published" in second.stdout
@@ -110,6 +119,7 @@ def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path
             assert db.execute("SELECT count(*) FROM flow_run").fetchone()[0] >= 2
     finally:
         stopped = cli("server", "stop")
+        stop_all(runtime)
     assert "Stopped" in stopped.stdout, stopped.stdout + stopped.stderr
     assert not psutil.pid_exists(server["pid"]) or \
         psutil.Process(server["pid"]).status() == psutil.STATUS_ZOMBIE

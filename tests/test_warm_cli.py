@@ -21,6 +21,7 @@ from galleryflow.app import warm
 from galleryflow.batch.status import get_job, list_jobs
 from tests.fixtures import photos as gen
 from tests.fixtures.batch import end_command, wait_until_running
+from tests.fixtures.warm import runtime_folder, served, services, stop_all, wait_warm
 
 pytestmark = [pytest.mark.usefixtures("gf_home"),
               pytest.mark.skipif(not hasattr(socket, "send_fds") or sys.platform == "darwin",
@@ -31,44 +32,17 @@ GALLERYFLOW = str(Path(sys.executable).with_name("galleryflow"))  # the console 
 
 @pytest.fixture
 def runtime(tmp_path, monkeypatch):
-    """A private runtime folder, the warm process on (for 1 minute), and every warm
+    """A private runtime folder, warm processes on (for 1 minute), and every warm
     process started in that folder stopped afterwards."""
-    folder = tmp_path / "warm-runtime"
-    folder.mkdir(mode=0o700)
+    folder = runtime_folder(tmp_path)
     monkeypatch.setenv("GALLERYFLOW_RUNTIME_DIR", str(folder))
-    monkeypatch.setenv("GALLERYFLOW_BATCH__WARM_MINUTES", "1")
+    monkeypatch.setenv("GALLERYFLOW_OPS__WARM_MINUTES", "1")
     monkeypatch.setenv("GALLERYFLOW_BATCH__RUNNER", "local")
     yield folder
-    for process in _services(folder):
-        process.terminate()
-        process.wait(10)
+    stop_all(folder)
 
 
-def _services(folder: Path) -> list[psutil.Process]:
-    """The warm processes serving ``folder`` (not their forked children, which share
-    their command line)."""
-    found = {}
-    for process in psutil.process_iter(["cmdline", "ppid"]):
-        cmdline = process.info["cmdline"] or []
-        if "galleryflow.app.warm" in cmdline and any(str(folder) in part for part in cmdline):
-            found[process.pid] = process
-    return [p for p in found.values() if p.info["ppid"] not in found]
-
-
-def _wait_warm(folder: Path, timeout: float = 60) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        path = warm.socket_path()
-        if path is not None and path.parent == folder and warm._answers(path):
-            return path
-        time.sleep(0.1)
-    logs = "".join(p.read_text() for p in folder.glob("*.log"))
-    raise AssertionError(f"no warm process answered in {folder}: {logs}")
-
-
-def _served(folder: Path) -> list[str]:
-    return [line for p in folder.glob("*.log") for line in p.read_text().splitlines()
-            if ": galleryflow batch" in line]
+_services, _served, _wait_warm = services, served, wait_warm
 
 
 def _gf(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
@@ -176,11 +150,11 @@ def test_no_warm_process_is_used_when_gone_unsafe_or_unwanted(tmp_path, runtime,
 
     # Unwanted: warm_minutes 0 in the environment starts cold, and the warm process
     # that is there stops once a command tells it its settings say 0.
-    assert _gf("batch", "status", env={"GALLERYFLOW_BATCH__WARM_MINUTES": "0"}).returncode == 0
+    assert _gf("batch", "status", env={"GALLERYFLOW_OPS__WARM_MINUTES": "0"}).returncode == 0
     assert _served(runtime) == []
-    monkeypatch.delenv("GALLERYFLOW_BATCH__WARM_MINUTES")  # the file's word, then
+    monkeypatch.delenv("GALLERYFLOW_OPS__WARM_MINUTES")  # the file's word, then
     monkeypatch.setenv("GALLERYFLOW_CONFIG", str(tmp_path / "galleryflow.toml"))
-    (tmp_path / "galleryflow.toml").write_text("[batch]\nwarm_minutes = 0\n")
+    (tmp_path / "galleryflow.toml").write_text("[ops]\nwarm_minutes = 0\n")
     assert _gf("batch", "status").returncode == 0
     assert len(_served(runtime)) == 1
     deadline = time.monotonic() + 30
@@ -193,15 +167,15 @@ def test_no_warm_process_is_used_when_gone_unsafe_or_unwanted(tmp_path, runtime,
 
     # Unsafe: a runtime folder others may write to is not used at all.
     runtime.chmod(0o755)
-    assert warm.runtime_dir() is None and warm.socket_path(create=True) is None
+    assert warm.runtime_dir() is None and warm.socket_path("batch", create=True) is None
     runtime.chmod(0o700)
     assert warm.runtime_dir() == runtime
 
 
 def test_an_idle_warm_process_stops_and_code_changes_get_a_new_one(tmp_path, runtime):
     path = runtime / "idle.sock"
-    service = subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", str(path),
-                                "0.02"], stdout=subprocess.PIPE, text=True)
+    service = subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", "batch",
+                                str(path), "0.02"], stdout=subprocess.PIPE, text=True)
     out, _ = service.communicate(timeout=120)  # 1.2 s without a command
     assert service.returncode == 0 and "idle for" in out
     assert not path.exists()

@@ -1,40 +1,44 @@
-"""The ``galleryflow`` console script, and a warm process that runs batch commands at once.
+"""The ``galleryflow`` console script, and warm processes that run commands at once.
 
-Most of what ``galleryflow batch process`` costs on a small job is Python importing
-what the command needs (typer, pydantic-settings, Pillow, SQLAlchemy: ~1 s of CPU on
-a 2-core machine, more than the work on 16 photos). So, like Mercurial's ``chg``
-command server, the first ``galleryflow batch …`` command leaves a process behind
-with those imports done (:func:`serve`, one per user and installed code, loopback
-Unix socket in a private folder), and the next ``galleryflow batch process`` or
-``batch status`` is a small client (:func:`main`, standard library only) that hands
-it the command:
+Much of what a short command costs is Python importing what it needs: ~1 s of CPU
+for ``galleryflow batch process`` on a 2-core machine (typer, pydantic-settings,
+Pillow, SQLAlchemy: more than the work on 16 photos), ~3 s for ``galleryflow run``
+(Prefect and every stage: more than the flow run on one photo). So, like
+Mercurial's ``chg`` command server, the first such command leaves a process behind
+with those imports done (:func:`serve`, one per user, kind and installed code, on a
+Unix socket in a private folder), and the next one is a small client (:func:`main`,
+standard library only) that hands it the command:
 
 - the client sends its arguments, working directory, environment and umask, and
-  passes its own stdin, stdout and stderr (``SCM_RIGHTS``): the command writes to
-  the user's terminal itself, colours, width and progress bar included;
+  passes its own stdin, stdout and stderr (``SCM_RIGHTS``): the command reads and
+  writes the user's terminal itself (colours, width, progress bars, the review
+  gate's prompt);
 - the service forks a child per command, which takes those (settings are read
-  afresh from that environment and folder: any home, any ``galleryflow.toml``) and
-  runs the very same typer command as a cold start would; its exit status comes
-  back to the client, which exits with it;
+  afresh from that environment and folder: any home, any ``galleryflow.toml``;
+  Prefect's settings too, :func:`galleryflow.core.prefect_env.configure_prefect_env`)
+  and runs the very same typer command as a cold start would; its exit status
+  comes back to the client, which exits with it;
 - Ctrl-C, ``kill`` and a closing terminal reach the command: the client forwards
   SIGINT, SIGTERM, SIGHUP and SIGQUIT (Ctrl-Z stops and resumes it too), and a
   client that dies unannounced (SIGKILL) is seen by the service, which hangs the
-  command up (SIGHUP), as a closing terminal would. A batch job itself runs in a
-  worker of its own session either way (``galleryflow.app.batch_jobs``): it
-  outlives its command, warm or cold;
+  command up (SIGHUP), as a closing terminal would. A batch job runs in a worker
+  of its own session either way (``galleryflow.app.batch_jobs``) and outlives
+  its command, warm or cold; a run killed with its command is recovered as ever;
 - the service is for this user only: its folder is the user's own and private
   (0700, checked), and it answers only peers of the same uid (``SO_PEERCRED``). Its
   socket is named after the installed code (interpreter, site-packages, every
   galleryflow source file's size and time): code that changed is never served by
   an old process, which idles out;
-- it stops after ``batch.warm_minutes`` without a command (default 10; 0: no warm
+- it stops after ``ops.warm_minutes`` without a command (default 10; 0: no warm
   process is ever started, and one already running stops after the command it is
   serving), on SIGTERM, or when its socket is gone. Nothing else goes wrong when it
   is not there, or dies: the command starts cold, as before, and starts a new one
   on its way out.
 
-Only the batch commands use it: they neither read the terminal nor start Prefect.
-``galleryflow run`` and the rest start cold, as ever.
+Two kinds, because a run's imports weigh ~300 MB and ~3 s that a batch user need
+not pay: ``batch`` (``batch process``, ``batch status``) and ``run``. Nothing a
+service loads may start a thread (checked): a fork keeps only the forking one.
+Other commands start cold, as ever.
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ from typing import Any
 
 # Nothing else at module level: the client side must cost no more than an interpreter.
 
-WARM_COMMANDS = {("batch", "process"), ("batch", "status")}
-OFF = "GALLERYFLOW_BATCH__WARM_MINUTES"  # "0" in the environment: always start cold
+# The commands handed over, and the kind of warm process each needs: the batch
+# commands' imports (~1 s of CPU) or a run's (Prefect and every stage: ~3 s).
+KINDS = {("batch", "process"): "batch", ("batch", "status"): "batch", ("run",): "run"}
+OFF = "GALLERYFLOW_OPS__WARM_MINUTES"  # "0" in the environment: always start cold
 RUNTIME = "GALLERYFLOW_RUNTIME_DIR"  # where the socket lives (tests use their own)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _HEADER = struct.Struct("!I")
@@ -116,14 +122,16 @@ def code_fingerprint(package: Path | None = None) -> str:
     return digest.hexdigest()[:20]
 
 
-def socket_path(create: bool = False) -> Path | None:
+def socket_path(kind: str, create: bool = False) -> Path | None:
     folder = runtime_dir(create)
-    return None if folder is None else folder / f"batch-{code_fingerprint()}.sock"
+    return None if folder is None else folder / f"{kind}-{code_fingerprint()}.sock"
 
 
-def eligible(argv: list[str]) -> bool:
-    return (tuple(argv[:2]) in WARM_COMMANDS and "--help" not in argv
-            and os.environ.get(OFF, "").strip() not in ("0", "0.0"))
+def kind_of(argv: list[str]) -> str | None:
+    """The kind of warm process that runs ``argv``; None: it starts cold."""
+    if "--help" in argv or os.environ.get(OFF, "").strip() in ("0", "0.0"):
+        return None
+    return KINDS.get(tuple(argv[:2])) or KINDS.get(tuple(argv[:1]))
 
 
 # ---------------------------------------------------------------- the client
@@ -132,22 +140,22 @@ def main() -> None:  # pragma: no cover - the console script; tests run both sid
     """``galleryflow``: a batch command goes to the warm process when there is one;
     everything else (and a batch command without one) starts cold."""
     argv = sys.argv[1:]
-    if eligible(argv):
-        code = run_warm(argv)
+    kind = kind_of(argv)
+    if kind is not None:
+        code = run_warm(argv, socket_path(kind))
         if code is not None:
             os._exit(code)
         import atexit
 
-        atexit.register(start_service)  # the next batch command finds it warm
+        atexit.register(start_service, kind)  # the next such command finds it warm
     from galleryflow.app.cli import main as cold
 
     cold()
 
 
-def run_warm(argv: list[str], path: Path | None = None) -> int | None:
-    """Run ``argv`` in the warm process: its exit status, or None when there is no
-    warm process to run it (nothing was run: start cold)."""
-    path = path or socket_path()
+def run_warm(argv: list[str], path: Path | None) -> int | None:
+    """Run ``argv`` in the warm process at ``path``: its exit status, or None when
+    there is none to run it (nothing was run: start cold)."""
     if path is None:
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -216,14 +224,14 @@ def _forward_signals(child: int) -> None:
     signal.signal(signal.SIGCONT, resume)
 
 
-def start_service() -> None:
-    """Leave a warm process behind for the next batch command (this command's
-    settings say for how long; none when they say 0, or one is there already)."""
+def start_service(kind: str) -> None:
+    """Leave a warm process of ``kind`` behind for the next such command (this
+    command's settings say for how long; none when they say 0, or one is there)."""
     try:
         from galleryflow.core.settings import get_settings
 
-        minutes = get_settings().batch.warm_minutes
-        path = socket_path(create=True)
+        minutes = get_settings().ops.warm_minutes
+        path = socket_path(kind, create=True)
         if minutes <= 0 or path is None or _answers(path):
             return
         import subprocess
@@ -232,8 +240,8 @@ def start_service() -> None:
         source = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = source  # this very code, whatever the folder it starts in
         with open(path.with_suffix(".log"), "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", str(path),
-                              str(minutes)], cwd="/", stdin=subprocess.DEVNULL, stdout=log,
+            subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", kind,
+                              str(path), str(minutes)], cwd="/", stdin=subprocess.DEVNULL, stdout=log,
                              stderr=subprocess.STDOUT, env=env, start_new_session=True,
                              close_fds=True)
     except Exception:  # noqa: BLE001 - a convenience: the next command just starts cold
@@ -253,8 +261,8 @@ def _answers(path: Path) -> bool:
 
 # ---------------------------------------------------------------- the service
 
-def serve(path: Path, minutes: float) -> None:
-    """Import what the batch commands need, then fork a child per command until
+def serve(kind: str, path: Path, minutes: float) -> None:
+    """Import what the commands of ``kind`` need, then fork a child per command until
     ``minutes`` pass without one (or SIGTERM, or the socket is gone)."""
     import fcntl
 
@@ -265,14 +273,14 @@ def serve(path: Path, minutes: float) -> None:
         return  # another one is starting or serving
     if _answers(path):
         return
-    _preload()
+    _preload(kind)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)  # a dead service's socket
     listener.bind(str(path))
     os.chmod(path, 0o600)
     listener.listen(16)
     bound = os.stat(path).st_ino
-    print(f"{time.strftime('%F %T')} serving {path} (pid {os.getpid()}, "
+    print(f"{time.strftime('%F %T')} serving {kind} commands at {path} (pid {os.getpid()}, "
           f"idle limit {minutes:g} min)", flush=True)
     stopping = False
 
@@ -314,8 +322,9 @@ def serve(path: Path, minutes: float) -> None:
         listener.close()
 
 
-def _preload() -> None:
-    """What a batch command imports, done once here (a child inherits it by fork)."""
+def _preload(kind: str) -> None:
+    """What a command of ``kind`` imports, done once here (a child inherits it by
+    fork). Nothing here may start a thread: a fork keeps only the one that forks."""
     import io
 
     import sqlalchemy
@@ -346,6 +355,15 @@ def _preload() -> None:
     sqlalchemy.create_engine("sqlite://").dispose()
     quick_head_revision()
     Image.init()
+    if kind == "run":
+        import flows.process_sets  # noqa: F401 - Prefect, every stage, the gate, publish
+        import flows.review_publish  # noqa: F401
+        import galleryflow.app.local_server  # noqa: F401
+        import galleryflow.review.answer  # noqa: F401
+    import threading
+
+    if threading.active_count() != 1:
+        raise RuntimeError(f"a thread was started while loading: {threading.enumerate()}")
 
 
 def _peek(conn: socket.socket) -> bool:
@@ -473,14 +491,15 @@ def _run() -> int:
     configure_prefect_env()  # what importing galleryflow does in a cold start
     reset_settings()
     terminal.refresh_consoles()  # this terminal's width and colours, not the service's
-    if get_settings().batch.warm_minutes <= 0:
+    if get_settings().ops.warm_minutes <= 0:
         _signal(os.getppid(), signal.SIGTERM)  # no warm process wanted: this one is the last
     return run_app()  # sys.argv is the client's
 
 
 if __name__ == "__main__":  # pragma: no cover - started by start_service
-    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 4:
-        serve(Path(sys.argv[2]), float(sys.argv[3]))
+    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 5 and sys.argv[2] in set(KINDS.values()):
+        serve(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]))
     else:
-        print("usage: python -m galleryflow.app.warm serve SOCKET MINUTES", file=sys.stderr)
+        print("usage: python -m galleryflow.app.warm serve batch|run SOCKET MINUTES",
+              file=sys.stderr)
         sys.exit(2)
