@@ -112,6 +112,10 @@ def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path
         assert "Starting temporary server" not in second.stdout + second.stderr
         assert "published" in second.stdout
 
+        # A warm run whose client is SIGKILLed mid-run goes with it (hung up, as with a
+        # closing terminal), and `galleryflow recover` finds its process gone.
+        _killed_warm_run_is_recovered(cli, env, tmp_path, gf_home, runtime)
+
         status = cli("server", "status")
         assert server["url"].removesuffix("/api") in status.stdout
         # Both runs are on that one server (its database under GALLERYFLOW_HOME).
@@ -124,3 +128,46 @@ def test_commands_share_one_background_server_until_it_is_stopped(tmp_path: Path
     assert not psutil.pid_exists(server["pid"]) or \
         psutil.Process(server["pid"]).status() == psutil.STATUS_ZOMBIE
     assert not state_file.exists()
+
+
+def _killed_warm_run_is_recovered(cli, env: dict[str, str], tmp_path: Path, gf_home: Path,
+                                  runtime: Path) -> None:
+    import time
+
+    import psutil
+    from sqlalchemy import select
+
+    from galleryflow.db import ImageSet, session_scope
+    from galleryflow.intake.samples import make_set
+    from tests.fixtures.warm import served
+
+    folder = make_set(tmp_path / "sets", "lake-night", 10, size=(1200, 800))
+    run = subprocess.Popen([str(Path(sys.executable).with_name("galleryflow")), "run",
+                            str(folder), "--approve-all"], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    url = f"sqlite:///{gf_home / 'galleryflow.db'}"
+
+    def status() -> str | None:
+        with session_scope(url) as db:
+            return db.scalar(select(ImageSet.status).where(ImageSet.set_key == "lake-night"))
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run.poll() is None and status() != "running":
+            time.sleep(0.05)
+        assert status() == "running" and run.poll() is None, "the warm run never got going"
+        line = served(runtime, "run")[-1]
+        assert "lake-night" in line
+        command = psutil.Process(int(line.split("pid ")[1].split(":")[0]))
+        run.kill()
+        run.wait(30)
+        command.wait(30)  # gone with its client
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert status() == "running"
+    recovered = cli("recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "its process is gone" in recovered.stdout and "rolled back" in recovered.stdout
+    assert status() == "rolled_back"

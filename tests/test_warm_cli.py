@@ -93,7 +93,7 @@ def test_the_first_batch_command_leaves_a_warm_process_the_next_ones_run_in(tmp_
 
 
 def test_ctrl_c_and_a_killed_client_reach_the_command_and_the_job_runs_on(tmp_path, runtime):
-    _photos(tmp_path / "in", 12, size=(1600, 1200))
+    _photos(tmp_path / "in", 6, size=(1200, 900))
     assert _gf("batch", "status").returncode == 0  # cold; leaves the warm process
     _wait_warm(runtime)
     slow = {**os.environ, "GALLERYFLOW_BATCH__WORKERS": "1"}
@@ -128,7 +128,7 @@ def test_ctrl_c_and_a_killed_client_reach_the_command_and_the_job_runs_on(tmp_pa
             end_command(cli, [worker, command])
         jobs_done.append(get_job(running.id))
     for job in jobs_done:  # … and the job ran on to its end
-        assert (job.status, job.completed, job.total) == ("completed", 12, 12)
+        assert (job.status, job.completed, job.total) == ("completed", 6, 6)
 
 
 def test_no_warm_process_is_used_when_gone_unsafe_or_unwanted(tmp_path, runtime, monkeypatch):
@@ -187,3 +187,21 @@ def test_an_idle_warm_process_stops_and_code_changes_get_a_new_one(tmp_path, run
     assert warm.code_fingerprint(package) == before
     (package / "sub" / "mod.py").write_text("x = 22\n")
     assert warm.code_fingerprint(package) != before
+
+
+def test_a_warm_process_that_never_answers_is_stopped_and_the_command_starts_cold(
+        tmp_path, runtime, monkeypatch):
+    path = runtime / "stuck.sock"
+    service = subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", "batch",
+                                str(path), "1"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not warm._answers(path):
+            time.sleep(0.1)
+        service.send_signal(signal.SIGSTOP)  # takes the connection, never forks for it
+        monkeypatch.setattr(warm, "ANSWER_SECONDS", 1.0)
+        assert warm.run_warm(["batch", "status"], path) is None  # nothing ran: start cold
+        assert service.wait(10) == -signal.SIGKILL and not path.exists()
+    finally:
+        if service.poll() is None:
+            service.kill()

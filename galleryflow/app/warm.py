@@ -63,6 +63,7 @@ OFF = "GALLERYFLOW_OPS__WARM_MINUTES"  # "0" in the environment: always start co
 RUNTIME = "GALLERYFLOW_RUNTIME_DIR"  # where the socket lives (tests use their own)
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _HEADER = struct.Struct("!I")
+ANSWER_SECONDS = 20.0  # for a warm process to fork the command (it takes milliseconds)
 
 
 # ---------------------------------------------------------------- where it lives
@@ -137,8 +138,8 @@ def kind_of(argv: list[str]) -> str | None:
 # ---------------------------------------------------------------- the client
 
 def main() -> None:  # pragma: no cover - the console script; tests run both sides
-    """``galleryflow``: a batch command goes to the warm process when there is one;
-    everything else (and a batch command without one) starts cold."""
+    """``galleryflow``: ``run`` and the batch commands go to a warm process when there
+    is one; everything else (and those, when there is none) starts cold."""
     argv = sys.argv[1:]
     kind = kind_of(argv)
     if kind is not None:
@@ -164,14 +165,19 @@ def run_warm(argv: list[str], path: Path | None) -> int | None:
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                               "umask": _umask()}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        conn.settimeout(ANSWER_SECONDS)
         reader = conn.makefile("rb")
         first = reader.readline()
+    except TimeoutError:
+        _drop_hung(conn, path)
+        return None
     except OSError:
         conn.close()
         return None  # no service, a stale socket, or it died before it forked
     if not first.startswith(b"P "):
         conn.close()
         return None
+    conn.settimeout(None)
     child = int(first.split()[1])
     _forward_signals(child)
     try:
@@ -188,6 +194,30 @@ def run_warm(argv: list[str], path: Path | None) -> int | None:
     print("galleryflow: the command's process ended without a word "
           f"(its service's log: {path.with_suffix('.log')})", file=sys.stderr)
     return 1
+
+
+def _drop_hung(conn: socket.socket, path: Path) -> None:
+    """A warm process that took the command but never forked for it (stopped, stuck):
+    it is killed and its socket removed, so this command (cold) and the next ones
+    do not wait on it. Closing first makes a child it forks after all fail to
+    announce itself, and a child that cannot announce itself runs nothing."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0]
+    except OSError:
+        pid = 0
+    conn.close()
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    print(f"galleryflow: the warm process at {path} did not answer in {ANSWER_SECONDS:g} s: "
+          "stopped; starting cold", file=sys.stderr)
 
 
 def _umask() -> int:
