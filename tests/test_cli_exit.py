@@ -15,7 +15,8 @@ SCRIPT = "from galleryflow.app.warm import main; main()"  # what the console scr
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
-    env.update(GALLERYFLOW_HOME=str(tmp_path / "home"), COLUMNS="120")
+    env.update(GALLERYFLOW_HOME=str(tmp_path / "home"), COLUMNS="120",
+               GALLERYFLOW_RUNTIME_DIR=str(tmp_path / "runtime"))
     return subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True,
                           text=True, timeout=120)
 

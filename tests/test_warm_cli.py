@@ -121,7 +121,8 @@ def test_ctrl_c_and_a_killed_client_reach_the_command_and_the_job_runs_on(tmp_pa
                 cli.wait(30)
             command.wait(30)  # the command ended with its client …
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and get_job(running.id, files=False).status == "running":
+            while (time.monotonic() < deadline
+                   and get_job(running.id, files=False).status == "running"):
                 time.sleep(0.1)
             worker.wait(30)
         finally:

@@ -146,12 +146,12 @@ def main() -> None:  # pragma: no cover - the console script; tests run both sid
         code = run_warm(argv, socket_path(kind))
         if code is not None:
             os._exit(code)
-        import atexit
+    from galleryflow.app.cli import run_app
 
-        atexit.register(start_service, kind)  # the next such command finds it warm
-    from galleryflow.app.cli import main as cold
-
-    cold()
+    code = run_app()  # cold, then the exit handlers (see galleryflow.app.cli.main)
+    if kind is not None and code in (0, 3):  # ran (3: a batch job's partial); not a typo
+        start_service(kind)  # the next such command finds it warm
+    os._exit(code)
 
 
 def run_warm(argv: list[str], path: Path | None) -> int | None:
@@ -271,9 +271,9 @@ def start_service(kind: str) -> None:
         env["PYTHONPATH"] = source  # this very code, whatever the folder it starts in
         with open(path.with_suffix(".log"), "ab") as log:
             subprocess.Popen([sys.executable, "-m", "galleryflow.app.warm", "serve", kind,
-                              str(path), str(minutes)], cwd="/", stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                             close_fds=True)
+                              str(path), str(minutes)], cwd="/", stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, env=env,
+                             start_new_session=True, close_fds=True)
     except Exception:  # noqa: BLE001 - a convenience: the next command just starts cold
         pass
 
