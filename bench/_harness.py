@@ -6,12 +6,19 @@ does), starts the home's background Prefect server (Prefect's temporary
 per-process server when ``ops.local_server`` is off) and runs one empty flow so
 the server and the flow machinery are up before anything is timed. It returns the
 ``process-sets`` flow to call; ``close_home()`` stops the server.
+
+``wait_warm(runtime, kind)`` and ``stop_warm(runtime)``: for the benches that time
+commands as a user types them, the warm process (``galleryflow.app.warm``) the
+first, cold command leaves in the bench's own runtime folder.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,3 +55,28 @@ def close_home() -> None:
     from galleryflow.app import local_server
 
     local_server.stop()  # the bench's home is thrown away
+
+
+def wait_warm(runtime: Path, kind: str, timeout: float = 120.0) -> None:
+    """Until the warm process of ``kind`` the cold command left in ``runtime`` answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in runtime.glob(f"{kind}-*.sock"):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+        time.sleep(0.1)
+    sys.exit(f"no warm {kind} process answered in {runtime} (see its .log)")
+
+
+def stop_warm(runtime: Path) -> None:
+    """The warm processes in ``runtime`` stop once their socket is gone (checked every
+    second)."""
+    for path in runtime.glob("*.sock"):
+        path.unlink()
+    time.sleep(1.5)

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import stop_warm, wait_warm  # noqa: E402
 from bench.pillow_batch import PRESETS, reference  # noqa: E402
 
 
@@ -86,11 +87,11 @@ def main() -> None:
           f" {'vs script':>10} {'vs in-process':>14}")
     cold: dict[str, float] = {}
     for preset in PRESETS:
-        _stop_warm(runtime)
+        stop_warm(runtime)
         out = args.workdir / "out"
         shutil.rmtree(out, ignore_errors=True)
         cold[preset] = cli(folder, out / f"gf-{preset}-cold", preset, env)
-        _wait_warm(runtime)
+        wait_warm(runtime, "batch")
         ours, script, inproc = [], [], []
         for round_ in range(args.rounds):
             out = args.workdir / "out"
@@ -104,33 +105,7 @@ def main() -> None:
         a = cold[preset]
         print(f"{'  cold, first':<14} {a:>8.2f} s {len(files) / a:>5.1f}/s {'':>14} {'':>18}"
               f" {a / b:>9.2f}× {a / c:>13.2f}×")
-    _stop_warm(runtime)
-
-
-def _wait_warm(runtime: Path, timeout: float = 60.0) -> None:
-    """Until the warm process the cold command left behind answers."""
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in runtime.glob("*.sock"):
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(path))
-                return
-            except OSError:
-                pass
-            finally:
-                probe.close()
-        time.sleep(0.1)
-    raise SystemExit(f"no warm process answered in {runtime} (see its .log)")
-
-
-def _stop_warm(runtime: Path) -> None:
-    """The warm process stops once its socket is gone (checked every second)."""
-    for path in runtime.glob("*.sock"):
-        path.unlink()
-    time.sleep(1.5)
+    stop_warm(runtime)
 
 
 if __name__ == "__main__":

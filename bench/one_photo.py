@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
+from bench._harness import stop_warm, wait_warm  # noqa: E402
+
 
 # Where each photo was taken: a grid over central Europe, one point per photo of the
 # bench (the town nearest each point names it). New photos get new captions, as real
@@ -112,25 +114,6 @@ def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> f
     return wall
 
 
-def _wait_warm(runtime: Path, timeout: float = 120.0) -> None:
-    """Until the warm process for runs that the cold run left behind answers."""
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in runtime.glob("run-*.sock"):
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(path))
-                return
-            except OSError:
-                pass
-            finally:
-                probe.close()
-        time.sleep(0.1)
-    sys.exit(f"no warm process answered in {runtime} (see its .log)")
-
-
 def home_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GALLERYFLOW_"))}
     env.update(GALLERYFLOW_HOME=str(home), COLUMNS="200",
@@ -191,7 +174,7 @@ def main() -> None:
         warm = make_round_set(sources, sets / "warm-up", "warm-up", shoot=0)
         cold = timed([galleryflow, "run", str(warm), "--approve-all"], env, log)
         print(f"warm-up run (cold: no warm process yet) {cold:.2f} s", flush=True)
-        _wait_warm(runtime)
+        wait_warm(runtime, "run")
         if base_home is not None:
             timed(base_cli + ["server", "start"], base_env, base_log, args.baseline)
             print(f"baseline {args.baseline}: home {base_home}; warm-up run …", flush=True)
@@ -238,8 +221,7 @@ def main() -> None:
     finally:
         subprocess.run([galleryflow, "server", "stop"], env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for path in runtime.glob("*.sock"):  # the warm process stops once it is gone
-            path.unlink()
+        stop_warm(runtime)
         if base_home is not None:
             subprocess.run(base_cli + ["server", "stop"], env=base_env, cwd=args.baseline,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
