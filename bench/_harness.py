@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -59,17 +58,12 @@ def close_home() -> None:
 
 def wait_warm(runtime: Path, kind: str, timeout: float = 120.0) -> None:
     """Until the warm process of ``kind`` the cold command left in ``runtime`` answers."""
+    from galleryflow.app.warm import answers
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for path in runtime.glob(f"{kind}-*.sock"):
-            probe = socket.socket(socket.AF_UNIX)
-            try:
-                probe.connect(str(path))
-                return
-            except OSError:
-                pass
-            finally:
-                probe.close()
+        if any(answers(path) for path in runtime.glob(f"{kind}-*.sock")):
+            return
         time.sleep(0.1)
     sys.exit(f"no warm {kind} process answered in {runtime} (see its .log)")
 

@@ -142,7 +142,7 @@ def test_no_warm_process_is_used_when_gone_unsafe_or_unwanted(tmp_path, runtime,
     # and leaves a new warm process.
     service.kill()
     service.wait(10)
-    assert path.exists() and not warm._answers(path)
+    assert path.exists() and not warm.answers(path)
     done = _gf("batch", "process", "--input", str(tmp_path / "in" / "*.jpg"),
                "--preset", "thumbnail", "--output", str(tmp_path / "a"))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -197,7 +197,7 @@ def test_a_warm_process_that_never_answers_is_stopped_and_the_command_starts_col
                                 str(path), "1"])
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not warm._answers(path):
+        while time.monotonic() < deadline and not warm.answers(path):
             time.sleep(0.1)
         service.send_signal(signal.SIGSTOP)  # takes the connection, never forks for it
         monkeypatch.setattr(warm, "ANSWER_SECONDS", 1.0)

@@ -208,10 +208,7 @@ def _drop_hung(conn: socket.socket, path: Path) -> None:
         pid = 0
     conn.close()
     if pid > 0:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        _signal(pid, signal.SIGKILL)
     try:
         path.unlink()
     except OSError:
@@ -228,25 +225,16 @@ def _umask() -> int:
 
 def _forward_signals(child: int) -> None:
     def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
+        _signal(child, signum)
 
     def stop(_signum: int, _frame: object) -> None:  # Ctrl-Z: the command stops with us
-        try:
-            os.kill(child, signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
+        _signal(child, signal.SIGSTOP)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
 
     def resume(_signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTSTP, stop)
-        try:
-            os.kill(child, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+        _signal(child, signal.SIGCONT)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
@@ -262,7 +250,7 @@ def start_service(kind: str) -> None:
 
         minutes = get_settings().ops.warm_minutes
         path = socket_path(kind, create=True)
-        if minutes <= 0 or path is None or _answers(path):
+        if minutes <= 0 or path is None or answers(path):
             return
         import subprocess
 
@@ -278,7 +266,8 @@ def start_service(kind: str) -> None:
         pass
 
 
-def _answers(path: Path) -> bool:
+def answers(path: Path) -> bool:
+    """Whether a warm process listens at ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -301,7 +290,7 @@ def serve(kind: str, path: Path, minutes: float) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another one is starting or serving
-    if _answers(path):
+    if answers(path):
         return
     _preload(kind)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -320,19 +309,24 @@ def serve(kind: str, path: Path, minutes: float) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     children: dict[int, socket.socket] = {}  # command pid → its client's connection
+    hung_up: set[int] = set()  # commands told their client is gone (no longer watched)
     idle_since = time.monotonic()
     try:
         while not stopping:
-            ready, _, _ = select.select([listener, *children.values()], [], [], 1.0)
+            watched = [c for p, c in children.items() if p not in hung_up]
+            ready, _, _ = select.select([listener, *watched], [], [], 1.0)
             for conn in ready:
                 if conn is listener:
                     child = _accept(listener, children)
                     if child is not None:
                         children[child[0]] = child[1]
-                elif not _peek(conn):  # the client is gone: hang its command up
+                elif not _peek(conn):  # the client is gone: hang its command up, once
                     pid = next(p for p, c in children.items() if c is conn)
+                    hung_up.add(pid)
                     _signal(pid, signal.SIGHUP)
+                    _signal(pid, signal.SIGCONT)  # a command stopped by Ctrl-Z dies too
             _reap(children)
+            hung_up &= children.keys()
             if children:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > minutes * 60:
@@ -409,7 +403,7 @@ def _peek(conn: socket.socket) -> bool:
 def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
-    except ProcessLookupError:
+    except OSError:  # gone already (or, reused, no longer ours)
         pass
 
 
