@@ -206,3 +206,22 @@ def test_a_warm_process_that_never_answers_is_stopped_and_the_command_starts_col
     finally:
         if service.poll() is None:
             service.kill()
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_address_still_gets_its_warm_process(
+        tmp_path, monkeypatch):
+    """A socket's address holds ~107 bytes: a deep runtime folder is reached through its
+    descriptor (/proc/self/fd/N/…), for the service's bind and every client's connect."""
+    folder = runtime_folder(tmp_path / ("deep-" * 12) / ("er-" * 12))
+    assert len(str(folder / "batch-0123456789abcdef0123.sock")) > 108
+    monkeypatch.setenv("GALLERYFLOW_RUNTIME_DIR", str(folder))
+    monkeypatch.setenv("GALLERYFLOW_OPS__WARM_MINUTES", "1")
+    try:
+        assert _gf("batch", "status").returncode == 0
+        path = _wait_warm(folder)
+        assert path.parent == folder and path.stat().st_mode & 0o777 == 0o600
+        again = _gf("batch", "status")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert len(_served(folder, "batch status")) == 1  # the second ran warm
+    finally:
+        stop_all(folder)

@@ -51,6 +51,8 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,43 @@ def socket_path(kind: str, create: bool = False) -> Path | None:
     return None if folder is None else folder / f"{kind}-{code_fingerprint()}.sock"
 
 
+# A Unix socket's address holds at most 107 bytes on Linux (103 on the BSDs and
+# macOS); a runtime folder deep enough (a long $XDG_RUNTIME_DIR or
+# GALLERYFLOW_RUNTIME_DIR, a test's tmp_path) makes bind() and connect() fail with
+# "AF_UNIX path too long".
+_SUN_PATH_MAX = 103
+
+
+@contextmanager
+def _address(path: Path) -> Iterator[str | None]:
+    """An address for the socket file ``path`` that fits: the path itself, or the same
+    file reached through its folder's descriptor (``/proc/self/fd/N/name``: Linux
+    resolves the folder from the open descriptor, so the address stays short however
+    deep the folder is). None where neither fits: that command simply starts cold."""
+    name = str(path)
+    if len(os.fsencode(name)) <= _SUN_PATH_MAX:
+        yield name
+        return
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield None
+        return
+    try:
+        short = f"/proc/self/fd/{fd}/{path.name}"
+        yield short if os.path.isdir(f"/proc/self/fd/{fd}") and len(short) <= _SUN_PATH_MAX else None
+    finally:
+        os.close(fd)
+
+
+def _connect(conn: socket.socket, path: Path) -> None:
+    """``conn.connect`` to the socket file ``path`` (OSError when it cannot)."""
+    with _address(path) as address:
+        if address is None:
+            raise OSError(f"no usable address for {path}")
+        conn.connect(address)
+
+
 def kind_of(argv: list[str]) -> str | None:
     """The kind of warm process that runs ``argv``; None: it starts cold."""
     if "--help" in argv or os.environ.get(OFF, "").strip() in ("0", "0.0"):
@@ -161,7 +200,7 @@ def run_warm(argv: list[str], path: Path | None) -> int | None:
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.connect(str(path))
+        _connect(conn, path)
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                               "umask": _umask()}).encode()
         socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
@@ -270,7 +309,7 @@ def answers(path: Path) -> bool:
     """Whether a warm process listens at ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(str(path))
+        _connect(probe, path)
         return True
     except OSError:
         return False
@@ -295,7 +334,12 @@ def serve(kind: str, path: Path, minutes: float) -> None:
     _preload(kind)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)  # a dead service's socket
-    listener.bind(str(path))
+    with _address(path) as address:
+        if address is None:
+            print(f"{time.strftime('%F %T')} no warm process: the socket's path is too long "
+                  f"for a Unix socket address ({path})", flush=True)
+            return
+        listener.bind(address)
     os.chmod(path, 0o600)
     listener.listen(16)
     bound = os.stat(path).st_ino
