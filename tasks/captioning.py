@@ -28,8 +28,10 @@ answered. The cached computation (:func:`ask_model`) is separate from the writer
 (:func:`caption_chunk`), which is never cached.
 
 Concurrency: a chunk of rows holds one slot of the global concurrency limit
-``ollama`` for all its requests. Prefect hands a freed slot on only after a
-second or more, so taking it per request would idle the model between rows.
+``ollama`` for all its requests. A slot per request would cost two requests
+to the Prefect server per row, and a chunk waiting for the slot another run frees
+asks again every 0.05–1 s (:func:`~galleryflow.core.prefect_run.limit_slot`), so
+the model could idle between rows.
 The limit is created (``settings.ollama.concurrency_limit`` slots) when the stage
 starts if it does not exist; acquisition is non-strict, so a limit deleted
 meanwhile neither hangs nor fails a run.
@@ -297,7 +299,7 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
     if plan.mode == "offline":
         each()
     else:
-        # One slot for the whole chunk: Prefect re-grants a freed slot only after ~1 s.
+        # One slot for the whole chunk (see the module docstring).
         with limit_slot("ollama", settings.ollama.slot_wait_seconds):
             each()
     # The publish's decode and resize, started now on the core this stage leaves idle.
