@@ -30,8 +30,8 @@ answered. The cached computation (:func:`ask_model`) is separate from the writer
 Concurrency: a chunk of rows holds one slot of the global concurrency limit
 ``ollama`` for all its requests. A slot per request would cost two requests
 to the Prefect server per row, and a chunk waiting for the slot another run frees
-asks again every 0.05–1 s (:func:`~galleryflow.core.prefect_run.limit_slot`), so
-the model could idle between rows.
+asks again within ~1 s (the server's Retry-After, capped in
+:mod:`galleryflow.core.prefect_env`), so the model could idle between rows.
 The limit is created (``settings.ollama.concurrency_limit`` slots) when the stage
 starts if it does not exist; acquisition is non-strict, so a limit deleted
 meanwhile neither hangs nor fails a run.

@@ -20,6 +20,15 @@ The defaults:
   503 to the tag concurrency request, is why the pipeline's tasks carry no tags:
   docs/operations.md). `bench/pending.py` prints the largest Pending→Running
   gap of a run;
+- a chunk waiting for a global concurrency slot (``scoring``, ``publish``,
+  ``ollama``) asks again within ~1 s. The server's 423 names the Retry-After the
+  client sleeps: the limit's average slot occupancy times the requests it denied,
+  capped at ``maximum_concurrency_slot_wait_seconds`` (30 s by default), +30 %
+  jitter — a chunk queued behind another slept 22–39 s after the slot was already
+  free, and two such sleeps were ~60 s stalls. The cap is 1 s here (a server
+  setting: it holds for the home's background server, Prefect's temporary one and
+  any server started with this environment; a server of the user's own keeps its
+  setting, ``docs/operations.md``);
 - task results persisted under ``GALLERYFLOW_HOME/results``, so task caching
   works across runs (Prefect's default keeps results in memory only);
 - when no Prefect server is configured, the embedded server's database under
@@ -48,6 +57,8 @@ _DEFAULTS = {
     # environment it inherits; `prefect server start` reads Prefect's own setting.
     "UVICORN_TIMEOUT_KEEP_ALIVE": "60",
     "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "60",
+    # Retry-After of a taken slot at most ~1 s (see the module docstring).
+    "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
 }
 
 API_URL = "PREFECT_API_URL"

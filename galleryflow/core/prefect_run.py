@@ -88,67 +88,28 @@ def ensure_limit(name: LimitName, slots: int) -> bool:
     return True
 
 
-# Waiting for a taken slot: poll with our own short, growing pause. Prefect's client
-# sleeps whatever Retry-After the server's 423 names: the limit's average slot
-# occupancy (capped at the server's maximum_concurrency_slot_wait_seconds, 30 s)
-# times the denied requests, with up to +30 % jitter. A chunk queued behind one
-# that held the slot 10 s slept ~10-39 s after the slot was already free; behind a
-# long holder (a test's barrier, a slow upload) ~60 s. Polling asks the same
-# server the same question (the server alone grants slots, leases included);
-# it only stops sleeping past the moment a slot frees.
-_FIRST_PAUSE = 0.05
-_LONGEST_PAUSE = 1.0
-
-
-def _locked(exc: BaseException) -> bool:
-    """Whether ``exc`` is the server's 423: every slot is taken (try again)."""
-    cause = exc.__cause__
-    response = getattr(cause, "response", None)
-    return getattr(response, "status_code", None) == 423
-
-
 @contextmanager
 def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
     """Hold one slot of the global limit ``name``, waiting at most ``wait_seconds``.
 
     A missing limit does not block (``strict=False``); a slot not free in time is
-    a :class:`StageError` that says how to inspect and free a leaked one. While every
-    slot is taken, the server is asked again after 0.05 s, then a little longer each
-    time up to 1 s (see ``_FIRST_PAUSE``), not after its own Retry-After.
+    a :class:`StageError` that says how to inspect and free a leaked one.
     """
-    import time
-
     from prefect.concurrency.sync import concurrency
 
-    deadline = time.monotonic() + wait_seconds
-    pause = _FIRST_PAUSE
     with ExitStack() as stack:
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                stack.enter_context(concurrency(name, occupy=1, strict=False, max_retries=0,
-                                                timeout_seconds=max(left, 1.0)))
-                break
-            except TimeoutError as exc:
-                raise _no_slot(name, wait_seconds) from exc
-            # Prefect's ConcurrencySlotAcquisitionError (not public) wraps the 423; any
-            # other failure is not ours to retry.
-            except Exception as exc:
-                if not _locked(exc):
-                    raise
-                if left <= pause:
-                    raise _no_slot(name, wait_seconds) from exc
-            time.sleep(pause)
-            pause = min(pause * 1.5, _LONGEST_PAUSE)
+        try:
+            stack.enter_context(concurrency(name, occupy=1, strict=False,
+                                            timeout_seconds=wait_seconds))
+        except TimeoutError as exc:
+            raise StageError(
+                f"no free slot of the global concurrency limit {name!r} after "
+                f"{wait_seconds:.0f} s: another run holds it, or a run that crashed left it "
+                f"taken. Check with `prefect global-concurrency-limit inspect {name}`; free a "
+                f"leaked slot with `prefect global-concurrency-limit update {name} "
+                "--active-slots 0`"
+            ) from exc
         yield
-
-
-def _no_slot(name: str, wait_seconds: float) -> StageError:
-    return StageError(
-        f"no free slot of the global concurrency limit {name!r} after {wait_seconds:.0f} s: "
-        f"another run holds it, or a run that crashed left it taken. Check with `prefect "
-        f"global-concurrency-limit inspect {name}`; free a leaked slot with `prefect "
-        f"global-concurrency-limit update {name} --active-slots 0`")
 
 
 # ------------------------------------------------------------------ gate wake-ups
