@@ -622,3 +622,45 @@ def test_evidence_from_gps_text_fields_identifiers_and_hints(gf_home: Settings,
     data = evidence.prompt_data()
     assert data["embedded"]["ImageDescription"].startswith("KLM")
     assert "latitude" not in data and data["hints"]["labels"] == ["aircraft"]
+
+
+def test_taken_names_answer_every_variant_from_three_queries(gf_home: Settings,
+                                                              tmp_path: Path) -> None:
+    """A name taken by another row's draft, its reservation or the site's publish log is
+    taken, whatever the case; this row's own are not; and the search for a free variant
+    (name, name-2, name-3 …) reads the names once, not three table scans a variant."""
+    from sqlalchemy import event
+
+    from galleryflow.captioning.context import TakenNames
+    from galleryflow.captioning.normalise import unique_name
+    from galleryflow.db.engine import get_engine
+    from galleryflow.db.models import PublishLog
+    from galleryflow.db.names import reserve
+
+    ids = insert_set(gf_home, tmp_path, "shore-walk", 5).row_ids
+    me, drafted, reserving, published, elsewhere = ids
+    with session_scope() as session:
+        session.get(Photo, drafted).web_file_name = "Lake-Shore.jpg"
+        session.get(Photo, me).web_file_name = "lake-shore-5.jpg"  # this row's own
+        session.get(Photo, elsewhere).web_file_name = "lakeside-bench.jpg"
+        reserve(session, reserving, "lake-shore-2.jpg")
+        session.add(PublishLog(review_id=published, action="upload_image", target="sftp",
+                               remote_path="gallery/2026/lake-shore-3.jpg", status="done"))
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    with session_scope() as session:
+        taken = TakenNames(session, me)
+        for stem in ("lake-shore", "LAKE-SHORE-2", "lake-shore-3", "lakeside-bench"):
+            assert stem in taken, stem
+        for stem in ("lake-shore-4", "lake-shore-5", "lake", "lake-shore-jpg", "shore"):
+            assert stem not in taken, stem
+        fresh = TakenNames(session, me)
+        event.listen(get_engine(), "before_cursor_execute", count)
+        try:
+            assert unique_name("lake-shore", fresh.__contains__) == "lake-shore-4"
+        finally:
+            event.remove(get_engine(), "before_cursor_execute", count)
+    assert len(statements) == 3, statements  # one prefix ("lake-sho"), three tables

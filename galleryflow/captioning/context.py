@@ -16,8 +16,7 @@ from galleryflow.captioning.normalise import name_stem
 from galleryflow.captioning.rows import edited_fields, row_draft_values
 from galleryflow.core.settings import Settings
 from galleryflow.core.status import RowStatus
-from galleryflow.db.models import Proof, PublishLog, Photo
-from galleryflow.db.names import taken_by_other
+from galleryflow.db.models import Photo, Proof, PublishLog, WebName
 
 # Rows whose captions a new caption must not repeat: everything but the discarded.
 _COMPARED_STATUSES = [s.value for s in RowStatus if s not in (RowStatus.REJECTED, RowStatus.FAILED)]
@@ -31,33 +30,52 @@ class TakenNames(Collection[str]):
     """Web-name stems used by other rows or already published: asked of the DB when checked.
 
     Only membership is answered; iterating it yields nothing (it is never listed).
+
+    A free name is searched for by asking about ``name``, ``name-2``, ``name-3``…
+    (:func:`~galleryflow.captioning.normalise.unique_name`), and each question was three
+    queries that scan their tables (``lower()`` and a leading ``%`` use no index): with
+    many photos drafted under one name (a day at one place) that grew with the square
+    of their number. Now the names that begin like the asked stem (its first
+    ``PREFIX`` characters) are read once, in three queries, and every variant is
+    answered from them. This is a check before drafting; the reservation
+    (:mod:`galleryflow.db.names`) still decides who gets a name.
     """
+
+    PREFIX = 8
 
     def __init__(self, session: Session, row_id: int) -> None:
         self.session = session
         self.row_id = row_id
+        self._taken: dict[str, set[str]] = {}  # prefix → taken stems that begin with it
 
     def __contains__(self, stem: object) -> bool:
         if not isinstance(stem, str):
             return False
-        rows = self.session.scalar(
-            select(func.count()).select_from(Photo).where(
-                Photo.id != self.row_id,
-                or_(func.lower(Photo.web_file_name) == stem,
-                    func.lower(Photo.web_file_name).like(f"{stem}.%")),
-            )
-        )
-        if rows:
-            return True
-        if taken_by_other(self.session, self.row_id)(f"{stem}.jpg"):  # reserved (db.names)
-            return True
-        published = self.session.scalars(
-            select(PublishLog.remote_path).where(
+        stem = stem.lower()
+        prefix = stem[: self.PREFIX]
+        if prefix not in self._taken:
+            self._taken[prefix] = self._stems_beginning(prefix)
+        return stem in self._taken[prefix]
+
+    def _stems_beginning(self, prefix: str) -> set[str]:
+        """Every taken stem that begins with ``prefix`` (a LIKE pattern may match more:
+        ``_`` is a wildcard; the stems are exact)."""
+        taken: set[str] = set()
+        for name in self.session.scalars(select(Photo.web_file_name).where(
+                Photo.id != self.row_id, func.lower(Photo.web_file_name).like(f"{prefix}%"))):
+            if name:  # the name itself and each part of it before a dot (stem.jpg → stem)
+                parts = name.lower().split(".")
+                taken.update(".".join(parts[:k]) for k in range(1, len(parts) + 1))
+        for key in self.session.scalars(select(WebName.name_key).where(
+                WebName.review_id != self.row_id, WebName.name_key.like(f"{prefix}%"))):
+            if key.endswith(".jpg"):  # reserved (db.names): a stem is reserved as stem.jpg
+                taken.add(key[: -len(".jpg")])
+        for path in self.session.scalars(select(PublishLog.remote_path).where(
                 PublishLog.review_id != self.row_id,
-                func.lower(PublishLog.remote_path).like(f"%{stem}.%"),
-            )
-        ).all()
-        return any(name_stem(path) == stem for path in published if path)
+                func.lower(PublishLog.remote_path).like(f"%{prefix}%"))):
+            if path:
+                taken.add(name_stem(path))
+        return taken
 
     def __iter__(self) -> Iterator[str]:
         return iter(())
