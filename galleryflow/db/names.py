@@ -16,8 +16,6 @@ the gallery table collides here first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -61,11 +59,3 @@ def reserve(session: Session, review_id: int, file_name: str, *, release_others:
             session.execute(delete(WebName).where(WebName.review_id == review_id,
                                                   WebName.name_key != name_key(file_name)))
     return None
-
-
-def taken_by_other(session: Session, review_id: int | None) -> Callable[[str], bool]:
-    """A ``taken(name)`` predicate: the name is reserved by a row other than ``review_id``."""
-    def taken(file_name: str) -> bool:
-        owner = holder(session, file_name)
-        return owner is not None and owner != review_id
-    return taken
