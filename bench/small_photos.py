@@ -66,17 +66,36 @@ def plain_loop(folder: Path) -> tuple[float, float]:
     from tasks.validate import validate_set_dirs
 
     settings = get_settings()
-    start = time.perf_counter()
+    parts: dict[str, float] = {}
+    start = mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        parts[name] = now - mark
+        mark = now
+
     report = validate_set_dirs([folder], settings)
     prepare_db.fn()
     set_report = report.sets[0]
     image_set_id = open_session.fn(set_report, None, None, None)
+    lap("validate, open")
     copied = intake_chunk.fn([IntakeItem.from_check(c) for c in set_report.accepted], image_set_id)
+    lap("intake")
     exifs = read_exif_chunk.fn([ExifInput(sha256=r.sha256, path=r.incoming_path) for r in copied])
+    lap("exif")
     row_ids, _ = review_rows_chunk.fn(copied, exifs, image_set_id)
+    lap("review rows")
     score_and_resize(row_ids, image_set_id, settings)
+    lap("score and resize")
     first = time.perf_counter() - start
+    PLAIN_PARTS.clear()
+    PLAIN_PARTS.update(parts)
     return first, plain_rest(row_ids, image_set_id, settings)
+
+
+PLAIN_PARTS: dict[str, float] = {}
+"""The last plain round's seconds by part, printed beside the flow's task runs."""
 
 
 def plain_rest(row_ids: list[int], image_set_id: int, settings: Any) -> float:
@@ -91,10 +110,14 @@ def plain_rest(row_ids: list[int], image_set_id: int, settings: Any) -> float:
 
     start = time.perf_counter()
     caption_rows(row_ids, image_set_id)
+    drafted = time.perf_counter()
     apply_decisions(ReviewDecision(rows=[], bulk=BULK_APPROVE_PASSED, reviewer="bench"),
                     row_ids, settings)
     approved = publishable_row_ids(settings, row_ids=row_ids)
+    decided = time.perf_counter()
     publish_approved(approved, settings=settings)
+    PLAIN_PARTS.update({"drafts": drafted - start, "approve": decided - drafted,
+                        "publish": time.perf_counter() - decided})
     return time.perf_counter() - start
 
 
@@ -148,6 +171,8 @@ def main() -> None:
           f"{w / c:.2f}× the plain loop (target ≤ 2×; drafts, gate, local publish included)")
     print("\nthe last flow run's task runs (Prefect's records):")
     print_task_runs(home)
+    print("\nthe last plain round, by part (s): " + ", ".join(
+        f"{name} {seconds:.2f}" for name, seconds in PLAIN_PARTS.items()))
     close_home()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from galleryflow.imaging.geometry import oriented_size
 from galleryflow.core.photo_facts import CameraFacts
 from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import get_settings
+from galleryflow.core.workers import map_all
 
 log = logging.getLogger(__name__)
 
@@ -222,5 +222,4 @@ def read_exif_chunk(items: list[ExifInput]) -> list[ExifData]:
         finally:
             progress.advance()
 
-    with ThreadPoolExecutor(max_workers=settings.threads) as pool:
-        return list(pool.map(one, items))
+    return map_all(one, items, settings.threads)  # the process's pool, shared by chunks

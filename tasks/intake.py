@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +47,7 @@ from galleryflow.core.progress import StageProgress
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, StageError
+from galleryflow.core.workers import map_all
 from galleryflow.imaging.decode import open_reduced
 from galleryflow.imaging.geometry import reduce
 from galleryflow.imaging.shared import store_derived
@@ -277,8 +277,7 @@ def intake_chunk(items: list[IntakeItem], image_set_id: int) -> list[IntakeResul
         finally:
             progress.advance()
 
-    with ThreadPoolExecutor(max_workers=min(4, settings.threads)) as pool:
-        return list(pool.map(one, items))
+    return map_all(one, items, settings.threads)  # the process's pool, shared by chunks
 
 
 def tidy_pending(settings: Settings, set_name: str) -> None:

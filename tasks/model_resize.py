@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prefect import task
@@ -40,6 +39,7 @@ from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import LOCKED_STATUSES, RowStatus
 from galleryflow.core.stages import ChunkReport
+from galleryflow.core.workers import map_all
 from tasks.rowstate import snapshot_row
 
 STAGE = "model_resize"
@@ -181,9 +181,7 @@ def _run_jobs(jobs: list[ResizeJob], settings: Settings) -> dict[int, str | None
 
     if not jobs:
         return {}
-    with ThreadPoolExecutor(max_workers=min(settings.threads, len(jobs)),
-                            thread_name_prefix="model-resize") as pool:
-        return dict(pool.map(run, jobs))
+    return dict(map_all(run, jobs, settings.threads))  # the process's pool, shared by chunks
 
 
 def _fail(ledger: SessionLedger, row: Photo, message: str) -> None:

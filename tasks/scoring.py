@@ -36,7 +36,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,7 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import LOCKED_STATUSES, RowStatus
 from tasks.rowstate import snapshot_row
 from galleryflow.core.stages import ChunkReport, chunked
+from galleryflow.core.workers import map_all
 
 STAGE = "scoring"
 SCORING_LIMIT = "scoring"  # the global concurrency limit a chunk holds one slot of
@@ -424,8 +424,8 @@ def score_images(items: Sequence[ScoreInput], setup: ScoringSetup,
         return prepare(item, ident.analysis_long_edge, ident.min_side, clip_prepare,
                        ident.decode_long_edge, shared)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(items)))) as pool:
-        prepared = list(pool.map(_prep, items))  # Pillow releases the GIL while decoding
+    # Pillow releases the GIL while decoding; the process's pool, shared by chunks.
+    prepared = map_all(_prep, items, threads)
 
     aesthetic_scores: dict[int, Rated | str] = {}
     if aesthetic is not None:

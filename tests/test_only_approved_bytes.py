@@ -1,5 +1,5 @@
 """Issue 13 as a user hits it: a re-export, `run .`, `run ..`, a symlink out of a set,
-a tampered incoming copy, a burst of 70 photos in chunks of 8, the set's location."""
+a tampered incoming copy, a burst of 24 photos in chunks of 8, the set's location."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tasks.intake import IntakeItem, content_path, copy_in
 from tasks.publish import publish_rows
 from tasks.validate import validate_set_dirs
 from tests.fixtures.photos import make_set
-from tests.fixtures.review import offline
+from tests.fixtures.review import configure, offline
 from tests.fixtures.rows import RowSpec, by_id, drafted, insert_set, load_photos
 from tests.fixtures.site import assert_site_consistent
 
@@ -143,34 +143,80 @@ def test_a_reexport_is_a_new_photo_and_the_published_one_keeps_its_bytes(
 
 
 @pytest.mark.integration
-def test_a_burst_of_40_in_chunks_of_8_never_shares_a_name(
-        prefect_api, tmp_path: Path, gf_home, monkeypatch, approve_all):
-    """One burst, one minute: the offline captioner proposes the same name for all of
-    them, concurrent chunks race for it; the reservations decide."""
-    from flows.process_sets import process_sets
+def test_a_burst_of_24_in_chunks_of_8_never_shares_a_name(
+        prefect_api, tmp_path: Path, gf_home, monkeypatch, approve_all, stub):
+    """One burst, one minute, a model that names every photo alike: three chunks draft at
+    the same time (the first request of each is held until all three are in flight), so
+    every chunk reads the name as free and then races for it; the reservations decide.
 
-    # The look-alike offline captions of a burst are blocked as duplicates; the rule that
-    # holds such a set back (tests/test_zero_blocked.py) is relaxed: this is about names.
-    settings = offline(monkeypatch, GALLERYFLOW_CHUNK_SIZE="8", GALLERYFLOW_OLLAMA__CHUNK_SIZE="8",
-                       GALLERYFLOW_PUBLISH__FULL_LONG_EDGE="96",
-                       GALLERYFLOW_PUBLISH__THUMB_LONG_EDGE="32",
-                       GALLERYFLOW_PUBLISH__ALLOW_BLOCKED_SETS="true")
+    Offline drafts are one chunk at a time per process (tasks.captioning), so the race
+    within one run is the model's: chunks that hold ``ollama`` slots side by side."""
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.process_sets import process_sets
+    from tests.fixtures.ollama import point_at
+    from tests.services.ollama_stub import Good, Slow
+
+    # Duplicate-looking captions of a burst may be blocked; the rule that holds such a
+    # set back (tests/test_zero_blocked.py) is relaxed: this is about names.
+    settings = configure(monkeypatch, GALLERYFLOW_CHUNK_SIZE="8",
+                         GALLERYFLOW_OLLAMA__CHUNK_SIZE="8",
+                         GALLERYFLOW_OLLAMA__CONCURRENCY_LIMIT="3",
+                         GALLERYFLOW_PUBLISH__FULL_LONG_EDGE="96",
+                         GALLERYFLOW_PUBLISH__THUMB_LONG_EDGE="32",
+                         GALLERYFLOW_PUBLISH__ALLOW_BLOCKED_SETS="true")
+    point_at(settings, stub)
+
+    def drop_limit() -> None:  # created afresh with 3 slots; the next test's own again
+        with get_client(sync_client=True) as client:
+            try:
+                client.delete_global_concurrency_limit_by_name("ollama")
+            except ObjectNotFound:
+                pass
+
+    together = threading.Barrier(3, timeout=4)  # under the client's 5 s timeout
+    first_three = iter(range(3))
+    lock = threading.Lock()
+    name = Good(file_name="green-hills-morning-burst")
+
+    def answer(call):
+        with lock:
+            held = next(first_three, None) is not None
+        if held:
+            together.wait()  # BrokenBarrierError (a 500, then a failed run) if not 3 at once
+        return Slow(0.01, name)
+
+    stub.default = answer
     folder = tmp_path / "sets" / "burst"
-    # 40: five chunks of 8 racing for one name per stage is the race; more photos only
-    # add task runs (the suite's time), not more kinds of collision.
-    for i in range(40):
+    # 24: three chunks of 8 racing for one name is the race (the flow runs four tasks at
+    # a time); more photos only add task runs (the suite's time), not kinds of collision.
+    for i in range(24):
         write_sample(folder / f"burst-{i:03d}.jpg", SampleSpec(
             name=f"burst-{i:03d}.jpg", width=96, height=64, seed=i,
             taken_at=datetime(2026, 6, 14, 9, 0, i % 60)))
-    summary = process_sets([str(folder)])
+    drop_limit()
+    try:
+        summary = process_sets([str(folder)])
+    finally:
+        drop_limit()
     assert summary.sets[0].status == "completed"
+    assert stub.max_in_flight == 3
     with session_scope() as db:
-        names = [r.web_file_name.lower() for r in db.scalars(select(Photo)) if r.web_file_name]
-    assert len(names) == 40 and len(set(names)) == 40
+        rows = list(db.scalars(select(Photo)))
+        names = [r.web_file_name.lower() for r in rows if r.web_file_name]
+        renamed = [r for r in rows if any(i["code"] == "file_name_made_unique"
+                                          for i in (r.proof.issues or []))]
+    assert len(names) == 24 and len(set(names)) == 24
+    assert names.count("green-hills-morning-burst.jpg") == 1
+    # Every other photo was told, in its proof, that it got a variant: whether its chunk
+    # saw the name taken before reserving or lost the reservation ("meanwhile").
+    assert len(renamed) == 23
     state = assert_site_consistent(settings, settings.site_dir, resolve_gallery(settings),
                                    resolve_target(settings), tmp_path / "scratch")
     assert len(state.published) == len(summary.publish.published) > 0
-
 
 
 @pytest.mark.integration
