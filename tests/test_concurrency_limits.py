@@ -232,8 +232,9 @@ def test_a_freed_slot_is_taken_within_a_second_whatever_retry_after_the_server_n
     (galleryflow.core.prefect_env), which the test harness's server was started with."""
     from prefect.client.orchestration import get_client
 
-    from galleryflow.core.prefect_run import limit_slot
+    from galleryflow.core.prefect_run import forget_local_gates, limit_slot
 
+    forget_local_gates()  # both wait at the server, as chunks of two processes do
     set_limit("publish", 1)
     with get_client(sync_client=True) as client:
         # The v2 API's own update (the client's global-limit update has no such field).
@@ -255,3 +256,40 @@ def test_a_freed_slot_is_taken_within_a_second_whatever_retry_after_the_server_n
         assert freed_at  # it waited for the holder: one slot
     thread.join(30)
     assert taken_at - freed_at[0] < 5  # within the capped Retry-After (≤ 1.3 s), with room
+
+
+def test_chunks_of_one_process_hand_a_slot_on_without_the_server_refusing_any(
+        set_limit, monkeypatch):
+    """Four chunks of one process, one slot: they queue in the process (a semaphore of the
+    limit's size, read when the stage starts), so the server is asked only by the chunk
+    whose turn it is, once each: no request refused and retried after a Retry-After."""
+    from prefect.client.orchestration._concurrency_limits.client import (
+        ConcurrencyLimitAsyncClient,
+    )
+
+    from galleryflow.core.prefect_run import ensure_limit, limit_slot
+
+    asked: list[str] = []
+    real = ConcurrencyLimitAsyncClient.increment_concurrency_slots_with_lease
+
+    async def counted(self, *args, **kwargs):
+        asked.append("scoring")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConcurrencyLimitAsyncClient, "increment_concurrency_slots_with_lease",
+                        counted)
+    set_limit("scoring", 1)
+    assert ensure_limit("scoring", 4) is False  # it exists: its own size (1) is what counts
+    spans = Spans(meet=1)
+
+    def chunk() -> None:
+        with limit_slot("scoring", 60):
+            spans.leave(spans.enter())  # inside for a second
+
+    threads = [threading.Thread(target=chunk) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(spans.spans) == 4 and spans.most == 1
+    assert len(asked) == 4  # one request per chunk, none refused

@@ -10,12 +10,21 @@ do with each other, and neither throttles.)
 Acquisition waits a bounded time: a slot can leak — a lease is freed by the
 server's Repossessor, which an ephemeral Prefect server (the demo, ``run --here``,
 Prefect's test harness) does not run — and an unbounded wait would hang the run.
+
+Chunks of one process queue for a limit in the process first (a semaphore of the
+limit's size as :func:`ensure_limit` last read it at the stage's start), and only
+the chunks that got through ask the server. Without it, every chunk asked the
+server, and those refused slept the server's Retry-After (up to ~1.3 s) after the
+slot was freed: the four scoring chunks of 500 small photos, one slot, took 1.23 s
+where one after another takes 0.6 s. Other processes still meet at the server.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Literal
@@ -58,6 +67,30 @@ def flow_run_id() -> str | None:
     return None
 
 
+_local_gates: dict[str, tuple[int, threading.BoundedSemaphore]] = {}
+_local_gates_lock = threading.Lock()
+
+
+def _note_slots(name: str, slots: int) -> None:
+    """The limit's size as the server has it: this process's queue for it gets as many."""
+    with _local_gates_lock:
+        known = _local_gates.get(name)
+        if known is None or known[0] != slots:
+            # A new size gets a new semaphore; chunks holding the old one release it.
+            _local_gates[name] = (slots, threading.BoundedSemaphore(max(1, slots)))
+
+
+def forget_local_gates() -> None:
+    """Forget the limits' sizes: chunks then queue at the server only (until the next
+    :func:`ensure_limit`). Also what a forked child starts with."""
+    global _local_gates_lock
+    _local_gates.clear()
+    _local_gates_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=forget_local_gates)
+
+
 def ensure_limit(name: LimitName, slots: int) -> bool:
     """Create the global concurrency limit ``name`` if it does not exist; True if created.
 
@@ -72,13 +105,18 @@ def ensure_limit(name: LimitName, slots: int) -> bool:
     try:
         with get_client(sync_client=True) as client:
             try:
-                client.read_global_concurrency_limit_by_name(name)
+                existing = client.read_global_concurrency_limit_by_name(name)
+                if existing.active:
+                    _note_slots(name, existing.limit)
+                else:  # an inactive limit throttles nothing: neither does the process
+                    _local_gates.pop(name, None)
                 return False
             except ObjectNotFound:
                 pass
             try:
                 client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=max(1, slots)))
+                _note_slots(name, max(1, slots))
             except ObjectAlreadyExists:
                 return False
     except Exception as exc:
@@ -97,10 +135,16 @@ def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
     """
     from prefect.concurrency.sync import concurrency
 
+    deadline = time.monotonic() + wait_seconds
     with ExitStack() as stack:
         try:
-            stack.enter_context(concurrency(name, occupy=1, strict=False,
-                                            timeout_seconds=wait_seconds))
+            known = _local_gates.get(name)
+            if known is not None:  # this process's chunks first (module docstring)
+                if not known[1].acquire(timeout=wait_seconds):
+                    raise TimeoutError(name)
+                stack.callback(known[1].release)
+            stack.enter_context(concurrency(name, occupy=1, strict=False, timeout_seconds=max(
+                0.1, deadline - time.monotonic())))
         except TimeoutError as exc:
             raise StageError(
                 f"no free slot of the global concurrency limit {name!r} after "
