@@ -25,6 +25,15 @@ from typing import Any
 
 def open_home(home: Path, chunk_size: int) -> Callable[..., Any]:
     os.environ["GALLERYFLOW_HOME"] = str(home)
+    # galleryflow points Prefect's result store and database at the home when it is first
+    # imported (galleryflow.core.prefect_env). A bench that imported it before this (to make
+    # its photos) kept the default home's, ./.galleryflow: one result cache shared by every
+    # bench run, so a rerun on the same photos had its EXIF and scores served from the
+    # cache while the reference did the work. Set here, for this home, whatever came first.
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "results")
+    os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+        f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}")
     os.environ["GALLERYFLOW_CHUNK_SIZE"] = str(chunk_size)
     os.environ["GALLERYFLOW_OLLAMA__OFFLINE_ALLOWED"] = "true"
     os.environ["GALLERYFLOW_OLLAMA__HOST"] = "http://127.0.0.1:9"  # nothing listens: offline drafts
@@ -32,6 +41,15 @@ def open_home(home: Path, chunk_size: int) -> Callable[..., Any]:
     os.environ["GALLERYFLOW_REVIEW__POLL_INTERVAL_SECONDS"] = "0.5"
 
     import galleryflow  # noqa: F401
+    from galleryflow.core.prefect_env import configure_prefect_env
+    from galleryflow.core.settings import reset_settings
+
+    configure_prefect_env()  # refreshes Prefect's settings when it was imported already
+    reset_settings()
+    from prefect.settings import get_current_settings
+
+    if not str(get_current_settings().results.local_storage_path).startswith(str(home)):
+        sys.exit(f"the bench's results would not be kept in its home {home}")
     from flows.gate import add_gate_listener
     from flows.process_sets import process_sets
     from galleryflow.app import local_server
