@@ -3,6 +3,11 @@ review rows) and the per-image work after them (scores, model resize, drafts).
 
     .venv/bin/python bench/intake.py [--images 12] [--megapixels 24] [--chunk-size 128]
 
+Photos beyond the first 120 are byte variants of those (a JPEG comment added: other
+sha256, same pixels), so ``--images 1200`` checks that the per-photo cost stays flat
+without drawing 1,200 photos (~2.4 s each); it needs ~7 GB for the photos and as
+much again for the home.
+
 Generates N textured JPEGs with EXIF (cached under the bench work folder), runs
 the real ``process-sets`` flow (Prefect's embedded server) twice — a cold run
 and a rerun that should copy and read nothing twice — and prints images/second
@@ -37,18 +42,43 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+# Photos drawn afresh; beyond these, byte variants of them (see _variant).
+DRAWN = 120
+
+
 def _generate(folder: Path, count: int, megapixels: float) -> None:
     from galleryflow.intake.samples import CAMERAS, SampleSpec, write_sample
 
     height = int((megapixels * 1e6 / 1.5) ** 0.5)
     width = int(height * 1.5)
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
+    for i in range(min(count, DRAWN)):
         path = folder / f"bench-{i:04d}.jpg"
         if not path.exists():
             write_sample(path, SampleSpec(name=path.name, width=width, height=height,
                                           taken_at=datetime(2026, 6, 1, 6) + timedelta(minutes=13 * i),
                                           camera=CAMERAS[i % 4], seed=i, gps=(45.0, 7.0, 300.0)))
+    for i in range(DRAWN, count):
+        path = folder / f"bench-{i:04d}.jpg"
+        if not path.exists():
+            _variant(folder / f"bench-{i % DRAWN:04d}.jpg", path, i)
+
+
+def _variant(source: Path, target: Path, number: int) -> None:
+    """``source`` with a JPEG comment naming ``number`` after its EXIF segment: other
+    bytes (another sha256, so another photo to every stage and cache), the same pixels
+    to decode, written in milliseconds. Drawing a 24-MP photo takes ~2.4 s, so 1,200
+    of them would take most of an hour; the flatness check needs the count, not new
+    pixels. (Their near-duplicate pHashes only group them on the review page.)"""
+    data = source.read_bytes()
+    at = 2  # after SOI; then after an APP1 (EXIF must stay the first segment)
+    if data[2:4] == b"\xff\xe1":
+        at = 4 + int.from_bytes(data[4:6], "big")
+    text = f"galleryflow bench variant {number}".encode()
+    comment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    partial = target.with_suffix(".part")
+    partial.write_bytes(data[:at] + comment + data[at:])
+    os.replace(partial, target)
 
 
 # Which stage a call path belongs to, by the module that asked.

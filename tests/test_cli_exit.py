@@ -69,3 +69,20 @@ def test_every_kind_of_exit_status_is_kept(tmp_path: Path, exit_with: str, statu
     assert done.returncode == status
     assert done.stdout == "last line\n"
     assert said in done.stderr
+
+
+def test_a_command_that_used_the_shared_work_pool_still_exits(tmp_path: Path) -> None:
+    """The pool's idle threads (galleryflow.core.workers) are not daemons: the quick exit,
+    which waits for such threads, stops them first (the demo once finished its work and
+    then waited for them forever)."""
+    script = ("import sys\n"
+              "import galleryflow.app.cli as cli\n"
+              "from galleryflow.core.workers import map_all\n"
+              "def app():\n"
+              "    print(sum(map_all(lambda i: i * i, range(10), 3)))\n"
+              "cli.app = app\n"
+              "cli.main()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "GALLERYFLOW_HOME": str(tmp_path / "h")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "285\n"

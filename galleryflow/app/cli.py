@@ -696,6 +696,9 @@ def run_app(argv: list[str] | None = None) -> int:
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
+    from galleryflow.core import workers
+
+    workers.shutdown()  # its idle threads would be waited for below, forever
     for thread in threading.enumerate():
         if thread.is_alive() and not thread.daemon and thread is not threading.main_thread():
             thread.join()

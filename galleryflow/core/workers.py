@@ -12,7 +12,8 @@ finished before it returns or raises, so a failed chunk leaves no copy still bei
 written behind it when the session's rollback starts. A call made from one of the
 pool's own threads runs its items in that thread (waiting on the pool from inside
 it could deadlock). A forked child starts without the parent's pool (its threads
-did not survive the fork) and makes its own.
+did not survive the fork) and makes its own. Its threads are not daemons: the
+interpreter's exit stops them, and a quick exit calls :func:`shutdown` first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
 
-__all__ = ["map_all"]
+__all__ = ["map_all", "shutdown"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,6 +51,20 @@ def _forget() -> None:
 
 
 os.register_at_fork(after_in_child=_forget)
+
+
+def shutdown() -> None:
+    """Let the pools finish what they were given, and their threads end.
+
+    The interpreter's own exit does this for every pool; a caller that ends the
+    process otherwise (the console script's quick exit, :func:`galleryflow.app.cli.
+    run_app`, which waits for non-daemon threads first) calls it, or waits forever
+    for idle workers."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 def map_all(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R]:
