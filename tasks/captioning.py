@@ -250,6 +250,10 @@ def keep_previous(session: Session, row: Photo, outcome: RowOutcome, ledger: Ses
     row.status = RowStatus.AWAITING_REVIEW
 
 
+AHEAD_EVERY = 8
+"""Rows drafted between two hand-overs to the web-image worker: it starts with the first
+drafts, not after a whole chunk (an offline chunk is 128 rows)."""
+
 _OFFLINE_DRAFTING = threading.Lock()
 """Offline drafting is pure Python (templates, guardrails, name checks) plus short writes
 to the state database, so chunks side by side on the flow's threads only take turns on
@@ -297,6 +301,7 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
     outcomes: dict[int, RowOutcome] = {}
 
     def each() -> None:
+        drafted: list[int] = []
         for row_id in todo:
             source = outcomes.get(copies[row_id]) if row_id in copies else None
             outcome = _caption_one(row_id, plan, settings, ledger, report, previous,
@@ -305,6 +310,14 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
                 outcomes[row_id] = outcome
             if progress:
                 progress.advance()
+            drafted.append(row_id)
+            if len(drafted) == AHEAD_EVERY:
+                # The publish's decode and resize, started now on the core this stage
+                # leaves idle (one worker per process, in turn).
+                make_web_images_ahead(drafted, settings)
+                drafted = []
+        if drafted:
+            make_web_images_ahead(drafted, settings)
 
     if plan.mode == "offline":
         # One offline chunk at a time per process (see _OFFLINE_DRAFTING).
@@ -314,8 +327,6 @@ def caption_rows(row_ids: list[int], image_set_id: int, plan: CaptionPlan | None
         # One slot for the whole chunk (see the module docstring).
         with limit_slot("ollama", settings.ollama.slot_wait_seconds):
             each()
-    # The publish's decode and resize, started now on the core this stage leaves idle.
-    make_web_images_ahead(todo, settings)
     return report
 
 

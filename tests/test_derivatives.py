@@ -294,3 +294,38 @@ def test_the_publish_makes_what_was_queued_ahead_but_not_started(photo, tmp_path
     gate.set()
     assert make_derivatives(first, SPEC, work).reused  # being made ahead: waited for
     assert made == ["MainThread:second", "web-images-ahead:first", "MainThread:first"]
+
+
+def test_rows_handed_over_in_turns_share_one_background_worker(photo, tmp_path, monkeypatch):
+    """Stage 7 hands over its rows every few drafts: each hand-over joins one queue that
+    one thread per process works through in order, rather than a thread per hand-over
+    (which would take the core stage 7 and the gate run on)."""
+    import threading
+
+    from galleryflow.publishing import derivatives
+
+    gate = threading.Event()
+    real = derivatives._make
+    made: list[str] = []
+    most = 0
+
+    def counted(item, spec, work_dir):
+        nonlocal most
+        gate.wait(60)
+        workers = [t for t in threading.enumerate() if t.name == "web-images-ahead"]
+        most = max(most, len(workers))
+        if threading.current_thread().name == "web-images-ahead":
+            made.append(item.object_name)
+        return real(item, spec, work_dir)
+
+    monkeypatch.setattr(derivatives, "_make", counted)
+    work = tmp_path / "work"
+    names = [f"row-{i}" for i in range(6)]
+    for start in range(0, 6, 2):  # three hand-overs while the first item is being made
+        assert derivatives.make_ahead([_item(photo, object_name=n) for n in names[start:start + 2]],
+                                      SPEC, work) == 2
+    gate.set()
+    for name in names:
+        assert make_derivatives(_item(photo, object_name=name), SPEC, work).image.path.is_file()
+    assert most == derivatives.AHEAD_WORKERS == 1
+    assert made and made == sorted(made, key=names.index)  # in the order handed over

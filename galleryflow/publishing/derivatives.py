@@ -31,6 +31,7 @@ import hashlib
 import json
 import struct
 import threading
+from collections import deque
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -272,6 +273,12 @@ def _existing(path: Path) -> WebImage:
 # itself, and waits for one being made, instead of making it twice.
 _ahead: dict[Path, tuple[threading.Event, threading.Event]] = {}
 _ahead_lock = threading.Lock()
+# What the one worker of this process makes next, in the order asked, and the worker.
+_ahead_queue: deque[tuple[DerivativeInput, DerivativeSpec, Path, Path]] = deque()
+_ahead_workers: set[threading.Thread] = set()
+# One: stage 7 (one core, bound by Python) and the gate keep the other. Two made no
+# difference on 48 × 24 MP (14.5 s either way): the publish is bound by CPU then.
+AHEAD_WORKERS = 1
 
 
 def _claim(full_path: Path) -> threading.Event | None:
@@ -291,45 +298,57 @@ def _claim(full_path: Path) -> threading.Event | None:
 
 
 def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Path) -> int:
-    """Start making these rows' web images in the background (one daemon thread, in turn).
+    """Queue these rows' web images to be made in the background, in turn, by one daemon
+    thread per process (:data:`AHEAD_WORKERS`; started when there is work, ending when
+    there is none).
 
-    Stage 7 calls it as drafts are written, so that the decode and resize of each
-    photo (most of a publish) run while the rest of stage 7 (one core, bound by
-    Python) and the review gate do. Nothing is published: the files are work files
-    under the derivative key (source sha256, the words embedded, sizes, version),
-    and the publish reuses them only for a row whose reviewed words give the same
-    key; a row edited at the gate gets new ones then. The publish makes any this
-    thread has not started yet itself (in its own threads) and waits only for the
-    one being made. Every check of :func:`make_derivatives` applies (the source must
-    still be the approved bytes); an error here is left for the publish to meet and
-    report. Returns how many were queued.
+    Stage 7 calls it as drafts are written (every few rows, so the thread starts with
+    the first drafts rather than after a whole chunk), so that the decode and resize of
+    each photo (most of a publish) run while the rest of stage 7 (one core, bound by
+    Python) and the review gate do. One thread, not one per call: stage 7 and the gate
+    keep the other core. Nothing is published: the files are work files under the
+    derivative key (source sha256, the words embedded, sizes, version), and the publish
+    reuses them only for a row whose reviewed words give the same key; a row edited at
+    the gate gets new ones then. The publish makes any this thread has not started yet
+    itself (in its own threads) and waits only for the one being made. Every check of
+    :func:`make_derivatives` applies (the source must still be the approved bytes); an
+    error here is left for the publish to meet and report. Returns how many were queued.
     """
-    todo: list[tuple[DerivativeInput, Path]] = []
+    queued = 0
     with _ahead_lock:
         for item in items:
             full_path, _ = derivative_paths(work_dir, item, derivative_key(item, spec))
             if full_path not in _ahead:
                 _ahead[full_path] = (threading.Event(), threading.Event())
-                todo.append((item, full_path))
-    if not todo:
-        return 0
+                _ahead_queue.append((item, spec, work_dir, full_path))
+                queued += 1
+        _ahead_workers.intersection_update(w for w in list(_ahead_workers) if w.is_alive())
+        while queued and len(_ahead_workers) < min(AHEAD_WORKERS, len(_ahead_queue)):
+            worker = threading.Thread(target=_make_queued, name="web-images-ahead", daemon=True)
+            _ahead_workers.add(worker)
+            worker.start()
+    return queued
 
-    def run() -> None:
-        for item, full_path in todo:
-            with _ahead_lock:
-                entry = _ahead.get(full_path)
-                if entry is None or entry[0].is_set():
-                    continue  # the publish took it
-                entry[0].set()
-            try:
-                _make(item, spec, work_dir)
-            except Exception:  # noqa: BLE001 - the publish makes it again and reports why
-                pass
-            finally:
-                entry[1].set()
 
-    threading.Thread(target=run, name="web-images-ahead", daemon=True).start()
-    return len(todo)
+def _make_queued() -> None:
+    """The worker of :func:`make_ahead`: the queue in order, until it is empty."""
+    while True:
+        with _ahead_lock:
+            if not _ahead_queue:
+                # Under the lock: a later make_ahead starts another.
+                _ahead_workers.discard(threading.current_thread())
+                return
+            item, spec, work_dir, full_path = _ahead_queue.popleft()
+            entry = _ahead.get(full_path)
+            if entry is None or entry[0].is_set():
+                continue  # the publish took it
+            entry[0].set()
+        try:
+            _make(item, spec, work_dir)
+        except Exception:  # noqa: BLE001 - the publish makes it again and reports why
+            pass
+        finally:
+            entry[1].set()
 
 
 def make_derivatives(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Derivatives:
