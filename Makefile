@@ -20,13 +20,15 @@ PIP_TOOLS := pip-tools==7.6.2
 
 # `make test-latest`: a second venv with the newest versions the ranges in
 # pyproject.toml allow (no lock), running the tests of everything that talks to
-# Prefect's server: the review gate, the UI form, schedules and deployments.
+# Prefect's server: the review gate, the UI form, schedules and deployments, and the
+# global concurrency limits the chunks queue for.
 # `make test-latest LATEST=.venv-oldest LATEST_PINS="prefect==3.8.8"` runs the same
 # tests on other versions the ranges allow (the oldest Prefect, say).
 LATEST      ?= .venv-latest
 LATEST_PINS ?=
 LATEST_TESTS := tests/test_gate_flow.py tests/test_review_ui.py tests/test_schedule.py \
-                tests/test_deployments_spec.py tests/test_ops_server.py
+                tests/test_deployments_spec.py tests/test_ops_server.py \
+                tests/test_concurrency_limits.py
 
 .PHONY: install demo test test-fast test-latest lock bench clean
 
