@@ -109,7 +109,8 @@ def ensure_limit(name: LimitName, slots: int) -> bool:
                 if existing.active:
                     _note_slots(name, existing.limit)
                 else:  # an inactive limit throttles nothing: neither does the process
-                    _local_gates.pop(name, None)
+                    with _local_gates_lock:
+                        _local_gates.pop(name, None)
                 return False
             except ObjectNotFound:
                 pass
