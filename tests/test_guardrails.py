@@ -262,6 +262,39 @@ def test_places_must_agree_with_gps_or_be_given() -> None:
     assert "place_without_evidence" in errors(issues)
 
 
+# A town the gazetteer names, as the offline captioner and a model write it: its own
+# language's words ("v", "u", "bei", "im") are its name, not text in another language.
+CZECH_TOWN = Evidence(
+    date_taken="2026-08-17 11:40", taken_at=datetime(2026, 8, 17, 11, 40), time_of_day="midday",
+    month="August 2026", camera="SONY ILCE-7M3", latitude=50.7232, longitude=16.4541,
+    place="Rokytnice v Orlickych Horach, Kralovehradecky kraj, Czechia", set_name="round",
+)
+
+
+def test_a_place_name_is_not_judged_for_its_language_or_one_letter_words(monkeypatch) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(checks, "detect_language",
+                        lambda text, language: asked.append(text) or ("cs", 0.9, 0.01))
+    _, issues = checked(
+        CZECH_TOWN,
+        caption="Vivid blue hues fill this landscape view of Rokytnice v Orlickych Horach at midday.",
+        alt_text="Landscape view of Rokytnice v Orlickych Horach with its vivid blue hues.",
+        subject="Rokytnice v Orlickych Horach",
+        keywords=["rokytnice v orlickych horach", "landscape", "czechia"],
+        file_name="rokytnice-v-orlickych-horach-midday")
+    assert not {"wrong_language", "single_letter"} & codes(issues), issues
+    assert asked == []  # nothing left to judge: the detector is not even loaded
+    # The name taken out, the rest is still judged: Czech around a Czech town name is Czech.
+    _, foreign = checked(CZECH_TOWN, subject="Modrá obloha nad městem Rokytnice v Orlickych Horach",
+                         caption="Modrá obloha nad horami kolem Rokytnice v Orlickych Horach v poledne.")
+    assert {("caption", "wrong_language"), ("subject", "wrong_language")} <= {
+        (i.field, i.code) for i in foreign if i.blocking}
+    assert asked and all("Rokytnice" not in text for text in asked)
+    # A one-letter word of the drafter's own still counts.
+    _, letter = checked(CZECH_TOWN, keywords=["v mountains", "landscape"])
+    assert "single_letter" in errors(letter)
+
+
 def test_identifiers_are_evidence_and_must_not_be_contradicted() -> None:
     from galleryflow.captioning.identifiers import collect_identifiers
 

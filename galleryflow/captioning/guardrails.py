@@ -223,6 +223,16 @@ def check_similar(draft: Draft, other_captions: Sequence[str], other_alt_texts: 
 # --------------------------------------------------------------------------- per field
 
 
+def _names(ev: Evidence) -> list[str]:
+    """Proper names the evidence gives: the place (town, region, country, each on its own),
+    the set's location, its subject and name. Texts are not judged on them (language,
+    one-letter words). Not the original's embedded text: a caption copied from it is
+    still the drafter's text."""
+    parts = [ev.place or "", ev.location or ""]
+    return [*(p.strip() for part in parts for p in part.split(",")),
+            ev.subject_hint or "", ev.set_name or ""]
+
+
 def _text_checks(field: str, text: str, ctx: DraftContext, planted: dict[str, str]) -> list[Issue]:
     """Every check that applies to one text field (caption, alt text, subject)."""
     ev, cfg = ctx.evidence, ctx.captioning
@@ -239,7 +249,7 @@ def _text_checks(field: str, text: str, ctx: DraftContext, planted: dict[str, st
     issues += checks.check_hedging(field, text)
     issues += checks.check_repeated_words(field, text, protected)
     issues += checks.check_split_letters(field, text)
-    issues += checks.check_language(field, text, cfg.language)
+    issues += checks.check_language(field, text, cfg.language, names=_names(ev))
     issues += check_time_words(field, text, ev, cfg.time_margin_minutes)
     issues += check_season_words(field, text, ev)
     issues += check_places(field, text, ev, cfg.place_radius_km)
@@ -251,7 +261,8 @@ def _keyword_checks(keywords: Sequence[str], ctx: DraftContext, planted: dict[st
                     ) -> list[Issue]:
     ev = ctx.evidence
     joined = ", ".join(keywords)
-    issues = checks.check_keyword_tokens(keywords, ctx.limits.keyword_max_chars)
+    issues = checks.check_keyword_tokens(keywords, ctx.limits.keyword_max_chars,
+                                         names=_names(ev))
     for check in (checks.check_markup, checks.check_links, checks.check_hashtags,
                   checks.check_characters, checks.check_instructions, checks.check_meta,
                   checks.check_hedging):

@@ -4,9 +4,10 @@ edge, and fitting a box (fit, crop, fill, pad).
 Two ways to make an image smaller, each for its reason:
 
 - :func:`reduce` bounds the long edge of the image in hand, as
-  ``Image.thumbnail`` does (Lanczos, ``reducing_gap=3``). The set pipeline's
-  reduced copies (scoring input, model input, web image and its thumbnail) are
-  made this way, and their statistics and files depend on it staying so.
+  ``Image.thumbnail`` does (Lanczos, ``reducing_gap=3`` unless the caller gives
+  another). The set pipeline's reduced copies (scoring input, model input, web
+  image and its thumbnail, the last with Pillow's default gap of 2) are made this
+  way, and their statistics and files depend on it staying so.
 - :func:`plan_resize` + :func:`resize` fit a requested box. The output size is
   planned from the *original* size (display orientation), so a draft decode,
   which may round a side up, never changes the result by a pixel. Batch jobs

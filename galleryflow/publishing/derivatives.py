@@ -47,7 +47,15 @@ from galleryflow.imaging.geometry import reduce
 # Bump when the output of this module changes, so cached work files are not reused.
 # 2: the one image stack (sRGB-tagged sources are not re-transformed, an RGBA
 # source's profile is applied, 4:4:4 chroma at quality >= 90, no source comment).
-FORMAT_VERSION = "2"
+# 3: the thumbnail is reduced with Pillow's thumbnail gap (THUMB_REDUCING_GAP).
+FORMAT_VERSION = "3"
+
+# The thumbnail (~5× smaller than the web image) is reduced the way Pillow's own
+# ``Image.thumbnail`` does by default: a box reduction by an integer factor first, then
+# Lanczos over the last ≥ 2×. Measured on 24-MP photos (2048 → 400 px): 13 ms instead of
+# 30 ms, at most 2 levels from the full Lanczos result (PSNR 54 dB). The web image
+# itself keeps the full Lanczos reduction (a ×1.5 step, where no gap applies anyway).
+THUMB_REDUCING_GAP = 2.0
 
 
 class DerivativeError(RuntimeError):
@@ -393,7 +401,7 @@ def _make(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Deriva
         if srgb.warning:  # publish as if sRGB, and say so rather than fail the row
             warnings.append(f"{source.name}: {srgb.warning}")
         full = reduce(to_rgb(srgb.image), spec.full_long_edge, copy=False)
-        thumb = reduce(full, spec.thumb_long_edge)
+        thumb = reduce(full, spec.thumb_long_edge, reducing_gap=THUMB_REDUCING_GAP)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DerivativeError(f"{source}: cannot decode for the web images: {exc}") from exc
     iim = iptc_iim(item.object_name, item.headline, item.caption, item.keywords)
