@@ -28,7 +28,7 @@ LATEST      ?= .venv-latest
 LATEST_PINS ?=
 LATEST_TESTS := tests/test_gate_flow.py tests/test_review_ui.py tests/test_schedule.py \
                 tests/test_deployments_spec.py tests/test_ops_server.py \
-                tests/test_concurrency_limits.py
+                tests/test_concurrency_limits.py tests/test_prefect_heartbeats.py
 
 .PHONY: install demo test test-fast test-latest lock bench clean
 

@@ -225,3 +225,26 @@ def test_a_runtime_folder_too_deep_for_a_socket_address_still_gets_its_warm_proc
         assert len(_served(folder, "batch status")) == 1  # the second ran warm
     finally:
         stop_all(folder)
+
+
+def test_a_run_service_loads_what_each_run_would_load_again_and_starts_no_thread(tmp_path):
+    """The run kind's preload, in a process of its own as the service does it: what each
+    forked run would otherwise load on its way (the guardrails' gazetteer and noun lemma
+    table, Prefect's task engine, the fastapi encoders) is there, and no thread was
+    started (a fork keeps only the forking one; _preload raises if one was)."""
+    script = (
+        "import sys\n"
+        "from galleryflow.app.warm import _preload\n"
+        "_preload('run')\n"
+        "from galleryflow.captioning import text, timeplace\n"
+        "assert text._noun_table.cache_info().currsize == 1\n"
+        "assert timeplace._loaded.cache_info().currsize == 1\n"
+        "assert 'index' in vars(timeplace._loaded())  # the name index, unpickled\n"
+        "missing = [m for m in ('prefect.task_engine', 'fastapi.encoders', 'emoji',\n"
+        "                       'sqlalchemy.dialects.mysql') if m not in sys.modules]\n"
+        "assert not missing, missing\n"
+        "print('preloaded')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "GALLERYFLOW_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "preloaded" in done.stdout
