@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 _DEFAULTS = {
@@ -99,8 +98,16 @@ def active_profile_settings() -> dict[str, str]:
     prefect_home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     path = Path(os.environ.get("PREFECT_PROFILES_PATH", prefect_home / "profiles.toml")).expanduser()
     try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    # Imported only for a file there is: its parser costs ~7 ms to import, which every
+    # command (the warm process's small client too) paid for a file that is not there.
+    import tomllib
+
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return {}
     name = os.environ.get("PREFECT_PROFILE") or document.get("active") or "ephemeral"
     profile = document.get("profiles", {}).get(name, {})
