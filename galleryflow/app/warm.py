@@ -396,7 +396,6 @@ def _preload(kind: str) -> None:
     import io
 
     import sqlalchemy
-    import typer.main
     from PIL import Image
     from rich.console import Console
     from sqlalchemy.orm import configure_mappers
@@ -415,7 +414,7 @@ def _preload(kind: str) -> None:
     # strace, at ~0.1 s of a warm command's 0.2): typer's click command and its lazy
     # modules, rich's markup and progress rendering, SQLAlchemy's SQLite dialect and
     # mapper set-up, the migrations' head, every Pillow format plugin.
-    typer.main.get_command(galleryflow.app.cli.app)
+    galleryflow.app.cli.command()  # typer's click command, made once for every child
     scratch = Console(file=io.StringIO(), force_terminal=True, width=80)
     with ProgressBars(scratch) as bars:
         bars("warm-up :camera:", 1, 1)
