@@ -5,6 +5,7 @@ the worker cannot record writes nothing. Real processes throughout (no mocks).""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -162,8 +163,11 @@ def test_decodes_made_ahead_are_taken_once_and_only_for_the_same_file(tmp_path):
     ahead.stop()
     ahead._pool.shutdown(wait=True)
     want = next(iter(ahead._ready))[3]
-    source = ahead.take(a, want, params, False)
-    assert source is not None and source.image.width >= 200
+    made = ahead.take(a, want, params, False)
+    assert made is not None
+    source, digest = made
+    assert source.image.width >= 200
+    assert digest == hashlib.sha256(a.read_bytes()).hexdigest()  # of the bytes decoded
     assert ahead.take(a, want, params, False) is None  # once
     assert ahead.take(b, want, BatchParams(width=200, colour="keep"), False) is None  # other request
     os.utime(b, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed since

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from galleryflow.batch.outputs import OutputError, OutputRegistry, cache_key
 from galleryflow.batch.presets import BatchParams, PresetError
-from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.fsutil import sha256_bytes, sha256_file
 from galleryflow.imaging import encode as encoder
 from galleryflow.imaging import formats, geometry, media
 from galleryflow.imaging.decode import decode
@@ -294,6 +294,22 @@ def check_pixels(probe: media.Probe, max_pixels: int) -> None:
             "(validation.max_pixels)")
 
 
+# A still image up to this size is read into memory once, hashed and decoded from
+# those bytes; a larger one (a big TIFF) is hashed as a stream and decoded from its file.
+READ_WHOLE_BYTES = 64 * 1024 * 1024
+
+
+def read_and_hash(path: Path, size: int | None = None) -> tuple[bytes | None, str]:
+    """The file's sha256, and its bytes when it is a still image small enough to decode
+    from them (:data:`READ_WHOLE_BYTES`): one read of the file for its key and its
+    pixels, which then also belong to the same content."""
+    size = path.stat().st_size if size is None else size
+    if size <= READ_WHOLE_BYTES and media.classify(path) == "image":
+        data = path.read_bytes()
+        return data, sha256_bytes(data)
+    return None, sha256_file(path)
+
+
 def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
     """Run one input through the job's steps. Raises only
     :class:`~galleryflow.batch.outputs.OutputError` (the output folder's fault: the job
@@ -313,19 +329,27 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
         fmt = output_format(p, probe.format, spec.operation)
         desired = registry.desired(path, Path(spec.base_dir), formats.suffix(fmt))
         output, claim = registry.claim(path, desired)
-        key = cache_key(_retry_io(lambda: sha256_file(path)), spec.operation,
-                        p.model_dump(mode="json"), OPS_VERSION)
+        plan, size_note = plan_with_note(*display_size(probe), p)
+        want = plan.decode if plan.mode != "none" else None
+        keep_16bit = p.keep_16bit and fmt == "png"
+        # The key is of the bytes that are decoded: one read for both (a decode made
+        # ahead brings its hash along).
+        ahead = _PREFETCHED.take(path, want, p, keep_16bit)
+        source, data = (ahead[0], None) if ahead else (None, None)
+        if ahead:
+            digest = ahead[1]
+        else:
+            data, digest = _retry_io(lambda: read_and_hash(path, result.input_bytes))
+        key = cache_key(digest, spec.operation, p.model_dump(mode="json"), OPS_VERSION)
         result.output, result.format = str(output), fmt
         if registry.complete(output, claim, key):
             result.status, result.note = "skipped", "already done (same content and parameters)"
             result.output_bytes = claim.size
             return result
-        plan, size_note = plan_with_note(*display_size(probe), p)
-        want = plan.decode if plan.mode != "none" else None
-        keep_16bit = p.keep_16bit and fmt == "png"
-        source = _PREFETCHED.take(path, want, p, keep_16bit) or _retry_io(
-            lambda: media.load_source(path, want, p.colour, p.video_samples,
-                                      keep_16bit=keep_16bit))
+        if source is None:
+            source = _retry_io(lambda: media.load_source(path, want, p.colour, p.video_samples,
+                                                         keep_16bit=keep_16bit, data=data))
+        data = None  # the pixels are what is used from here on
         image = watermark(resize(source.image, plan, p.background), p)
         meta = _metadata(source, p)
         notes = [*source.notes, *([size_note] if size_note else [])]
@@ -375,7 +399,7 @@ class Prefetch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ready: dict[tuple[Any, ...], Future[media.Source | None]] = {}
+        self._ready: dict[tuple[Any, ...], Future[tuple[media.Source, str] | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._held = 0
         # Decodes held and not yet taken: two full-size 24-MP images, or every
@@ -419,22 +443,24 @@ class Prefetch:
             return
         if key is None:
             return
-        future: Future[media.Source | None] = Future()
+        future: Future[tuple[media.Source, str] | None] = Future()
         with self._lock:
             self._ready[key] = future
         try:
+            data, digest = read_and_hash(path, key[1])
             source = media.load_source(path, want, p.colour, p.video_samples,
-                                       keep_16bit=keep_16bit)
+                                       keep_16bit=keep_16bit, data=data)
         except Exception:  # noqa: BLE001 - decoded (and reported) again by process_file
             future.set_result(None)
             return
         with self._lock:
             self._held += _pixel_bytes(source)
-        future.set_result(source)
+        future.set_result((source, digest))
 
     def take(self, path: Path, want: tuple[int, int] | None, p: BatchParams,
-             keep_16bit: bool) -> media.Source | None:
-        """The decode made ahead for exactly this file and request, once; else None."""
+             keep_16bit: bool) -> tuple[media.Source, str] | None:
+        """The decode made ahead for exactly this file and request, and the sha256 of the
+        bytes it was made from, once; else None."""
         if not self._ready:
             return None
         key = self._key(path, want, p, keep_16bit)
@@ -442,11 +468,11 @@ class Prefetch:
             future = self._ready.pop(key, None) if key else None
         if future is None:
             return None
-        source = future.result()  # being decoded right now: wait for it rather than redo it
-        if source is not None:
+        made = future.result()  # being decoded right now: wait for it rather than redo it
+        if made is not None:
             with self._lock:
-                self._held -= _pixel_bytes(source)
-        return source
+                self._held -= _pixel_bytes(made[0])
+        return made
 
     def stop(self) -> None:
         """Start no more decodes (those under way finish and stay takeable)."""

@@ -114,6 +114,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    """The sha256 of a file's bytes already read (counted as a hash of it)."""
+    HASHES.count_call(__name__)
+    return hashlib.sha256(data).hexdigest()
+
+
 @functools.cache
 def default_file_mode() -> int:
     """The mode a plain ``open(..., "w")`` would give a new file: 0o666 less the umask.

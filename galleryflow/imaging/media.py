@@ -15,6 +15,7 @@ Errors become :class:`MediaError` with plain words a photographer understands
 from __future__ import annotations
 
 import errno
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,11 +113,13 @@ def _probe_video(path: Path) -> Probe:
 # ---------------------------------------------------------------- loading
 
 def load_source(path: Path, want: tuple[int, int] | None = None, colour: str = "srgb",
-                video_samples: int = 6, keep_16bit: bool = False) -> Source:
+                video_samples: int = 6, keep_16bit: bool = False,
+                data: bytes | None = None) -> Source:
     """Decode ``path``, oriented and in RGB(A). ``want`` is the size the output needs
     (display orientation) so the decoder can skip detail that would be thrown away.
     ``keep_16bit``: a 16-bit greyscale image stays 16-bit (``I;16``, for a 16-bit PNG)
-    instead of being scaled to 8 bits."""
+    instead of being scaled to 8 bits. ``data``: the still image's bytes, already read
+    (decoded from them, not read again)."""
     kind = classify(path)
     if kind == "raw":
         try:
@@ -132,14 +135,15 @@ def load_source(path: Path, want: tuple[int, int] | None = None, colour: str = "
             return source
     if kind == "video":
         return _load_video(path, want, video_samples)
-    return _load_image(path, want, colour, keep_16bit)
+    return _load_image(path, want, colour, keep_16bit, data)
 
 
 def _load_image(path: Path, want: tuple[int, int] | None, colour_mode: str,
-                keep_16bit: bool = False) -> Source:
+                keep_16bit: bool = False, data: bytes | None = None) -> Source:
     notes: list[str] = []
     try:
-        decoded = decode(path, min_size=want, formats=INPUT_FORMATS)
+        decoded = decode(path if data is None else io.BytesIO(data), min_size=want,
+                         formats=INPUT_FORMATS)
     except UnidentifiedImageError as exc:
         raise MediaError("Unsupported format", "not an image Pillow can read") from exc
     except UnsupportedFormat as exc:
