@@ -335,10 +335,10 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
         # The key is of the bytes that are decoded: one read for both (a decode made
         # ahead brings its hash along).
         ahead = _PREFETCHED.take(path, want, p, keep_16bit)
-        source, data = (ahead[0], None) if ahead else (None, None)
-        if ahead:
-            digest = ahead[1]
+        if ahead is not None:
+            (source, digest), data = ahead, None
         else:
+            source = None
             data, digest = _retry_io(lambda: read_and_hash(path, result.input_bytes))
         key = cache_key(digest, spec.operation, p.model_dump(mode="json"), OPS_VERSION)
         result.output, result.format = str(output), fmt

@@ -306,16 +306,14 @@ def check_keyword_tokens(keywords: Sequence[str], max_chars: int,
                          names: Sequence[str] = ()) -> list[Issue]:
     """Stopword-only, digit-only, single-letter, split-letter and over-long keywords.
 
-    A keyword that is one of ``names`` (the evidence's place names, the set's name) is
-    a name, not a token to judge: "Chlum u Třeboně" or "Rokytnice v Orlických horách"
-    hold a one-letter word, and that is how the place is called."""
+    A keyword that is one of ``names`` (the evidence's place names, the set's name) may
+    hold a one-letter word: "Chlum u Třeboně" or "Rokytnice v Orlických horách" is how
+    the place is called. Every other check still applies to it."""
     issues = []
     known = {n.casefold() for n in names if n}
     for keyword in keywords:
         compact = re.sub(r"[\s\W_]+", "", keyword)
         tokens = words(keyword)
-        if keyword.casefold() in known and len(keyword) <= max_chars:
-            continue
         if compact.isdigit():
             issues.append(_issue("digit_only", "keywords", f"keyword “{keyword}” is only digits"))
         elif _SPLIT.search(keyword):
@@ -324,8 +322,8 @@ def check_keyword_tokens(keywords: Sequence[str], max_chars: int,
         elif tokens and all(t in STOPWORDS for t in tokens):
             issues.append(_issue("stopword_keyword", "keywords",
                                  f"keyword “{keyword}” is only function words"))
-        elif len(compact) == 1 or any(len(t) == 1 and not t.isdigit() and t != "a"
-                                      for t in tokens):
+        elif len(compact) == 1 or keyword.casefold() not in known and any(
+                len(t) == 1 and not t.isdigit() and t != "a" for t in tokens):
             issues.append(_issue("single_letter", "keywords",
                                  f"keyword “{keyword}” is or contains a single letter"))
         elif len(keyword) > max_chars:
