@@ -71,8 +71,17 @@ def test_two_runs_four_sets_one_state_db(tmp_path: Path, mariadb_server: str, sf
         stems = {p.set_key: {n.web_file_name.lower()[:23] for n in photos
                              if n.set_key == p.set_key} for p in photos}
         assert stems["Harbour"] == stems["harbour"], stems
-        state = assert_site_consistent(settings, _remote_files(sftp_server, base),
-                                       GalleryDatabase(url=site_url), SftpTarget(**target),
-                                       tmp_path / "scratch")
+        try:
+            state = assert_site_consistent(settings, _remote_files(sftp_server, base),
+                                           GalleryDatabase(url=site_url), SftpTarget(**target),
+                                           tmp_path / "scratch")
+        except AssertionError as exc:
+            # Seen once in a full-suite run (2026-12-04): files of approved rows on the
+            # site, neither in the gallery nor published. What each run printed says why.
+            statuses = sorted((p.set_key, p.original_name, p.status, p.web_file_name or "",
+                               p.error or "")
+                              for p in photos)
+            raise AssertionError(f"{exc}\nrows: {statuses}\n" + "\n=====\n".join(
+                o[-6000:] for o in outputs)) from None
         assert {r.id for r in state.published.values()} == {
             p.id for p in photos if p.status == "published"}
