@@ -293,15 +293,17 @@ def publish_rows(
     row_ids = list(dict.fromkeys(row_ids))
 
     units = unique_names(_select(row_ids, settings, report, spec.keep_gps), report)
-    units = build_derivatives(units, spec, settings, report)
     if units:
         journal = PublishJournal(
             settings, target.describe(), flow_run_id, [u.row_id for u in units]
         )
         with gallery.connect() as g:
             g.ensure_table()
-            units = check_owners(g, units, report)
-            units = upload_units(target, journal, units, report)
+            units = check_owners(g, units, report)  # before any image is made or sent
+            # Each unit is uploaded as soon as its images are made, while the others
+            # are being made: the uploads' waits overlap the CPU work.
+            units = upload_units(
+                target, journal, build_derivatives(units, spec, settings, report), report)
             now = utcnow().replace(microsecond=0)
             records = gallery_records(units, target, now)
             upserted = upsert_records(

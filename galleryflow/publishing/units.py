@@ -4,6 +4,7 @@ derivatives a unit needs before anything is written remotely."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +108,15 @@ def unique_names(units: list[PublishUnit], report: ChunkReport) -> list[PublishU
 
 def build_derivatives(
     units: list[PublishUnit], spec: DerivativeSpec, settings: Settings, report: ChunkReport
-) -> list[PublishUnit]:
-    """Derivatives for every unit, in threads (Pillow releases the GIL)."""
+) -> Iterator[PublishUnit]:
+    """Derivatives for every unit, in threads (Pillow releases the GIL): each unit, in
+    the order given, as soon as its images are made, so that the caller uploads it
+    while the next ones are made — the uploads' waits (an fsync or a network round trip
+    per file) then overlap the decoding and resizing. A unit whose images cannot be
+    made is reported failed and not yielded. Closing the iterator early waits for the
+    images under way (nothing is left running)."""
     if not units:
-        return []
+        return
 
     def one(unit: PublishUnit) -> Derivatives | Exception:
         try:
@@ -119,17 +125,20 @@ def build_derivatives(
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, min(settings.threads, len(units)))) as pool:
-        results = list(pool.map(one, units))
-    built = []
-    for unit, result in zip(units, results, strict=True):
-        if isinstance(result, Exception):
-            report.add(unit.label, "failed", str(result))
-            continue
-        for warning in result.warnings:
-            run_logger(_log).warning(warning)
-        unit.derivatives = result
-        built.append(unit)
-    return built
+        futures = {pool.submit(one, unit): unit for unit in units}
+        try:
+            for future, unit in futures.items():
+                result = future.result()
+                if isinstance(result, Exception):
+                    report.add(unit.label, "failed", str(result))
+                    continue
+                for warning in result.warnings:
+                    run_logger(_log).warning(warning)
+                unit.derivatives = result
+                yield unit
+        finally:
+            for future in futures:
+                future.cancel()  # those not started; the pool's exit waits for the rest
 
 
 def check_owners(

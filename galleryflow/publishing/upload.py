@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from blocks.targets import (
@@ -47,9 +48,12 @@ def upload_file(
 
 
 def upload_units(
-    target: PublishTarget, journal: PublishJournal, units: list[PublishUnit], report: ChunkReport
+    target: PublishTarget, journal: PublishJournal, units: Iterable[PublishUnit],
+    report: ChunkReport,
 ) -> list[PublishUnit]:
-    """Both files of every unit over one session; a row-level fault fails that row only.
+    """Both files of every unit over one session, each unit as it comes (from
+    :func:`~galleryflow.publishing.units.build_derivatives`, as its images are made); a
+    row-level fault fails that row only.
 
     Raises :class:`TargetUnavailable` when the connection is gone (every row would fail).
     """
