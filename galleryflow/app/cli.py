@@ -673,7 +673,7 @@ def main() -> None:  # pragma: no cover - console script entry point
     os._exit(run_app())
 
 
-_made: dict[int, Any] = {}
+_made: tuple[Any, Any] | None = None  # (the app, its click command)
 
 
 def command() -> Any:
@@ -685,12 +685,12 @@ def command() -> Any:
     forks (``galleryflow.app.warm``). (Called so, an unexpected error prints Python's
     own traceback rather than typer's shortened one.) Anything else standing in for
     ``app`` (a test's) is called as it is."""
+    global _made
     if not isinstance(app, typer.Typer):
         return app
-    made = _made.get(id(app))
-    if made is None:  # (kept beside its app: the id stays that app's)
-        made = _made[id(app)] = (app, typer.main.get_command(app))
-    return made[1]
+    if _made is None or _made[0] is not app:
+        _made = (app, typer.main.get_command(app))
+    return _made[1]
 
 
 def run_app(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from galleryflow.batch.outputs import OutputError, OutputRegistry, cache_key
 from galleryflow.batch.presets import BatchParams, PresetError
-from galleryflow.core.fsutil import sha256_bytes, sha256_file
+from galleryflow.core.fsutil import read_hashed, sha256_file
 from galleryflow.imaging import encode as encoder
 from galleryflow.imaging import formats, geometry, media
 from galleryflow.imaging.decode import decode
@@ -299,14 +299,12 @@ def check_pixels(probe: media.Probe, max_pixels: int) -> None:
 READ_WHOLE_BYTES = 64 * 1024 * 1024
 
 
-def read_and_hash(path: Path, size: int | None = None) -> tuple[bytes | None, str]:
+def read_and_hash(path: Path) -> tuple[bytes | None, str]:
     """The file's sha256, and its bytes when it is a still image small enough to decode
     from them (:data:`READ_WHOLE_BYTES`): one read of the file for its key and its
     pixels, which then also belong to the same content."""
-    size = path.stat().st_size if size is None else size
-    if size <= READ_WHOLE_BYTES and media.classify(path) == "image":
-        data = path.read_bytes()
-        return data, sha256_bytes(data)
+    if media.classify(path) == "image":
+        return read_hashed(path, READ_WHOLE_BYTES)
     return None, sha256_file(path)
 
 
@@ -339,7 +337,7 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
             (source, digest), data = ahead, None
         else:
             source = None
-            data, digest = _retry_io(lambda: read_and_hash(path, result.input_bytes))
+            data, digest = _retry_io(lambda: read_and_hash(path))
         key = cache_key(digest, spec.operation, p.model_dump(mode="json"), OPS_VERSION)
         result.output, result.format = str(output), fmt
         if registry.complete(output, claim, key):
@@ -447,7 +445,7 @@ class Prefetch:
         with self._lock:
             self._ready[key] = future
         try:
-            data, digest = read_and_hash(path, key[1])
+            data, digest = read_and_hash(path)
             source = media.load_source(path, want, p.colour, p.video_samples,
                                        keep_16bit=keep_16bit, data=data)
         except Exception:  # noqa: BLE001 - decoded (and reported) again by process_file

@@ -120,6 +120,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_hashed(path: Path, max_bytes: int) -> tuple[bytes | None, str]:
+    """``path``'s sha256, and its bytes when it holds at most ``max_bytes``: a caller that
+    decodes from those bytes reads the file once, and decodes exactly what was hashed.
+    A larger file is hashed as a stream (its bytes: None)."""
+    if path.stat().st_size <= max_bytes:
+        data = path.read_bytes()
+        return data, sha256_bytes(data)
+    return None, sha256_file(path)
+
+
 @functools.cache
 def default_file_mode() -> int:
     """The mode a plain ``open(..., "w")`` would give a new file: 0o666 less the umask.

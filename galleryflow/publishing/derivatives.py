@@ -28,6 +28,7 @@ which is what lets a resumed publish recognise an upload it already made.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 import threading
@@ -38,7 +39,7 @@ from xml.sax.saxutils import escape
 from PIL import ExifTags, Image
 from pydantic import BaseModel, Field
 
-from galleryflow.core.fsutil import sha256_file
+from galleryflow.core.fsutil import read_hashed, sha256_file
 from galleryflow.imaging.colour import srgb_profile_bytes, to_rgb, to_srgb
 from galleryflow.imaging.decode import decode, read_header
 from galleryflow.imaging.encode import write
@@ -56,6 +57,10 @@ FORMAT_VERSION = "3"
 # 30 ms, at most 2 levels from the full Lanczos result (PSNR 54 dB). The web image
 # itself keeps the full Lanczos reduction (a ×1.5 step, where no gap applies anyway).
 THUMB_REDUCING_GAP = 2.0
+
+# An incoming copy up to this size is read once, hashed and decoded from those bytes; a
+# larger one (a big TIFF) is hashed as a stream and decoded from the file.
+READ_WHOLE_BYTES = 64 * 1024 * 1024
 
 
 class DerivativeError(RuntimeError):
@@ -386,8 +391,10 @@ def _make(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Deriva
     if not source.is_file():
         raise DerivativeError(f"{source}: the incoming copy is missing; rerun intake for this set")
     # Only approved bytes reach the site: what is derived from must be the content the
-    # person approved (the row's sha256), whatever happened to the file since.
-    actual = sha256_file(source)
+    # person approved (the row's sha256), whatever happened to the file since. One read:
+    # the bytes hashed are the bytes decoded (a file swapped between a check and a second
+    # read would otherwise be decoded unchecked).
+    data, actual = read_hashed(source, READ_WHOLE_BYTES)
     if actual != item.sha256:
         raise DerivativeError(
             f"{source}: the incoming copy is not the photo that was approved (sha256 "
@@ -395,7 +402,8 @@ def _make(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Deriva
             "changed file becomes a new photo for review")
     warnings: list[str] = []
     try:
-        decoded = decode(source, long_edge=spec.full_long_edge)
+        decoded = decode(source if data is None else io.BytesIO(data),
+                         long_edge=spec.full_long_edge)
         exif = decoded.exif  # as stored: web_exif allow-lists it and writes orientation 1
         srgb = to_srgb(decoded.image, decoded.icc_profile)
         if srgb.warning:  # publish as if sRGB, and say so rather than fail the row
