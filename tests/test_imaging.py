@@ -83,6 +83,28 @@ def test_decode_drafts_orients_and_counts(tmp_path):
                                   "tests.test_imaging › decode [full]": 1}
 
 
+def test_an_upright_jpeg_is_decoded_without_a_copy_of_its_pixels(tmp_path, monkeypatch):
+    upright = gen.jpeg(tmp_path / "upright.jpg", (1200, 800), orientation=1)
+    copies = []
+    real_copy = Image.Image.copy
+    monkeypatch.setattr(Image.Image, "copy", lambda self: copies.append(self.size)
+                        or real_copy(self))
+    decoded = decode(io.BytesIO(upright.read_bytes()), long_edge=600)
+    assert copies == []  # the decoded pixels are the image handed back
+    assert decoded.image.size == (600, 400) and decoded.exif.get(0x0112) == 1
+    # A plain image to its owner: reduced in place, saved, with the file long gone.
+    geometry.reduce(decoded.image, 300, copy=False)
+    out = io.BytesIO()
+    decoded.image.save(out, "JPEG", quality=80)
+    with Image.open(out) as again:
+        assert again.size == (300, 200)
+    # What still needs its own image: a turned photo, any other format.
+    turned = decode(gen.jpeg(tmp_path / "turned.jpg", (1200, 800), orientation=6))
+    assert turned.image.size == (1200, 800) and copies == []  # transposed, not copied
+    decode(gen.png(tmp_path / "flat.png", (64, 48)))
+    assert copies == [(64, 48)]  # a PNG's file object (its chunks as info) stays behind
+
+
 def test_min_size_is_in_display_orientation(tmp_path):
     path = gen.jpeg(tmp_path / "turned.jpg", (1200, 800), orientation=6)  # shown 1200×800
     assert decode(path, min_size=(300, 200)).image.size == (300, 200)  # 1/4 fits exactly

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from galleryflow.batch import jobs
 from galleryflow.batch.ops import FileResult
 from galleryflow.batch.runner import run_job
+from galleryflow.core.memory import reuse_freed_memory
 
 EXIT_CODES = {"completed": 0, "partial": 3}
 
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m galleryflow.app.batch_worker JOB_ID", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    reuse_freed_memory()
     return run(args[0])
 
 

@@ -708,6 +708,9 @@ def run_app(argv: list[str] | None = None) -> int:
     import sys
     import threading
 
+    from galleryflow.core.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # a run or batch job reuses its photos' buffers (core.memory)
     try:
         if argv is None:
             command()()
