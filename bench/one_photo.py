@@ -134,8 +134,9 @@ def main() -> None:
     parser.add_argument("--keep-home", action="store_true", help="Leave the home (and its server log).")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="A checkout of an earlier galleryflow (e.g. a worktree of main): timed "
-                             "in the same rounds, in a home and server of its own, run by this "
-                             "interpreter with the checkout first on PYTHONPATH.")
+                             "in the same rounds, in a home, server and warm process of its own, "
+                             "run by this interpreter with the checkout first on PYTHONPATH "
+                             "(a checkout with galleryflow.app.warm).")
     args = parser.parse_args()
 
     sources_dir = args.workdir / f"sets-{args.megapixels:g}mp" / "bench-set"
@@ -159,9 +160,14 @@ def main() -> None:
     n = len(sources)
     base_home = Path(tempfile.mkdtemp(prefix="home-base-", dir=args.workdir)) if args.baseline else None
     base_env = {**home_env(base_home), "PYTHONPATH": str(args.baseline)} if base_home else {}
+    base_runtime = base_home / "runtime" if base_home else runtime
+    if base_home is not None:  # the baseline's own warm process, as a user of it would have
+        base_runtime.mkdir(mode=0o700)
+        base_env["GALLERYFLOW_RUNTIME_DIR"] = str(base_runtime)
     base_log = base_home / "bench.log" if base_home else log
     # Run from the checkout: the interpreter puts the working directory first on sys.path.
-    base_cli = [sys.executable, "-c", "import sys; from galleryflow.app.cli import app; sys.exit(app())"]
+    # The console script's entry (a warm process when there is one), from the checkout.
+    base_cli = [sys.executable, "-c", "from galleryflow.app.warm import main; main()"]
     if n == 1:
         reference = [sys.executable, str(ROOT / "bench" / "_one_photo_ref.py")]
         ref_label = "reference script (read, hash, draft decode, 1024-px JPEG, copy)"
@@ -179,6 +185,7 @@ def main() -> None:
             timed(base_cli + ["server", "start"], base_env, base_log, args.baseline)
             print(f"baseline {args.baseline}: home {base_home}; warm-up run …", flush=True)
             timed(base_cli + ["run", str(warm), "--approve-all"], base_env, base_log, args.baseline)
+            wait_warm(base_runtime, "run")
         rows: list[tuple[float, float]] = []
         base_rows: list[float] = []
         for i in range(args.rounds):
@@ -225,6 +232,7 @@ def main() -> None:
         if base_home is not None:
             subprocess.run(base_cli + ["server", "stop"], env=base_env, cwd=args.baseline,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stop_warm(base_runtime)
             if not args.keep_home:
                 shutil.rmtree(base_home, ignore_errors=True)
         if not args.keep_home:
