@@ -25,7 +25,11 @@ from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
 from flows.fanout import publish_approved
 from galleryflow.publishing.summary import PublishSummary
-from tasks.publish import publishable_row_ids, uncommitted_sessions
+from tasks.publish import (
+    publishable_row_ids,
+    uncommitted_sessions,
+    web_images_ahead_while_waiting,
+)
 from tasks.captioning import regenerate_rows
 
 
@@ -47,7 +51,8 @@ def review_and_publish(row_ids: Sequence[int], settings: Settings,
                        flow_run_id: str | None) -> tuple[GateResult, PublishSummary | None]:
     """The gate over ``row_ids``, then publishing what was approved."""
     logger = get_run_logger()
-    gate = review_gate(row_ids, settings, regenerate=_regenerate)
+    with web_images_ahead_while_waiting(row_ids, settings):
+        gate = review_gate(row_ids, settings, regenerate=_regenerate)
     approved = publishable_row_ids(settings, row_ids=list(row_ids))
     if not approved:
         logger.info("nothing approved to publish")

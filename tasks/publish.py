@@ -42,7 +42,9 @@ summary, site index, cleanup); the fan-out of the chunks is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -64,7 +66,7 @@ from galleryflow.db.models import utcnow
 from galleryflow.db.names import reserve
 from galleryflow.publishing.cleanup import cleanup_work_files, published_leftovers
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
-from galleryflow.publishing.derivatives import make_ahead
+from galleryflow.publishing.derivatives import ahead_workers, make_ahead
 from galleryflow.publishing.hold import held_message, holding_rows
 from galleryflow.publishing.journal import PublishJournal
 from galleryflow.publishing.names import publish_file_name
@@ -149,6 +151,17 @@ def make_web_images_ahead(row_ids: Sequence[int], settings: Settings | None = No
     except Exception as exc:  # an optimisation only: the publish does the work anyway
         _log.debug("web images not made ahead: %s", exc)
         return 0
+
+
+@contextmanager
+def web_images_ahead_while_waiting(row_ids: Sequence[int], settings: Settings) -> Iterator[None]:
+    """While the block runs (the review gate), the web images of ``row_ids`` not made yet
+    are made on every core: stage 7 has ended, and the publish that follows the
+    person's answer is bound by this work. Rows queued by stage 7 are not queued again;
+    rows of an earlier run (the ``review-publish`` flow) are queued here."""
+    make_web_images_ahead(row_ids, settings)
+    with ahead_workers(os.cpu_count() or 1):
+        yield
 
 
 def _select(

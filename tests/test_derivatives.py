@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,58 @@ def test_rows_handed_over_in_turns_share_one_background_worker(photo, tmp_path, 
         assert make_derivatives(_item(photo, object_name=name), SPEC, work).image.path.is_file()
     assert most == derivatives.AHEAD_WORKERS == 1
     assert made and made == sorted(made, key=names.index)  # in the order handed over
+
+
+def test_while_the_gate_waits_every_core_makes_web_images_then_one_again(photo, tmp_path,
+                                                                         monkeypatch):
+    """Stage 7 leaves a core to itself; the review gate (:func:`ahead_workers`) lets as
+    many workers as asked make the queue at once, and after it a lone worker goes on."""
+    import threading
+
+    from galleryflow.publishing import derivatives
+
+    release = threading.Semaphore(0)
+    started = threading.Semaphore(0)
+    real = derivatives._make
+    busy: list[int] = []  # how many were being made as each one started
+    lock = threading.Lock()
+    running = 0
+
+    def held(item, spec, work_dir):
+        nonlocal running
+        if threading.current_thread().name != "web-images-ahead":
+            return real(item, spec, work_dir)  # the publish's own call
+        with lock:
+            running += 1
+            busy.append(running)
+        started.release()
+        release.acquire(timeout=60)
+        try:
+            return real(item, spec, work_dir)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(derivatives, "_make", held)
+    work = tmp_path / "work"
+    items = [_item(photo, object_name=f"row-{i}") for i in range(8)]
+    assert derivatives.make_ahead(items, SPEC, work) == 8
+    assert started.acquire(timeout=30)  # stage 7's one worker took the first row
+    with derivatives.ahead_workers(3):
+        assert started.acquire(timeout=30) and started.acquire(timeout=30)
+        assert busy == [1, 2, 3]  # three rows at once while the gate waits
+    # The person answered with three in hand: they finish, then one worker goes on.
+    busy.clear()
+    for _ in range(3):
+        release.release()
+    for _ in range(5):
+        assert started.acquire(timeout=30)
+        release.release()
+    assert busy == [1] * 5
+    for item in items:  # the publish finds every one made
+        assert make_derivatives(item, SPEC, work).reused
+    deadline = time.monotonic() + 30
+    while any(t.name == "web-images-ahead" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a made-ahead worker outlived its queue"
+        time.sleep(0.01)
+    assert derivatives._ahead_limit == derivatives.AHEAD_WORKERS

@@ -33,6 +33,8 @@ import json
 import struct
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -289,9 +291,11 @@ _ahead_lock = threading.Lock()
 # What the one worker of this process makes next, in the order asked, and the worker.
 _ahead_queue: deque[tuple[DerivativeInput, DerivativeSpec, Path, Path]] = deque()
 _ahead_workers: set[threading.Thread] = set()
-# One: stage 7 (one core, bound by Python) and the gate keep the other. Two made no
-# difference on 48 × 24 MP (14.5 s either way): the publish is bound by CPU then.
+# One while stage 7 runs (one core, bound by Python, keeps the other); the review gate
+# raises it to one per core (:func:`ahead_workers`): nothing else needs the cores while
+# it waits for a person, and the publish after it is bound by this work.
 AHEAD_WORKERS = 1
+_ahead_limit = AHEAD_WORKERS
 
 
 def _claim(full_path: Path) -> threading.Event | None:
@@ -312,8 +316,8 @@ def _claim(full_path: Path) -> threading.Event | None:
 
 def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Path) -> int:
     """Queue these rows' web images to be made in the background, in turn, by one daemon
-    thread per process (:data:`AHEAD_WORKERS`; started when there is work, ending when
-    there is none).
+    thread per process (:data:`AHEAD_WORKERS`, more within :func:`ahead_workers`; started
+    when there is work, ending when there is none).
 
     Stage 7 calls it as drafts are written (every few rows, so the thread starts with
     the first drafts rather than after a whole chunk), so that the decode and resize of
@@ -335,19 +339,41 @@ def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Pat
                 _ahead[full_path] = (threading.Event(), threading.Event())
                 _ahead_queue.append((item, spec, work_dir, full_path))
                 queued += 1
-        _ahead_workers.intersection_update(w for w in list(_ahead_workers) if w.is_alive())
-        while queued and len(_ahead_workers) < min(AHEAD_WORKERS, len(_ahead_queue)):
-            worker = threading.Thread(target=_make_queued, name="web-images-ahead", daemon=True)
-            _ahead_workers.add(worker)
-            worker.start()
+        if queued:
+            _start_workers()
     return queued
+
+
+def _start_workers() -> None:
+    """Up to :data:`_ahead_limit` workers for the queue (called under the lock)."""
+    _ahead_workers.intersection_update(w for w in list(_ahead_workers) if w.is_alive())
+    while len(_ahead_workers) < min(_ahead_limit, len(_ahead_queue)):
+        worker = threading.Thread(target=_make_queued, name="web-images-ahead", daemon=True)
+        _ahead_workers.add(worker)
+        worker.start()
+
+
+@contextmanager
+def ahead_workers(count: int) -> Iterator[None]:
+    """While the block runs, up to ``count`` threads make the queued web images (the
+    review gate: stage 7 is done and a person is reading); one again afterwards, as
+    each finishes the photo in hand."""
+    global _ahead_limit
+    with _ahead_lock:
+        previous, _ahead_limit = _ahead_limit, max(1, count)
+        _start_workers()
+    try:
+        yield
+    finally:
+        with _ahead_lock:
+            _ahead_limit = previous
 
 
 def _make_queued() -> None:
     """The worker of :func:`make_ahead`: the queue in order, until it is empty."""
     while True:
         with _ahead_lock:
-            if not _ahead_queue:
+            if not _ahead_queue or len(_ahead_workers) > _ahead_limit:
                 # Under the lock: a later make_ahead starts another.
                 _ahead_workers.discard(threading.current_thread())
                 return
