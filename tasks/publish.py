@@ -160,7 +160,7 @@ def web_images_ahead_while_waiting(row_ids: Sequence[int], settings: Settings) -
     person's answer is bound by this work. Rows queued by stage 7 are not queued again;
     rows of an earlier run (the ``review-publish`` flow) are queued here."""
     make_web_images_ahead(row_ids, settings)
-    with ahead_workers(os.cpu_count() or 1):
+    with ahead_workers(min(os.cpu_count() or 1, settings.threads)):  # io_threads caps it
         yield
 
 

@@ -5,16 +5,17 @@ file's bytes (~6 MB for a 24-MP JPEG), the decoded pixels (24 MB at 1/2 scale), 
 resized web image (11 MB), libjpeg's work arrays. glibc's malloc serves allocations
 this large with fresh ``mmap`` pages, or trims them off its heap once freed (its
 dynamic threshold stops at 32 MB, and the trim threshold follows it), so the next
-photo's buffers are new pages again: ~8,000 page faults a photo for the publish's
-web images, each a zeroed 4-KB page. Measured on 24-MP photos (2 threads, the
-publish's decode → Lanczos → two progressive JPEGs): 16 ms of system time a photo
-and ~8 % of the wall time; with the thresholds below, 1-2 ms and no faults after the
-first photo.
+photo's buffers are new pages again, each a zeroed 4-KB page. Measured on 24-MP
+photos (the publish's decode → Lanczos → two progressive JPEGs, two threads): ~14,000
+page faults and ~25 ms of system time a photo; with the thresholds below ~1,350 faults
+and 3-6 ms, and the photo's web images ~15 % faster.
 
-What it costs: memory freed stays with the process (each of glibc's per-thread
-arenas keeps up to its own peak, which is a few photos' buffers) until the process
-ends. The processes that call this are short-lived workers (a run, a batch job, a
-deployment's flow run); the warm process and the Prefect server do not.
+What it costs: freed memory stays with the process, up to the peak it reached (each
+of glibc's per-thread arenas keeps its own: a few photos' buffers), until the process
+ends. Every CLI command sets it (a run, a batch job: short-lived), as do the batch
+worker and importing the flows (a deployment's flow run); a long-lived one (``watch``,
+a Prefect worker serving the deployments) keeps its peak between runs instead of
+handing it back. The warm process and the Prefect server do not set it.
 
 Why hand-written: no library tunes the allocator; ``mallopt`` is glibc's own,
 documented interface (``GLIBC_TUNABLES`` is the same at process start, which the
