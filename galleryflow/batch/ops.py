@@ -294,17 +294,12 @@ def check_pixels(probe: media.Probe, max_pixels: int) -> None:
             "(validation.max_pixels)")
 
 
-# A still image up to this size is read into memory once, hashed and decoded from
-# those bytes; a larger one (a big TIFF) is hashed as a stream and decoded from its file.
-READ_WHOLE_BYTES = 64 * 1024 * 1024
-
-
 def read_and_hash(path: Path) -> tuple[bytes | None, str]:
     """The file's sha256, and its bytes when it is a still image small enough to decode
-    from them (:data:`READ_WHOLE_BYTES`): one read of the file for its key and its
-    pixels, which then also belong to the same content."""
+    from them (:func:`~galleryflow.core.fsutil.read_hashed`): one read of the file for
+    its key and its pixels, which then also belong to the same content."""
     if media.classify(path) == "image":
-        return read_hashed(path, READ_WHOLE_BYTES)
+        return read_hashed(path)
     return None, sha256_file(path)
 
 

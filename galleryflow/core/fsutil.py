@@ -120,10 +120,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_hashed(path: Path, max_bytes: int) -> tuple[bytes | None, str]:
+# A file up to this size is read whole by :func:`read_hashed` (a 24-MP JPEG is ~6-15 MB);
+# a larger one (a big TIFF) is hashed as a stream instead of held in memory.
+READ_WHOLE_BYTES = 64 * 1024 * 1024
+
+
+def read_hashed(path: Path, max_bytes: int = READ_WHOLE_BYTES) -> tuple[bytes | None, str]:
     """``path``'s sha256, and its bytes when it holds at most ``max_bytes``: a caller that
     decodes from those bytes reads the file once, and decodes exactly what was hashed.
-    A larger file is hashed as a stream (its bytes: None)."""
+    A larger file is hashed as a stream (its bytes: None: decode it from the file)."""
     if path.stat().st_size <= max_bytes:
         data = path.read_bytes()
         return data, sha256_bytes(data)

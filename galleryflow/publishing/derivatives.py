@@ -60,10 +60,6 @@ FORMAT_VERSION = "3"
 # itself keeps the full Lanczos reduction (a ×1.5 step, where no gap applies anyway).
 THUMB_REDUCING_GAP = 2.0
 
-# An incoming copy up to this size is read once, hashed and decoded from those bytes; a
-# larger one (a big TIFF) is hashed as a stream and decoded from the file.
-READ_WHOLE_BYTES = 64 * 1024 * 1024
-
 
 class DerivativeError(RuntimeError):
     """The web images for one row could not be built (message names file and fault)."""
@@ -420,7 +416,7 @@ def _make(item: DerivativeInput, spec: DerivativeSpec, work_dir: Path) -> Deriva
     # person approved (the row's sha256), whatever happened to the file since. One read:
     # the bytes hashed are the bytes decoded (a file swapped between a check and a second
     # read would otherwise be decoded unchecked).
-    data, actual = read_hashed(source, READ_WHOLE_BYTES)
+    data, actual = read_hashed(source)
     if actual != item.sha256:
         raise DerivativeError(
             f"{source}: the incoming copy is not the photo that was approved (sha256 "
