@@ -371,3 +371,65 @@ def _owner_pid(job_id: str) -> str:
 
     with session_scope() as session:
         return session.get(BatchJob, job_id).owner.rsplit(":", 2)[1]
+
+
+def test_each_file_reads_the_stop_reason_once_and_its_headers_once(gf_home, tmp_path,
+                                                                     monkeypatch):
+    """A file's record reads the job's stop reason in its own transaction, and the
+    thread's next file takes that (fresh) reading instead of a transaction of its own;
+    the runner's disk check and the processing share one read of the headers. A stop
+    asked for by another process is still seen before the next file that starts after
+    the reading it missed goes stale."""
+    from galleryflow.batch import jobs, runner
+    from galleryflow.batch.preflight import prepare
+    from galleryflow.batch.presets import BatchRequest
+    from galleryflow.imaging import media
+
+    _photos(tmp_path / "in", 4)
+    gf_home.batch.disk_headroom_bytes = 1024  # the per-file disk check runs
+    reads = {"reason": 0, "probe": 0}
+    real_reason, real_probe = jobs.stop_reason, media.probe
+
+    def counted_reason(job_id):  # type: ignore[no-untyped-def]
+        reads["reason"] += 1
+        return real_reason(job_id)
+
+    def counted_probe(path):  # type: ignore[no-untyped-def]
+        reads["probe"] += 1
+        return real_probe(path)
+
+    monkeypatch.setattr(jobs, "stop_reason", counted_reason)
+    monkeypatch.setattr(media, "probe", counted_probe)
+
+    def job(name: str) -> str:
+        request = BatchRequest(input_pattern=str(tmp_path / "in" / "*.jpg"),
+                               operation="thumbnail", output_directory=str(tmp_path / name))
+        jobs.create_prepared(name, request, prepare(request, gf_home), gf_home)
+        return name
+
+    assert jobs.record_file(job("asks"), jobs.not_processed("x.jpg", "test")) is None
+    jobs.stop_job("asks", "stopped: by a test")
+    assert jobs.record_file("asks", jobs.not_processed("y.jpg", "test")) == "stopped: by a test"
+
+    quick = job("quick")  # the job's check reads every file's headers first
+    reads.update(reason=0, probe=0)
+    assert runner.run_job(quick, workers=1) == "completed"
+    assert reads == {"reason": 1, "probe": 4}  # one thread: only its first file asks
+
+    # Another process stops the job while the thread is between files: a reading that
+    # is no longer fresh is not used, so the next file is not processed.
+    stopped = job("stopped")
+    real_record = jobs.record_file
+
+    def record_then_stopped_elsewhere(job_id, result):  # type: ignore[no-untyped-def]
+        reason = real_record(job_id, result)
+        if result.status == "completed":
+            jobs.stop_job(job_id, "stopped: by another process")
+        return reason
+
+    monkeypatch.setattr(jobs, "record_file", record_then_stopped_elsewhere)
+    monkeypatch.setattr(runner, "FRESH_SECONDS", 0.0)
+    assert runner.run_job(stopped, workers=1) == "failed"
+    ended = get_job(stopped)
+    assert (ended.completed, ended.not_processed) == (1, 3)
+    assert ended.error == "stopped: by another process"

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, select, update
 
 from galleryflow.batch.ops import FileResult, JobSpec
 from galleryflow.batch.preflight import Prepared
 from galleryflow.batch.presets import BatchParams, BatchRequest
 from galleryflow.core.liveness import current_owner
 from galleryflow.core.settings import Settings
-from galleryflow.db.engine import session_scope
+from galleryflow.db.engine import get_engine, session_scope
 from galleryflow.db.models import BatchFile, BatchJob, utcnow
 
 NOT_PROCESSED = "not processed"
@@ -115,31 +115,36 @@ def load_spec(job_id: str) -> tuple[JobSpec, str, JobRecord]:
         return spec, job.input_pattern, record
 
 
-def record_file(job_id: str, result: FileResult) -> None:
-    """One file's outcome and the job's counters, in one transaction, as it finishes."""
-    record_files(job_id, [result])
+def record_file(job_id: str, result: FileResult) -> str | None:
+    """One file's outcome and the job's counters, in one transaction, as it finishes.
+    Returns the job's stop reason read in that transaction (:func:`stop_reason`), so the
+    worker's next file needs no transaction of its own to ask."""
+    return record_files(job_id, [result])
 
 
-def record_files(job_id: str, results: Iterable[FileResult]) -> None:
+def record_files(job_id: str, results: Iterable[FileResult]) -> str | None:
+    """Files' outcomes and the job's counters in one transaction; the job's stop reason."""
     results = list(results)
-    if not results:
-        return
     done = sum(r.status in ("completed", "skipped") for r in results)
     skipped = sum(r.status == "skipped" for r in results)
     failed = sum(r.status == "failed" for r in results)
-    with session_scope() as session:
-        session.add_all(
-            BatchFile(job_id=job_id, input_path=r.input[:1024],
-                      output_path=r.output[:1024] if r.output else None, status=r.status,
-                      error=r.error, note=r.note, input_bytes=r.input_bytes,
-                      output_bytes=r.output_bytes, width=r.width, height=r.height,
-                      seconds=r.seconds, finished_at=utcnow())
-            for r in results
-        )
-        # Increments in SQL: parallel workers never lose each other's counts.
-        session.execute(update(BatchJob).where(BatchJob.id == job_id).values(
-            completed=BatchJob.completed + done, skipped=BatchJob.skipped + skipped,
-            failed=BatchJob.failed + failed, heartbeat_at=utcnow()))
+    now = utcnow()
+    # One Core transaction, no ORM session: a bulk INSERT of plain rows, the counters, the
+    # reason. The ORM's session and unit of work cost 0.9 ms a file here against 0.36.
+    with get_engine().begin() as connection:
+        if results:
+            connection.execute(insert(BatchFile), [
+                dict(job_id=job_id, input_path=r.input[:1024],
+                     output_path=r.output[:1024] if r.output else None, status=r.status,
+                     error=r.error, note=r.note, input_bytes=r.input_bytes,
+                     output_bytes=r.output_bytes, width=r.width, height=r.height,
+                     seconds=r.seconds, finished_at=now)
+                for r in results])
+            # Increments in SQL: parallel workers never lose each other's counts.
+            connection.execute(update(BatchJob).where(BatchJob.id == job_id).values(
+                completed=BatchJob.completed + done, skipped=BatchJob.skipped + skipped,
+                failed=BatchJob.failed + failed, heartbeat_at=now))
+        return connection.scalar(select(BatchJob.error).where(BatchJob.id == job_id))
 
 
 def not_processed(path: str, reason: str) -> FileResult:

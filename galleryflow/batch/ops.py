@@ -303,10 +303,12 @@ def read_and_hash(path: Path) -> tuple[bytes | None, str]:
     return None, sha256_file(path)
 
 
-def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
+def process_file(path: Path, spec: JobSpec, registry: OutputRegistry,
+                 probe: media.Probe | None = None) -> FileResult:
     """Run one input through the job's steps. Raises only
     :class:`~galleryflow.batch.outputs.OutputError` (the output folder's fault: the job
-    stops); any fault of the file itself is in the result."""
+    stops); any fault of the file itself is in the result. ``probe``: the file's headers,
+    when the caller has read them already (the runner's disk check)."""
     started = time.perf_counter()
     result = FileResult(input=str(path), status="failed")
     p = spec.params
@@ -317,7 +319,8 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileRes
         if media.classify(path) == "video" and spec.operation != "thumbnail":
             raise media.MediaError("Unsupported for this operation",
                                    f"{spec.operation} works on images; videos can only be thumbnailed")
-        probe = _retry_io(lambda: media.probe(path))
+        if probe is None:
+            probe = _retry_io(lambda: media.probe(path))
         check_pixels(probe, spec.max_pixels)
         fmt = output_format(p, probe.format, spec.operation)
         desired = registry.desired(path, Path(spec.base_dir), formats.suffix(fmt))

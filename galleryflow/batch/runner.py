@@ -7,7 +7,8 @@ detached ``galleryflow batch`` job (``galleryflow.app.batch_worker``) runs, in w
 under a second of start-up.
 
 Before each file a worker reads the job's stop reason from the DB (so a worker in
-another thread, process or machine sees it) and checks the free disk; a fault of the
+another thread, process or machine sees it) — read in the same transaction that
+recorded its previous file, which ended just before — and checks the free disk; a fault of the
 output folder (:class:`~galleryflow.batch.outputs.OutputError`: disk full, read-only,
 no permission, not a folder) stops the job with that reason. The file in hand and
 every file after it are recorded ``not processed``; nothing partial is left (writes
@@ -17,6 +18,8 @@ are atomic).
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,14 +32,16 @@ from galleryflow.core.fsutil import free_bytes
 from galleryflow.imaging import media
 
 
-def disk_short(spec: JobSpec, path: Path) -> str | None:
-    """Free space is checked again as the job runs: other programs write too."""
+def disk_short(spec: JobSpec, path: Path, probe: media.Probe | None = None) -> str | None:
+    """Free space is checked again as the job runs: other programs write too. ``probe``:
+    the file's headers, read already (else read here; unreadable: the file's own fault,
+    which process_file reports)."""
     if spec.disk_headroom_bytes <= 0:
         return None
     out = Path(spec.output_directory)
     free = free_bytes(out)
     try:
-        need = estimate_output_bytes(media.probe(path), spec.operation, spec.params)
+        need = estimate_output_bytes(probe or media.probe(path), spec.operation, spec.params)
     except Exception:
         need = 0  # process_file will report this file's own fault
     if free < need + spec.disk_headroom_bytes:
@@ -45,21 +50,47 @@ def disk_short(spec: JobSpec, path: Path) -> str | None:
     return None
 
 
+# The job's stop reason as read by this thread's last record of a file (a transaction that
+# ended just before its next file starts): that file's check needs no transaction of its
+# own. Taken once, and only while fresh (a thread may wait for the glob between files); a
+# thread's first file, or one after a record that failed, reads it itself.
+_last_read = threading.local()
+FRESH_SECONDS = 0.1
+
+
+def _stop_reason(job_id: str) -> str | None:
+    known = getattr(_last_read, "value", None)
+    _last_read.value = None
+    if known is not None and known[0] == job_id and time.monotonic() - known[1] < FRESH_SECONDS:
+        return known[2]
+    return jobs.stop_reason(job_id)
+
+
+def _probe(path: Path) -> media.Probe | None:
+    try:
+        return media.probe(path)
+    except Exception:  # noqa: BLE001 - process_file meets (and reports) it itself
+        return None
+
+
 def run_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
     """Process one file unless the job is stopping, and record its outcome."""
-    reason = jobs.stop_reason(spec.job_id)
+    reason = _stop_reason(spec.job_id)
+    probe = None
     if reason is None:
-        short = disk_short(spec, path)
+        probe = _probe(path) if spec.disk_headroom_bytes > 0 else None
+        short = disk_short(spec, path, probe)
         if short:
             reason = jobs.stop_job(spec.job_id, short)
     if reason is not None:
         result = jobs.not_processed(str(path), reason)
     else:
         try:
-            result = process_file(path, spec, registry)
+            result = process_file(path, spec, registry, probe=probe)
         except OutputError as exc:
             result = jobs.not_processed(str(path), jobs.stop_job(spec.job_id, str(exc)))
-    jobs.record_file(spec.job_id, result)
+    reason = jobs.record_file(spec.job_id, result)
+    _last_read.value = (spec.job_id, time.monotonic(), reason)
     return result
 
 
