@@ -309,7 +309,9 @@ def _run_forked(settings: Settings, job_id: str, request: BatchRequest, prepared
 
         if not is_up_to_date(settings.db_url):
             migrate(settings.db_url)
-        jobs.create_prepared(job_id, request, prepared, settings, status="pending",
+        # Recorded running, this process its owner: the job is run from what is here,
+        # never read back (galleryflow.batch.runner.run_job's ``recorded``).
+        jobs.create_prepared(job_id, request, prepared, settings, status="running",
                              owner=current_owner())
     except Exception as exc:  # noqa: BLE001 - told to the parent; nothing was written
         ahead.clear()
@@ -321,7 +323,8 @@ def _run_forked(settings: Settings, job_id: str, request: BatchRequest, prepared
     from galleryflow.app.batch_worker import run
 
     try:
-        code = run(job_id, on_file=pipe.file)
+        code = run(job_id, on_file=pipe.file,
+                   recorded=(spec, prepared.input_pattern, workers))
     finally:
         ahead.clear()
     try:

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Callable
 
 from galleryflow.batch import jobs
-from galleryflow.batch.ops import FileResult
+from galleryflow.batch.ops import FileResult, JobSpec
 from galleryflow.batch.runner import run_job
 from galleryflow.core.memory import reuse_freed_memory
 
@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     return run(args[0])
 
 
-def run(job_id: str, on_file: Callable[[FileResult], None] | None = None) -> int:
+def run(job_id: str, on_file: Callable[[FileResult], None] | None = None,
+        recorded: tuple[JobSpec, str, int] | None = None) -> int:
     """Run the recorded job ``job_id`` to its end in this process; its exit status.
-    ``on_file``: told of each file once it is recorded (a forked worker's progress)."""
+    ``on_file``: told of each file once it is recorded (a forked worker's progress).
+    ``recorded``: the spec, glob and workers of the job as this process has just
+    recorded it, running and owned by this process (the forked worker: no read back)."""
 
     def stop(signum: int, _frame: object) -> None:
         # The stop is a DB write: done off the signal handler, which may have
@@ -54,7 +57,11 @@ def run(job_id: str, on_file: Callable[[FileResult], None] | None = None) -> int
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     try:
-        status = run_job(job_id, on_file=on_file)
+        if recorded is None:
+            status = run_job(job_id, on_file=on_file)
+        else:
+            spec, pattern, workers = recorded
+            status = run_job(job_id, workers, on_file=on_file, recorded=(spec, pattern))
     except Exception as exc:  # noqa: BLE001 - recorded in words; the traceback is logged
         traceback.print_exc()
         try:

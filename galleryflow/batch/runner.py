@@ -118,14 +118,21 @@ def _run_and_tell(path: Path, spec: JobSpec, registry: OutputRegistry,
 
 
 def run_job(job_id: str, workers: int | None = None,
-            on_file: Callable[[FileResult], None] | None = None) -> str:
+            on_file: Callable[[FileResult], None] | None = None,
+            recorded: tuple[JobSpec, str] | None = None) -> str:
     """Run a stored job here, ``workers`` files at a time (threads: Pillow releases the
     GIL); returns its final status. The glob is streamed, never listed, and at most
     two files per worker are queued, so memory stays bounded however many match.
-    ``on_file`` is called (in the worker thread) with each result once it is recorded."""
-    spec, pattern, record = jobs.load_spec(job_id)
-    jobs.mark_running(job_id)
-    workers = max(1, workers or record.workers)
+    ``on_file`` is called (in the worker thread) with each result once it is recorded.
+    ``recorded``: the spec and glob of a job this process has just recorded as running
+    with itself as the owner (the forked CLI worker), not read back from the DB."""
+    if recorded is None:
+        spec, pattern, record = jobs.load_spec(job_id)
+        jobs.mark_running(job_id)
+        workers = workers or record.workers
+    else:
+        spec, pattern = recorded
+    workers = max(1, workers or 1)
     out = Path(spec.output_directory)
     registry = OutputRegistry(out)
     seen = 0
