@@ -231,11 +231,19 @@ def test_a_run_service_loads_what_each_run_would_load_again_and_starts_no_thread
     """The run kind's preload, in a process of its own as the service does it: what each
     forked run would otherwise load on its way (the guardrails' gazetteer and noun lemma
     table, Prefect's task engine, the fastapi encoders) is there, and no thread was
-    started (a fork keeps only the forking one; _preload raises if one was)."""
+    started (a fork keeps only the forking one; _preload raises if one was). What it
+    loaded is frozen: a forked child's full collection scans only its own objects."""
     script = (
-        "import sys\n"
+        "import gc, os, sys\n"
         "from galleryflow.app.warm import _preload\n"
         "_preload('run')\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert frozen > 200_000, frozen\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    gc.collect()\n"
+        "    os._exit(0 if len(gc.get_objects()) < frozen // 10 else 1)\n"
+        "assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, 'a child scans them'\n"
         "from galleryflow.captioning import text, timeplace\n"
         "assert text._noun_table.cache_info().currsize == 1\n"
         "assert timeplace._loaded.cache_info().currsize == 1\n"
