@@ -26,6 +26,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
 from galleryflow.core.prefect_run import flow_run_id
+from galleryflow.core.tls import tls_context
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import StageError
 
@@ -59,7 +60,7 @@ class OllamaEndpoint(Block):
         if self.api_key is not None:
             headers["authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         timeout = httpx.Timeout(self.timeout_seconds, connect=self.connect_timeout_seconds)
-        return ollama.Client(host=self.host, timeout=timeout, headers=headers)
+        return ollama.Client(host=self.host, timeout=timeout, headers=headers, verify=tls_context())
 
     @property
     def safe_host(self) -> str:

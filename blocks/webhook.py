@@ -16,6 +16,8 @@ import httpx
 from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
+from galleryflow.core.tls import tls_context
+
 Event = Literal["completed", "failed", "review_gate"]
 ALL_EVENTS: list[Event] = ["completed", "failed", "review_gate"]
 
@@ -72,7 +74,7 @@ class NotificationWebhook(Block):
         try:
             response = httpx.post(
                 self.url.get_secret_value(), json=notification.model_dump(mode="json"),
-                headers=headers, timeout=self.timeout_seconds,
+                headers=headers, timeout=self.timeout_seconds, verify=tls_context(),
             )
         except httpx.HTTPError as exc:
             # httpx messages can contain the URL: name the host and the error type only.

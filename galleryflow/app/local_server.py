@@ -44,6 +44,7 @@ from galleryflow.core.fsutil import atomic_write_text
 from galleryflow.core.liveness import owner_alive, owner_of
 from galleryflow.core.prefect_env import API_URL, active_profile_settings
 from galleryflow.core.settings import Settings, get_settings
+from galleryflow.core.tls import tls_context
 
 STARTUP_SECONDS = 180.0  # its first start migrates the database: slow on a small machine
 
@@ -90,7 +91,7 @@ def user_server_configured() -> bool:
 
 def _healthy(url: str, timeout: float = 1.0) -> bool:
     try:
-        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+        return httpx.get(f"{url}/health", timeout=timeout, verify=tls_context()).status_code == 200
     except httpx.HTTPError:
         return False
 

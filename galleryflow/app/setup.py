@@ -213,8 +213,10 @@ def run_setup(settings: Settings, echo: Echo = print, deploy_flows: bool = True)
 def _check_server(url: str) -> None:
     import httpx
 
+    from galleryflow.core.tls import tls_context
+
     try:
-        response = httpx.get(f"{url}/health", timeout=10)
+        response = httpx.get(f"{url}/health", timeout=10, verify=tls_context())
         response.raise_for_status()
     except httpx.HTTPError as exc:
         raise SetupError(

@@ -443,6 +443,9 @@ def _preload(kind: str) -> None:
                      "PIL.TiffImagePlugin", "PIL.IptcImagePlugin", "_strptime"):
             importlib.import_module(name)
         preload()  # the guardrails' data: the gazetteer, the noun lemmas, emoji
+        from galleryflow.core.tls import tls_context
+
+        tls_context()  # the health check's and the Ollama client's CA bundle, loaded once
     import threading
 
     if threading.active_count() != 1:
