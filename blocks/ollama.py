@@ -26,9 +26,9 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, Field, SecretStr
 
 from galleryflow.core.prefect_run import flow_run_id
-from galleryflow.core.tls import tls_context
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import StageError
+from galleryflow.core.tls import tls_context
 
 _log = logging.getLogger(__name__)
 

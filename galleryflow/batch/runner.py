@@ -7,8 +7,8 @@ detached ``galleryflow batch`` job (``galleryflow.app.batch_worker``) runs, in w
 under a second of start-up.
 
 Before each file a worker reads the job's stop reason from the DB (so a worker in
-another thread, process or machine sees it) — read in the same transaction that
-recorded its previous file, which ended just before — and checks the free disk; a fault of the
+another thread, process or machine sees it; read in the transaction that recorded the
+worker's previous file, which ended just before) and checks the free disk; a fault of the
 output folder (:class:`~galleryflow.batch.outputs.OutputError`: disk full, read-only,
 no permission, not a folder) stops the job with that reason. The file in hand and
 every file after it are recorded ``not processed``; nothing partial is left (writes
@@ -89,8 +89,8 @@ def run_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
             result = process_file(path, spec, registry, probe=probe)
         except OutputError as exc:
             result = jobs.not_processed(str(path), jobs.stop_job(spec.job_id, str(exc)))
-    reason = jobs.record_file(spec.job_id, result)
-    _last_read.value = (spec.job_id, time.monotonic(), reason)
+    reason_now = jobs.record_file(spec.job_id, result)
+    _last_read.value = (spec.job_id, time.monotonic(), reason_now)
     return result
 
 
