@@ -32,16 +32,14 @@ from galleryflow.core.fsutil import free_bytes
 from galleryflow.imaging import media
 
 
-def disk_short(spec: JobSpec, path: Path, probe: media.Probe | None = None) -> str | None:
+def disk_short(spec: JobSpec, probe: media.Probe | None) -> str | None:
     """Free space is checked again as the job runs: other programs write too. ``probe``:
-    the file's headers, read already (else read here; unreadable: the file's own fault,
-    which process_file reports)."""
-    if spec.disk_headroom_bytes <= 0:
-        return None
+    the file's headers (None when unreadable: the file's own fault, which process_file
+    reports; it then needs no room)."""
     out = Path(spec.output_directory)
     free = free_bytes(out)
     try:
-        need = estimate_output_bytes(probe or media.probe(path), spec.operation, spec.params)
+        need = estimate_output_bytes(probe, spec.operation, spec.params) if probe else 0
     except Exception:
         need = 0  # process_file will report this file's own fault
     if free < need + spec.disk_headroom_bytes:
@@ -77,9 +75,9 @@ def run_file(path: Path, spec: JobSpec, registry: OutputRegistry) -> FileResult:
     """Process one file unless the job is stopping, and record its outcome."""
     reason = _stop_reason(spec.job_id)
     probe = None
-    if reason is None:
-        probe = _probe(path) if spec.disk_headroom_bytes > 0 else None
-        short = disk_short(spec, path, probe)
+    if reason is None and spec.disk_headroom_bytes > 0:
+        probe = _probe(path)
+        short = disk_short(spec, probe)
         if short:
             reason = jobs.stop_job(spec.job_id, short)
     if reason is not None:
