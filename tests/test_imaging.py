@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
 
 from galleryflow.core import fsutil
-from galleryflow.imaging import colour, encode, formats, geometry
+from galleryflow.imaging import colour, encode, formats, geometry, jpeg_scale
 from galleryflow.imaging.decode import (
     DECODES,
     UnsupportedFormat,
@@ -108,7 +108,72 @@ def test_an_upright_jpeg_is_decoded_without_a_copy_of_its_pixels(tmp_path, monke
 def test_min_size_is_in_display_orientation(tmp_path):
     path = gen.jpeg(tmp_path / "turned.jpg", (1200, 800), orientation=6)  # shown 1200×800
     assert decode(path, min_size=(300, 200)).image.size == (300, 200)  # 1/4 fits exactly
-    assert decode(path, min_size=(200, 300)).image.size == (600, 400)  # 300 high: only 1/2
+    assert decode(path, min_size=(200, 300)).image.size == (450, 300)  # 300 high: 3/8
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(255 ** 2 / max((diff ** 2).mean(), 1e-9)))
+
+
+def _pillow_only(monkeypatch):
+    monkeypatch.setattr(jpeg_scale, "simplejpeg", None)
+
+
+def test_a_jpeg_is_decoded_at_the_eighth_scale_that_covers_the_request(tmp_path, monkeypatch):
+    """libjpeg's M/8 scales where Pillow's draft has only halves: a 1200-px JPEG bound to
+    450 px is decoded at 3/8 (450 px), not 1/2 (600 px), once, with the same picture."""
+    path = gen.jpeg(tmp_path / "a.jpg", (1200, 800))
+    DECODES.reset()
+    scaled = decode(path, long_edge=450)
+    assert (scaled.image.mode, scaled.image.size) == ("RGB", (450, 300))
+    assert DECODES.total() == 1
+    assert scaled.exif.get(0x0112) == 1 and scaled.stored_size == (1200, 800)
+    assert scaled.info.get("exif") and "jfif" in scaled.info  # the file's, as Pillow reads them
+    with Image.open(path) as full:
+        reference = full.convert("RGB").resize((450, 300), Image.Resampling.LANCZOS)
+    assert _psnr(scaled.image, reference) > 35
+    # From memory the same pixels, and the buffer is the caller's again afterwards.
+    held = io.BytesIO(path.read_bytes())
+    assert np.array_equal(np.asarray(decode(held, long_edge=450).image), np.asarray(scaled.image))
+    held.write(b"more")  # would raise BufferError if a view were still exported
+    # Where an eighth scale is no smaller than Pillow's (1/2, 1/4, 1/8), Pillow decodes.
+    assert decode(path, long_edge=600).image.size == (600, 400)
+    assert decode(path, long_edge=300).image.size == (300, 200)
+    assert decode(path, long_edge=4000).image.size == (1200, 800)  # a larger request: whole
+    # Without simplejpeg: Pillow's draft scale, the same picture once reduced.
+    _pillow_only(monkeypatch)
+    drafted = decode(path, long_edge=450)
+    assert drafted.image.size == (600, 400)
+    assert _psnr(geometry.reduce(drafted.image, 450), scaled.image) > 35
+
+
+def test_an_eighth_scale_decode_turns_greys_and_leaves_the_rest_to_pillow(tmp_path, monkeypatch):
+    turned = decode(gen.jpeg(tmp_path / "t.jpg", (1200, 800), orientation=6), long_edge=450)
+    assert turned.image.size == (450, 300)  # stored 800×1200: decoded 300×450, turned upright
+    assert turned.exif.get(0x0112) == 6 and 0x0112 not in turned.image.getexif()
+    upright = decode(gen.jpeg(tmp_path / "u.jpg", (1200, 800), orientation=1), long_edge=450)
+    assert _psnr(turned.image, upright.image) > 35  # the same picture (same seed), upright
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(gen.gradient((1200, 800))[:, :, 0]).save(grey, "JPEG", quality=90)
+    decoded = decode(grey, long_edge=450)
+    assert (decoded.image.mode, decoded.image.size) == ("L", (450, 300))
+    # CMYK (no eighth-scale path): Pillow's 1/2 scale, in CMYK as Pillow gives it.
+    cmyk = decode(gen.cmyk_jpeg(tmp_path / "c.jpg", (1200, 800)), long_edge=450)
+    assert (cmyk.image.mode, cmyk.image.size) == ("CMYK", (600, 400))
+
+
+def test_a_damaged_jpeg_fails_with_pillows_error_never_with_made_up_pixels(tmp_path):
+    """simplejpeg runs strict: any libjpeg warning (a truncated scan, stray bytes) sends
+    the file to Pillow, whose error the caller sees, as before."""
+    cut = gen.truncated_jpeg(tmp_path / "cut.jpg", gen.jpeg(tmp_path / "a.jpg", (1200, 800)))
+    with pytest.raises(OSError, match="truncated"):
+        decode(cut, long_edge=450)
+    good = gen.jpeg(tmp_path / "b.jpg", (1200, 800)).read_bytes()
+    scan = good.index(b"\xff\xda")
+    stray = good[: scan] + b"\x00\x00\x00" + good[scan:]  # libjpeg: "extraneous bytes"
+    assert jpeg_scale.decode_scaled(stray, (450, 300), "RGB") is None
+    assert decode(io.BytesIO(stray), long_edge=450).image.size == (600, 400)  # Pillow's
 
 
 def test_open_reduced_and_one_decode_for_two_sizes(tmp_path):

@@ -39,7 +39,8 @@ from galleryflow.imaging.geometry import Plan
 
 # Part of every cache key: bump when an operation's output changes for the same
 # input and parameters, so reruns redo the work instead of keeping stale files.
-OPS_VERSION = "1"
+# 2: JPEGs decoded at libjpeg's eighth scales (imaging.jpeg_scale), not only halves.
+OPS_VERSION = "2"
 
 LOSSY = formats.LOSSY_KEYS  # output keys with a quality setting (jpeg, webp, avif)
 _RESAMPLE = geometry.RESAMPLE

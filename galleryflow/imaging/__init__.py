@@ -8,6 +8,8 @@ implementation behind small modules named for what they do:
 - ``formats``:  the one table of formats (Pillow name, extensions, MIME, writable)
 - ``decode``:   header sniffing, the validation decode check, and ``decode`` /
   ``open_reduced``: draft + orient + reduce in one call; counts decodes (``DECODES``)
+- ``jpeg_scale``: JPEG decodes at libjpeg's eighth scales (3/8, 5/8…) where Pillow's
+  draft has only halves (simplejpeg; ``decode`` uses it when it decodes less)
 - ``colour``:   modes to RGB, alpha flattening, sRGB through the ICC profile
   (cached, thread-safe transforms)
 - ``geometry``: orientation-aware sizes, draft requests, ``reduce`` (long edge),

@@ -28,6 +28,7 @@ from typing import IO, Any, Union
 from PIL import Image, ImageOps
 
 from galleryflow.core.fsutil import Tally
+from galleryflow.imaging import jpeg_scale
 from galleryflow.imaging.colour import to_rgb
 from galleryflow.imaging.formats import DRAFT_FORMATS, EXIF_FORMATS
 from galleryflow.imaging.geometry import QUARTER_TURNS, draft_request, reduce
@@ -213,14 +214,25 @@ def decode(src: Source, *, long_edge: int | None = None,
         frames = getattr(img, "n_frames", 1)
         if frames > 1:
             img.seek(0)
+        scaled = None
         if fmt in DRAFT_FORMATS:
             box = _draft_box(img, long_edge, min_size)
-            if box is not None:
+            if box is not None and fmt == "JPEG" and frames == 1 and jpeg_scale.worthwhile(img, box):
+                scaled = _decode_scaled(src, box, img.mode)  # an eighth scale (jpeg_scale)
+            if box is not None and scaled is None:
                 img.draft(img.mode, box)
-        DECODES.count_call(_PACKAGE, "reduced" if img.size != stored else "full")
-        img.load()
+        if scaled is None:
+            DECODES.count_call(_PACKAGE, "reduced" if img.size != stored else "full")
+            img.load()
+        else:
+            DECODES.count_call(_PACKAGE, "reduced")
         info = dict(img.info)
         exif = img.getexif()  # read (and cached) while the file is open
+        if scaled is not None:
+            if exif.get(ORIENTATION_TAG, 1) in _TURNS:
+                scaled.info = info  # exif_transpose reads the orientation from it
+                scaled = ImageOps.exif_transpose(scaled)
+            return Decoded(image=scaled, format=fmt, stored_size=stored, exif=exif, info=info)
         if fmt in DRAFT_FORMATS and frames == 1 and exif.get(ORIENTATION_TAG, 1) not in _TURNS:
             # An upright JPEG: the decoded image itself. Pillow's exif_transpose would
             # copy its pixels (24 MB for a 24-MP photo at 1/2 scale: 2-3 ms, and twice
@@ -233,6 +245,23 @@ def decode(src: Source, *, long_edge: int | None = None,
             oriented = ImageOps.exif_transpose(img)
     return Decoded(image=oriented, format=fmt, stored_size=stored, exif=exif, frames=frames,
                    info=info)
+
+
+def _decode_scaled(src: Source, box: tuple[int, int], mode: str) -> Image.Image | None:
+    """:func:`jpeg_scale.decode_scaled` on the whole of ``src`` (a path, or a file object
+    read from its start; an in-memory one is not copied)."""
+    if isinstance(src, (str, Path)):
+        return jpeg_scale.decode_scaled(Path(src).read_bytes(), box, mode)
+    getbuffer = getattr(src, "getbuffer", None)
+    if getbuffer is not None:
+        with getbuffer() as view:  # released before anyone writes to the buffer again
+            return jpeg_scale.decode_scaled(view, box, mode)
+    position = src.tell()
+    src.seek(0)
+    try:
+        return jpeg_scale.decode_scaled(src.read(), box, mode)
+    finally:
+        src.seek(position)
 
 
 def open_reduced(src: Source, long_edge: int | None) -> Image.Image:

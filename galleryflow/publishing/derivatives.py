@@ -51,7 +51,9 @@ from galleryflow.imaging.geometry import reduce
 # 2: the one image stack (sRGB-tagged sources are not re-transformed, an RGBA
 # source's profile is applied, 4:4:4 chroma at quality >= 90, no source comment).
 # 3: the thumbnail is reduced with Pillow's thumbnail gap (THUMB_REDUCING_GAP).
-FORMAT_VERSION = "3"
+# 4: JPEGs decoded at libjpeg's eighth scales (imaging.jpeg_scale): 2048 px from a 24-MP
+# photo is resized from a 3/8-scale decode, no longer a 1/2-scale one.
+FORMAT_VERSION = "4"
 
 # The thumbnail (~5× smaller than the web image) is reduced the way Pillow's own
 # ``Image.thumbnail`` does by default: a box reduction by an integer factor first, then
