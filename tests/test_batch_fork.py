@@ -5,7 +5,6 @@ the worker cannot record writes nothing. Real processes throughout (no mocks).""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from galleryflow.batch.outputs import content_digest
 from galleryflow.batch.status import get_job, list_jobs
 from tests.fixtures import photos as gen
 from tests.fixtures.batch import end_command, wait_until_running
@@ -167,7 +167,7 @@ def test_decodes_made_ahead_are_taken_once_and_only_for_the_same_file(tmp_path):
     assert made is not None
     source, digest = made
     assert source.image.width >= 200
-    assert digest == hashlib.sha256(a.read_bytes()).hexdigest()  # of the bytes decoded
+    assert digest == content_digest(a.read_bytes())  # of the bytes decoded
     assert ahead.take(a, want, params, False) is None  # once
     assert ahead.take(b, want, BatchParams(width=200, colour="keep"), False) is None  # other request
     os.utime(b, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed since

@@ -481,11 +481,12 @@ def test_a_rerun_skips_complete_outputs_and_redoes_changed_ones(tmp_path):
 
 
 def test_a_still_image_is_read_once_for_its_key_and_its_pixels(tmp_path, monkeypatch):
-    """The rerun key is the sha256 of the very bytes decoded: the file is read once,
+    """The rerun key is the digest of the very bytes decoded: the file is read once,
     hashed, and decoded from those bytes (a streamed hash and a second read by the
     decoder used to be two reads, of what could by then be other content)."""
-    import hashlib
     import io
+
+    import xxhash
 
     from galleryflow.batch import ops
 
@@ -498,15 +499,17 @@ def test_a_still_image_is_read_once_for_its_key_and_its_pixels(tmp_path, monkeyp
         return real_decode(src, **kwargs)
 
     monkeypatch.setattr(media, "decode", decode)
-    monkeypatch.setattr(ops, "sha256_file", lambda path: pytest.fail("hashed in a read of its own"))
+    monkeypatch.setattr(ops, "content_digest_file",
+                        lambda path: pytest.fail("hashed in a read of its own"))
     keys: list[str] = []
     real_key = ops.cache_key
     monkeypatch.setattr(ops, "cache_key", lambda digest, *a: keys.append(digest) or real_key(digest, *a))
     result = one(photo, tmp_path / "out", "resize", width=100)
     assert result.status == "completed", result.error
     assert decoded_from == [photo.read_bytes()]  # the bytes in hand, not the path again
-    assert keys == [hashlib.sha256(photo.read_bytes()).hexdigest()]
+    assert keys == ["xxh3-128:" + xxhash.xxh3_128_hexdigest(photo.read_bytes())]
     monkeypatch.undo()
+    assert ops.content_digest_file(photo) == keys[0]  # streamed (a video, a huge TIFF): the same
     # Keyed on that content: the rerun skips it, new bytes under the name redo it.
     assert one(photo, tmp_path / "out", "resize", width=100).status == "skipped"
     gen.jpeg(photo, (320, 240), seed=4)

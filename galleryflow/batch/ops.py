@@ -29,9 +29,15 @@ from typing import Any, Literal
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 from pydantic import BaseModel
 
-from galleryflow.batch.outputs import OutputError, OutputRegistry, cache_key
+from galleryflow.batch.outputs import (
+    OutputError,
+    OutputRegistry,
+    cache_key,
+    content_digest,
+    content_digest_file,
+)
 from galleryflow.batch.presets import BatchParams, PresetError
-from galleryflow.core.fsutil import read_hashed, sha256_file
+from galleryflow.core.fsutil import READ_WHOLE_BYTES
 from galleryflow.imaging import encode as encoder
 from galleryflow.imaging import formats, geometry, media
 from galleryflow.imaging.decode import decode
@@ -295,13 +301,14 @@ def check_pixels(probe: media.Probe, max_pixels: int) -> None:
             "(validation.max_pixels)")
 
 
-def read_and_hash(path: Path) -> tuple[bytes | None, str]:
-    """The file's sha256, and its bytes when it is a still image small enough to decode
-    from them (:func:`~galleryflow.core.fsutil.read_hashed`): one read of the file for
-    its key and its pixels, which then also belong to the same content."""
-    if media.classify(path) == "image":
-        return read_hashed(path)
-    return None, sha256_file(path)
+def read_and_key(path: Path) -> tuple[bytes | None, str]:
+    """The file's content digest (:func:`~galleryflow.batch.outputs.content_digest`), and
+    its bytes when it is a still image small enough to decode from them: one read of
+    the file for its key and its pixels, which then also belong to the same content."""
+    if media.classify(path) == "image" and path.stat().st_size <= READ_WHOLE_BYTES:
+        data = path.read_bytes()
+        return data, content_digest(data)
+    return None, content_digest_file(path)
 
 
 def process_file(path: Path, spec: JobSpec, registry: OutputRegistry,
@@ -336,7 +343,7 @@ def process_file(path: Path, spec: JobSpec, registry: OutputRegistry,
             (source, digest), data = ahead, None
         else:
             source = None
-            data, digest = _retry_io(lambda: read_and_hash(path))
+            data, digest = _retry_io(lambda: read_and_key(path))
         key = cache_key(digest, spec.operation, p.model_dump(mode="json"), OPS_VERSION)
         result.output, result.format = str(output), fmt
         if registry.complete(output, claim, key):
@@ -444,7 +451,7 @@ class Prefetch:
         with self._lock:
             self._ready[key] = future
         try:
-            data, digest = read_and_hash(path)
+            data, digest = read_and_key(path)
             source = media.load_source(path, want, p.colour, p.video_samples,
                                        keep_16bit=keep_16bit, data=data)
         except Exception:  # noqa: BLE001 - decoded (and reported) again by process_file
@@ -456,8 +463,8 @@ class Prefetch:
 
     def take(self, path: Path, want: tuple[int, int] | None, p: BatchParams,
              keep_16bit: bool) -> tuple[media.Source, str] | None:
-        """The decode made ahead for exactly this file and request, and the sha256 of the
-        bytes it was made from, once; else None."""
+        """The decode made ahead for exactly this file and request, and the content digest
+        of the bytes it was made from, once; else None."""
         if not self._ready:
             return None
         key = self._key(path, want, p, keep_16bit)

@@ -10,8 +10,8 @@
   exists on disk and is not ours (an input, the user's own file) is never used:
   the output gets ``-1``, ``-2``… instead. A rerun finds its own claim and reuses
   the name.
-- The claim also records the *cache key* (input sha256 + resolved parameters +
-  ops version), the job that wrote it and the output's size once written: a rerun
+- The claim also records the *cache key* (the input's content digest + resolved
+  parameters + ops version), the job that wrote it and the output's size once written: a rerun
   with the same key and a complete output skips the file, and a job whose process
   died is credited with the outputs it finished (:func:`finished_by`).
 - Outputs are written by :func:`write_output`: a temporary name, then a rename
@@ -34,9 +34,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import xxhash
 from pydantic import BaseModel
 
-from galleryflow.core.fsutil import atomic_path, atomic_write_text, default_file_mode
+from galleryflow.core.fsutil import CHUNK, atomic_path, atomic_write_text, default_file_mode
 
 STATE_DIR = ".galleryflow-batch"
 _WILDCARDS = set("*?[")
@@ -70,9 +71,32 @@ def iter_inputs(pattern: str, exclude: Path | None = None) -> Iterator[Path]:
         yield resolved
 
 
-def cache_key(input_sha256: str, operation: str, params: dict[str, Any], version: str) -> str:
+# The input's content in a rerun key: XXH3-128, not sha256. The key only decides whether
+# an output is already done (an accidental collision of 128 bits will not happen; nobody
+# gains by forging one for their own batch), and it is a whole file's hash per input,
+# at 0.25 ms for a 6-MB JPEG against 3.4 ms for sha256 with the CPU's SHA instructions:
+# 5 % of a 24-MP thumbnail's CPU. A photo's identity in the gallery (the rows, the
+# publish) stays its sha256 (galleryflow.core.fsutil).
+DIGEST = "xxh3-128"
+
+
+def content_digest(data: bytes | memoryview) -> str:
+    """The content digest of a file's bytes already read."""
+    return f"{DIGEST}:{xxhash.xxh3_128_hexdigest(data)}"
+
+
+def content_digest_file(path: Path) -> str:
+    """The content digest of a file, read as a stream (a video, a very large image)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return f"{DIGEST}:{digest.hexdigest()}"
+
+
+def cache_key(input_digest: str, operation: str, params: dict[str, Any], version: str) -> str:
     """Content + parameters + code version: equal keys make equal outputs."""
-    canonical = json.dumps({"sha256": input_sha256, "op": operation, "params": params,
+    canonical = json.dumps({"content": input_digest, "op": operation, "params": params,
                             "version": version}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
