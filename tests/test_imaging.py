@@ -141,6 +141,8 @@ def test_a_jpeg_is_decoded_at_the_eighth_scale_that_covers_the_request(tmp_path,
     assert decode(path, long_edge=600).image.size == (600, 400)
     assert decode(path, long_edge=300).image.size == (300, 200)
     assert decode(path, long_edge=4000).image.size == (1200, 800)  # a larger request: whole
+    assert decode(path, long_edge=1000).image.size == (1200, 800)  # 7/8: no faster, whole
+    assert decode(path, long_edge=850).image.size == (900, 600)  # 6/8
     # Without simplejpeg: Pillow's draft scale, the same picture once reduced.
     _pillow_only(monkeypatch)
     drafted = decode(path, long_edge=450)
