@@ -37,7 +37,7 @@ from galleryflow.batch.preflight import JobRefused, prepare
 from galleryflow.batch.presets import BatchRequest
 from galleryflow.batch.runner import chunks
 from galleryflow.batch.status import JobSummary, get_job
-from galleryflow.core.progress import StageProgress
+from galleryflow.core.progress import StageProgress, flushed
 from galleryflow.core.settings import get_settings
 from galleryflow.db.engine import migrate
 from tasks.batch_ops import process_chunk
@@ -65,6 +65,7 @@ def _record(request: BatchRequest, job_id: str) -> None:
 
 @flow(name="batch-process", description="Resize, convert, compress, watermark or thumbnail "
       "files matching a glob, with presets and a per-file report.")
+@flushed
 def batch_process(
     input_pattern: str = "",
     operation: str | None = None,

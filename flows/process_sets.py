@@ -31,6 +31,7 @@ from galleryflow.db.models import utcnow
 from galleryflow.intake.queue import discover_sets
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
+from galleryflow.core.progress import flushed
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
@@ -271,6 +272,7 @@ def _publish_outcomes(outcomes: list[FileOutcome], summary: RunSummary) -> None:
 
 
 @flow(name="process-sets", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flushed
 def process_sets(
     set_dirs: list[str] | None = None,
     intake_dir: str | None = None,

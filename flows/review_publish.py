@@ -21,6 +21,7 @@ from flows.gate import GateResult, review_gate
 from galleryflow.db import Photo, session_scope
 from galleryflow.core.ledger import SessionLedger
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
+from galleryflow.core.progress import flushed
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import RowStatus
 from flows.fanout import publish_approved
@@ -78,6 +79,7 @@ def _waiting_rows(set_names: list[str] | None) -> list[int]:
 
 
 @flow(name="review-publish", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flushed
 def review_publish(set_names: list[str] | None = None) -> ReviewPublishSummary:
     """Review rows still awaiting review (all sets, or the named ones), then publish."""
     settings = get_settings()
