@@ -16,9 +16,9 @@ image:
 
 Each stage keeps its own rules, row statuses and report: scoring's
 (:mod:`tasks.scoring`) and the model image's (:mod:`tasks.model_resize`); this
-module only sequences them. The chunk holds one slot of the global concurrency
-limit ``scoring``, as ``score-chunk`` does; ``flows.fanout.score_and_resize_rows``
-runs one per chunk.
+module only sequences them. A chunk that runs a model holds one slot of the global
+concurrency limit ``scoring``, as ``score-chunk`` does (``tasks.scoring.model_slot``);
+``flows.fanout.score_and_resize_rows`` runs one per chunk.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import time
 
 from prefect import task
 
-from galleryflow.core.prefect_run import limit_slot
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.stages import ChunkReport
 from tasks import model_resize, scoring
@@ -69,5 +68,5 @@ def score_and_resize_chunk(row_ids: list[int], image_set_id: int) -> list[ChunkR
     """Stages 5 and 6 for one chunk of rows, on one decode per photo; rerunnable
     (cached scores, existing model-ready images reused)."""
     settings = get_settings()
-    with limit_slot(scoring.SCORING_LIMIT, settings.scoring.slot_wait_seconds):
+    with scoring.model_slot(settings):
         return score_and_resize(row_ids, image_set_id, settings)

@@ -147,6 +147,8 @@ def _score_two_chunks(slots: int, set_limit, bounded: Settings, db, tmp_path: Pa
     from tasks import scoring
 
     isolate_weight_caches(monkeypatch, tmp_path)  # fallback scores: no model to load
+    # ... but the chunks take the slot as a model's would (the throttling under test).
+    monkeypatch.setattr(scoring, "uses_a_model", lambda setup: True)
     files = sorted(make_set(tmp_path / "sets", f"limit-{slots}", 2, size=(160, 120)).glob("*.jpg"))
     inserted = insert_set(get_settings(), files=files, status="new", exif=False)
     image_set_id, row_ids = inserted.image_set_id, inserted.row_ids
@@ -173,6 +175,38 @@ def test_scoring_chunks_overlap_with_two_slots(set_limit, bounded, db, tmp_path,
     spans = _score_two_chunks(2, set_limit, bounded, db, tmp_path, monkeypatch)
     assert spans.most == 2
     assert spans.overlapping()
+
+
+def test_fallback_scoring_takes_no_slot_of_the_model_limit(set_limit, db, tmp_path,
+                                                           monkeypatch):
+    """The limit keeps models in memory apart; fallback scores load none, so a chunk of
+    them does not wait for a slot another run holds (nor asks the server for one)."""
+    from galleryflow.core.prefect_run import limit_slot
+
+    monkeypatch.setenv("GALLERYFLOW_SCORING__SLOT_WAIT_SECONDS", "3")
+    monkeypatch.setenv("GALLERYFLOW_CHUNK_SIZE", "1")
+    reset_settings()
+    isolate_weight_caches(monkeypatch, tmp_path)
+    files = sorted(make_set(tmp_path / "sets", "fallback-only", 2, size=(160, 120)).glob("*.jpg"))
+    inserted = insert_set(get_settings(), files=files, status="new", exif=False)
+    set_limit("scoring", 1)
+    held, done = threading.Event(), threading.Event()
+
+    def another_run() -> None:
+        with limit_slot("scoring", 30):
+            held.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=another_run)
+    holder.start()
+    try:
+        assert held.wait(30)
+        reports = scoring_flow(inserted.row_ids, inserted.image_set_id)
+    finally:
+        done.set()
+        holder.join()
+    assert sorted(o.outcome for r in reports for o in r.outcomes) == ["ok", "ok"]
+    assert {r.status for r in by_name(load_photos(inserted.row_ids)).values()} == {"scored"}
 
 
 # --------------------------------------------------------------------------- publish
