@@ -181,7 +181,7 @@ def test_fallback_scoring_takes_no_slot_of_the_model_limit(set_limit, db, tmp_pa
                                                            monkeypatch):
     """The limit keeps models in memory apart; fallback scores load none, so a chunk of
     them does not wait for a slot another run holds (nor asks the server for one)."""
-    from galleryflow.core.prefect_run import limit_slot
+    from prefect.concurrency.sync import concurrency
 
     monkeypatch.setenv("GALLERYFLOW_SCORING__SLOT_WAIT_SECONDS", "3")
     monkeypatch.setenv("GALLERYFLOW_CHUNK_SIZE", "1")
@@ -192,8 +192,8 @@ def test_fallback_scoring_takes_no_slot_of_the_model_limit(set_limit, db, tmp_pa
     set_limit("scoring", 1)
     held, done = threading.Event(), threading.Event()
 
-    def another_run() -> None:
-        with limit_slot("scoring", 30):
+    def another_run() -> None:  # its slot at the server (another process's chunk)
+        with concurrency("scoring", occupy=1, timeout_seconds=30):
             held.set()
             done.wait(60)
 

@@ -128,11 +128,14 @@ def ensure_limit(name: LimitName, slots: int) -> bool:
 
 
 @contextmanager
-def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
+def limit_slot(name: LimitName, wait_seconds: float, server: bool = True) -> Iterator[None]:
     """Hold one slot of the global limit ``name``, waiting at most ``wait_seconds``.
 
     A missing limit does not block (``strict=False``); a slot not free in time is
     a :class:`StageError` that says how to inspect and free a leaked one.
+    ``server=False``: only this process's turn (its chunks one after another, as the
+    limit's size says), without a slot at the server: for work that shares this
+    process's threads with its other chunks but holds nothing the limit is for.
     """
     from prefect.concurrency.sync import concurrency
 
@@ -144,8 +147,9 @@ def limit_slot(name: LimitName, wait_seconds: float) -> Iterator[None]:
                 if not known[1].acquire(timeout=wait_seconds):
                     raise TimeoutError(name)
                 stack.callback(known[1].release)
-            stack.enter_context(concurrency(name, occupy=1, strict=False, timeout_seconds=max(
-                0.1, deadline - time.monotonic())))
+            if server:
+                stack.enter_context(concurrency(name, occupy=1, strict=False, timeout_seconds=max(
+                    0.1, deadline - time.monotonic())))
         except TimeoutError as exc:
             raise StageError(
                 f"no free slot of the global concurrency limit {name!r} after "
