@@ -121,13 +121,13 @@ class _Pusher:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending: dict[int, StageProgress] = {}  # by id(), in the order first asked
+        self._pending: dict[StageProgress, None] = {}  # an ordered set: first asked, first sent
         self._busy = False
         self._thread: threading.Thread | None = None
 
     def submit(self, progress: StageProgress) -> None:
         with self._cond:
-            self._pending.setdefault(id(progress), progress)
+            self._pending.setdefault(progress)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="progress-pusher",
                                                 daemon=True)
@@ -141,7 +141,8 @@ class _Pusher:
                     self._thread = None
                     self._cond.notify_all()
                     return
-                progress = self._pending.pop(next(iter(self._pending)))
+                progress = next(iter(self._pending))
+                del self._pending[progress]
                 self._busy = True
             progress._push()
             with self._cond:
