@@ -17,7 +17,9 @@ is the only form that reaches logs and errors.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -54,6 +56,15 @@ from galleryflow.core.photo_facts import CameraFacts
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 UPSERT_BATCH = 500
+# A deadlock rolls the whole transaction back; InnoDB's manual says to "be prepared to
+# re-issue a transaction if it fails due to deadlock". Two runs publishing new names at
+# once meet one: the owner check's SELECT … FOR UPDATE takes gap locks on names not yet
+# in the table, then both insert into the gaps the other holds. The upsert is idempotent
+# and owner-checked, so it is simply run again (a lock wait timeout, 1205, is not: it
+# already waited innodb_lock_wait_timeout and stays GalleryUnavailable, retry later).
+UPSERT_ATTEMPTS = 6
+_DEADLOCK_MYSQL = 1213           # ER_LOCK_DEADLOCK
+_DEADLOCK_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock_detected, serialization_failure
 # Query parameters drivers accept a secret in (pymysql, psycopg, ODBC and friends).
 _SECRET_PARAMS = {"password", "passwd", "pwd", "pass", "secret", "token", "access_token",
                   "api_key", "apikey", "auth_token", "sslpassword", "private_key"}
@@ -235,6 +246,16 @@ class GalleryDatabase(Block):
             engine.dispose()
 
 
+def deadlocked(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the database rolled the transaction back to break a deadlock (MySQL/MariaDB
+    1213, PostgreSQL 40P01/40001): the transaction may be run again as it was."""
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and args[0] == _DEADLOCK_MYSQL:
+        return True
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in _DEADLOCK_SQLSTATES
+
+
 @contextmanager
 def _translated(where: str, what: str) -> Iterator[None]:
     """Turn driver errors into GalleryUnavailable (network) or GalleryError (everything else)."""
@@ -339,37 +360,51 @@ class GalleryConnection:
         A name held by another photo or by the site itself (another Source_Key, or the
         same name in another case: the gallery's collation ignores case) is refused,
         never overwritten; the update itself is guarded by the owner too, so even a
-        writer racing this one cannot make it overwrite a row it does not own.
+        writer racing this one cannot make it overwrite a row it does not own. When the
+        database breaks a deadlock with another writer by rolling this transaction back,
+        it is run again (up to ``UPSERT_ATTEMPTS`` times).
         """
-        result = UpsertResult()
         if not records:
-            return result
+            return UpsertResult()
         with _translated(self.where, f"upsert into {self.table.name}"):
-            owners = self._owners([r.file_name for r in records], lock=True)
-            mine = []
-            for record in records:
-                held = owners.get(fold(record.file_name))
-                if held is not None and (held[0] != record.file_name or held[1] != record.source_key):
-                    result.refused[record.file_name] = (
-                        f"the gallery already holds {held[0]} for "
-                        f"{held[1] or 'a row the site made itself'}; not overwritten")
-                else:
-                    mine.append(record)
-            rows = [record_values(r, now) for r in mine]
-            for start in range(0, len(rows), UPSERT_BATCH):
-                self.connection.execute(self._upsert_statement(rows[start : start + UPSERT_BATCH]))
-            t = self.table
-            wanted = {r.file_name: r.source_key for r in mine}
-            for row_id, name, key in self.connection.execute(
-                select(t.c.id, t.c.File_Name, t.c.Source_Key).where(
-                    func.lower(t.c.File_Name).in_(sorted({fold(n) for n in wanted})))
-            ):
-                if name in wanted and key == wanted[name]:
-                    result.ids[name] = str(row_id)
-            for name in wanted:
-                if name not in result.ids:
-                    result.refused[name] = "another writer holds this name in the gallery; not overwritten"
-            self.connection.commit()
+            for attempt in range(1, UPSERT_ATTEMPTS + 1):
+                try:
+                    return self._upsert_once(records, now)
+                except sa_exc.DBAPIError as exc:
+                    if attempt == UPSERT_ATTEMPTS or not deadlocked(exc):
+                        raise
+                    self.connection.rollback()
+                    # Jittered so the two writers do not meet again at the same moment.
+                    time.sleep(random.uniform(0.005, 0.03) * attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _upsert_once(self, records: Sequence[GalleryRecord], now: datetime) -> UpsertResult:
+        result = UpsertResult()
+        owners = self._owners([r.file_name for r in records], lock=True)
+        mine = []
+        for record in records:
+            held = owners.get(fold(record.file_name))
+            if held is not None and (held[0] != record.file_name or held[1] != record.source_key):
+                result.refused[record.file_name] = (
+                    f"the gallery already holds {held[0]} for "
+                    f"{held[1] or 'a row the site made itself'}; not overwritten")
+            else:
+                mine.append(record)
+        rows = [record_values(r, now) for r in mine]
+        for start in range(0, len(rows), UPSERT_BATCH):
+            self.connection.execute(self._upsert_statement(rows[start : start + UPSERT_BATCH]))
+        t = self.table
+        wanted = {r.file_name: r.source_key for r in mine}
+        for row_id, name, key in self.connection.execute(
+            select(t.c.id, t.c.File_Name, t.c.Source_Key).where(
+                func.lower(t.c.File_Name).in_(sorted({fold(n) for n in wanted})))
+        ):
+            if name in wanted and key == wanted[name]:
+                result.ids[name] = str(row_id)
+        for name in wanted:
+            if name not in result.ids:
+                result.refused[name] = "another writer holds this name in the gallery; not overwritten"
+        self.connection.commit()
         return result
 
     def _upsert_statement(self, rows: list[dict[str, Any]]) -> Any:

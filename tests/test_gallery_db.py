@@ -215,3 +215,80 @@ def test_mariadb_uses_on_duplicate_key_update(mariadb_url):
         ).all()
     engine.dispose()
     assert indexes and indexes[0]._mapping["Non_unique"] == 0
+
+
+@pytest.mark.integration
+def test_two_writers_that_deadlock_both_publish(mariadb_url, monkeypatch):
+    """Two runs publishing new names at once: each owner check's SELECT … FOR UPDATE
+    takes the gap where the names would go, then each insert waits on the other's gap
+    and InnoDB rolls one transaction back (error 1213). That one is run again; both
+    writers' rows land once, each with its id, and nothing is refused."""
+    import threading
+
+    from blocks import gallery_db
+
+    # (SQLite takes one writer at a time: it cannot deadlock.)
+    gallery = GalleryDatabase(url=mariadb_url, table="photos")
+    with gallery.connect() as g:
+        g.ensure_table()
+    # Both owner checks run before either insert: the interleaving that deadlocks.
+    both_checked = threading.Barrier(2, timeout=20)
+    calls: list[str] = []
+    owners = gallery_db.GalleryConnection._owners
+
+    def owners_then_meet(self, names, lock=False):
+        found = owners(self, names, lock=lock)
+        if lock:
+            who = threading.current_thread().name
+            if who not in calls:  # each writer's first check only
+                both_checked.wait()
+            calls.append(who)
+        return found
+
+    monkeypatch.setattr(gallery_db.GalleryConnection, "_owners", owners_then_meet)
+    results, errors = {}, {}
+
+    def publish(who: str) -> None:
+        try:
+            with gallery.connect() as g:
+                results[who] = g.upsert(
+                    [_record(f"{who}-{i}.jpg", owner=f"set/{who}-{i}.jpg") for i in range(3)], NOW)
+        except Exception as exc:  # recorded: the assertion below names it
+            errors[who] = exc
+
+    threads = [threading.Thread(target=publish, args=(who,), name=who) for who in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert len(calls) == 3, f"expected exactly one writer to be rolled back and rerun: {calls}"
+    for who in ("a", "b"):
+        assert sorted(results[who].ids) == [f"{who}-{i}.jpg" for i in range(3)]
+        assert not results[who].refused
+    with gallery.connect() as g:
+        rows = g.rows()
+    assert sorted(r["File_Name"] for r in rows) == sorted(
+        f"{who}-{i}.jpg" for who in ("a", "b") for i in range(3))
+    assert len({r["id"] for r in rows}) == 6
+
+
+def test_only_a_deadlock_is_retried():
+    from pymysql.err import OperationalError as MyOperational
+    from sqlalchemy.exc import OperationalError
+
+    from blocks.gallery_db import deadlocked
+
+    def wrapped(orig):
+        return OperationalError("INSERT", {}, orig)
+
+    assert deadlocked(wrapped(MyOperational(1213, "Deadlock found when trying to get lock")))
+    assert not deadlocked(wrapped(MyOperational(1205, "Lock wait timeout exceeded")))
+    assert not deadlocked(wrapped(MyOperational(2013, "Lost connection")))
+
+    class PgError(Exception):
+        def __init__(self, sqlstate):
+            self.sqlstate = sqlstate
+
+    assert deadlocked(wrapped(PgError("40P01")))
+    assert not deadlocked(wrapped(PgError("23505")))
