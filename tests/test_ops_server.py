@@ -57,12 +57,23 @@ def _server_state() -> dict[str, Any]:
             "block_type": block_type.name}
 
 
+def _settled_state(timeout: float = 60) -> dict[str, Any]:
+    """The server state once the scheduler (a 1 s loop) has planned the schedules' runs:
+    two readings in a row alike. A fixed wait read a half-planned state under load."""
+    deadline = time.monotonic() + timeout
+    state = _server_state()
+    while True:
+        time.sleep(1.5)
+        again = _server_state()
+        if again == state or time.monotonic() > deadline:
+            return again
+        state = again
+
+
 def test_setup_twice_is_harmless(deployed: SetupReport, prefect_server_api: str, gf_home: Settings):
-    time.sleep(2)  # let the scheduler (1 s loop) plan the new schedules' runs
-    before = _server_state()
+    before = _settled_state()
     again = run_setup(gf_home, echo=lambda _: None)
-    time.sleep(2)
-    after = _server_state()
+    after = _settled_state()
     assert again.actions == []  # nothing to create or correct the second time
     assert again.deployed == deployed.deployed
     assert after == before  # same deployments (same ids), schedules, queued runs, queues, limits
