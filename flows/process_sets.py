@@ -30,8 +30,9 @@ from galleryflow.db import ImageSet, session_scope
 from galleryflow.db.models import utcnow
 from galleryflow.intake.queue import discover_sets
 from galleryflow.core.ledger import SessionLedger
+from galleryflow.core.prefect_run import check_limits_soon
 from galleryflow.core.prefect_run import flow_run_id as current_flow_run_id
-from galleryflow.core.progress import flushed
+from galleryflow.core.progress import flushed, send_later
 from galleryflow.core.settings import Settings, get_settings
 from galleryflow.core.status import SetStatus
 from galleryflow.core.stages import ChunkReport, FileOutcome, chunked
@@ -249,26 +250,29 @@ def _note_unpublished(set_names: list[str]) -> None:
             ", ".join(set_names), " ".join(set_names))
 
 
+# The run's reports are sent on the progress thread (send_later), not here: each is a
+# round trip that the next stage would otherwise wait for. The flow flushes them before
+# it ends (@flushed).
 def _publish_validation(report: ValidationReport) -> None:
     rows = report.rows()
     if rows:
-        create_table_artifact(key="validation", table=rows,
-                              description="Stage 1: every file checked, with its verdict")
+        send_later("validation table", lambda: create_table_artifact(
+            key="validation", table=rows,
+            description="Stage 1: every file checked, with its verdict"))
 
 
 def _publish_outcomes(outcomes: list[FileOutcome], summary: RunSummary) -> None:
     if outcomes:
-        create_table_artifact(
-            key="file-outcomes", table=[o.model_dump() for o in outcomes],
-            description="Per-file outcome of each stage",
-        )
+        table = [o.model_dump() for o in outcomes]
+        send_later("file outcomes table", lambda: create_table_artifact(
+            key="file-outcomes", table=table, description="Per-file outcome of each stage"))
     lines = ["| set | status | images | excluded | re-exported (new photos) | error |",
              "|---|---|---|---|---|---|"]
     for s in summary.sets:
         lines.append(f"| {s.name} | {s.status} | {s.images} | {s.excluded} | "
                      f"{', '.join(s.changed)} | {s.error or ''} |")
-    create_markdown_artifact(key="run-summary", markdown="\n".join(lines),
-                             description="process-sets: one line per set")
+    send_later("run summary", lambda: create_markdown_artifact(
+        key="run-summary", markdown="\n".join(lines), description="process-sets: one line per set"))
 
 
 @flow(name="process-sets", task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
@@ -298,6 +302,10 @@ def process_sets(
     if not set_dirs:
         logger.info("nothing to do: no sets%s", f" ready under {intake_dir}" if intake_dir else " given")
         return RunSummary(flow_run_id=flow_run_id, sets=[])
+    # The limits stages 5, 7 and 9 hold slots of, checked while validation and intake work.
+    check_limits_soon({"scoring": settings.scoring.concurrency,
+                       "ollama": settings.ollama.concurrency_limit,
+                       "publish": settings.publish.concurrency})
     report = validate_sets(set_dirs, strict)
     _publish_validation(report)
     if not report.ok:

@@ -327,3 +327,68 @@ def test_chunks_of_one_process_hand_a_slot_on_without_the_server_refusing_any(
         thread.join(60)
     assert len(spans.spans) == 4 and spans.most == 1
     assert len(asked) == 4  # one request per chunk, none refused
+
+
+def test_a_limit_checked_at_the_runs_start_is_not_asked_for_again_by_its_stage(
+        set_limit, monkeypatch):
+    """check_limits_soon starts the checks off the flow's thread; the stage's ensure_limit
+    takes that answer (the server asked once per limit, from another thread) and the
+    process's queue gets the limit's size. Another run asks afresh."""
+    from galleryflow.core import prefect_run
+
+    set_limit("scoring", 2)
+    set_limit("publish", 3)
+    asked: list[tuple[str, str]] = []
+    real = prefect_run._ensure_limit_now
+
+    def counted(name, slots):
+        asked.append((name, threading.current_thread().name))
+        time.sleep(0.05)  # a busy server: the flow's thread must not wait for it
+        return real(name, slots)
+
+    monkeypatch.setattr(prefect_run, "_ensure_limit_now", counted)
+    prefect_run.forget_local_gates()
+    waits: list[float] = []
+
+    @flow
+    def run_that_checks_first() -> tuple[bool, bool]:
+        started = time.perf_counter()
+        prefect_run.check_limits_soon({"scoring": 1, "publish": 1})
+        waits.append(time.perf_counter() - started)
+        return prefect_run.ensure_limit("scoring", 1), prefect_run.ensure_limit("publish", 1)
+
+    assert run_that_checks_first() == (False, False)  # both existed: left as they were
+    assert waits[0] < 0.04
+    assert sorted(asked) == [("publish", "check-limit-publish"), ("scoring", "check-limit-scoring")]
+    assert prefect_run._local_gates["scoring"][0] == 2 and prefect_run._local_gates["publish"][0] == 3
+
+    asked.clear()
+
+    @flow
+    def later_run() -> bool:
+        return prefect_run.ensure_limit("scoring", 1)
+
+    assert later_run() is False
+    assert asked == [("scoring", threading.current_thread().name)]  # asked itself, here
+    assert not prefect_run._checking  # the first run's checks were all taken
+
+
+def test_a_check_left_by_an_earlier_run_is_dropped(prefect_api, monkeypatch):
+    from galleryflow.core import prefect_run
+
+    monkeypatch.setattr(prefect_run, "_ensure_limit_now", lambda name, slots: False)
+
+    @flow
+    def checks_but_never_scores() -> None:  # e.g. a run whose validation failed
+        prefect_run.check_limits_soon({"scoring": 1})
+
+    checks_but_never_scores()
+    assert len(prefect_run._checking) == 1
+
+    @flow
+    def next_run() -> None:
+        prefect_run.check_limits_soon({"publish": 1})
+
+    next_run()
+    assert [name for _, name in prefect_run._checking] == ["publish"]
+    prefect_run.forget_local_gates()

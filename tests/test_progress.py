@@ -123,3 +123,54 @@ def test_a_forked_child_does_not_inherit_the_pushers_state():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert progress_module._the_pusher is not None
+
+
+def test_a_runs_reports_are_sent_off_its_thread_in_order_and_before_it_returns(monkeypatch,
+                                                                               caplog):
+    """send_later: the flow's own thread does not wait for the server; the reports are
+    created in the order asked, belong to the run, and exist when the flow returns; one
+    the server refuses is a warning, never a failed run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from galleryflow.core.progress import send_later
+
+    sent: list[tuple[str, str]] = []
+    waited: list[float] = []
+
+    def slow_report(key: str) -> None:
+        sent.append((key, threading.current_thread().name))
+        time.sleep(0.05)  # a busy server
+        create_markdown_artifact(key=key, markdown=f"# {key}")
+
+    def refused() -> None:
+        raise RuntimeError("server said no")
+
+    @flow
+    @flushed
+    def run_with_reports() -> str:
+        from prefect.runtime import flow_run
+
+        started = time.perf_counter()
+        send_later("first report", lambda: slow_report("first-report"))
+        send_later("refused report", refused)
+        send_later("second report", lambda: slow_report("second-report"))
+        waited.append(time.perf_counter() - started)
+        return flow_run.id
+
+    flow_run_id = run_with_reports()
+    assert waited[0] < 0.04  # three reports asked for, none waited for
+    assert sent == [("first-report", "progress-pusher"), ("second-report", "progress-pusher")]
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)]))) if a.key}
+    assert keys == {"first-report", "second-report"}
+    assert "could not send the refused report: server said no" in caplog.text
+
+
+def test_outside_a_run_a_report_is_sent_at_once(monkeypatch):
+    from galleryflow.core.progress import send_later
+
+    monkeypatch.setattr(progress_module, "_pusher", lambda: pytest.fail("queued outside a run"))
+    sent = []
+    send_later("report", lambda: sent.append(threading.current_thread().name))
+    assert sent == [threading.current_thread().name]

@@ -394,6 +394,24 @@ def serve(kind: str, path: Path, minutes: float) -> None:
 def _preload(kind: str) -> None:
     """What a command of ``kind`` imports, done once here (a child inherits it by
     fork). Nothing here may start a thread: a fork keeps only the one that forks."""
+    load_for(kind)
+    import threading
+
+    if threading.active_count() != 1:
+        raise RuntimeError(f"a thread was started while loading: {threading.enumerate()}")
+    # Everything loaded goes to the collector's permanent generation, which no
+    # collection scans: a forked command's first full collection went through all of
+    # it (~345,000 objects after a run's imports: 0.16-0.27 s of CPU in every run,
+    # on its single-threaded start) and wrote to each object's header, copying the
+    # service's pages into the child. This is the use Python's gc.freeze documents
+    # (fork without exec). What the service allocates later is small and collected.
+    gc.freeze()
+
+
+def load_for(kind: str) -> None:
+    """Import and set up once what a command of ``kind`` would otherwise load on its
+    way: the warm service's preload (:func:`_preload`), and the in-process benches'
+    start, so that they time a run as a warm command's child starts it."""
     import io
 
     import sqlalchemy
@@ -446,17 +464,6 @@ def _preload(kind: str) -> None:
         from galleryflow.core.tls import tls_context
 
         tls_context()  # the health check's and the Ollama client's CA bundle, loaded once
-    import threading
-
-    if threading.active_count() != 1:
-        raise RuntimeError(f"a thread was started while loading: {threading.enumerate()}")
-    # Everything loaded goes to the collector's permanent generation, which no
-    # collection scans: a forked command's first full collection went through all of
-    # it (~345,000 objects after a run's imports: 0.16-0.27 s of CPU in every run,
-    # on its single-threaded start) and wrote to each object's header, copying the
-    # service's pages into the child. This is the use Python's gc.freeze documents
-    # (fork without exec). What the service allocates later is small and collected.
-    gc.freeze()
 
 
 def _peek(conn: socket.socket) -> bool:
