@@ -86,6 +86,7 @@ lock:
 
 bench: $(STAMP)
 	$(BIN)/python bench/intake.py --images 120
+	$(BIN)/python bench/intake.py --images 12 --rounds 7
 	$(BIN)/python bench/small_photos.py
 	$(BIN)/python bench/batch_cli.py
 	$(BIN)/python bench/scoring.py

@@ -373,13 +373,40 @@ def test_a_limit_checked_at_the_runs_start_is_not_asked_for_again_by_its_stage(
     assert not prefect_run._checking  # the first run's checks were all taken
 
 
+def test_a_check_nobody_took_is_done_before_the_flow_ends_and_dropped(prefect_api, monkeypatch):
+    """A run that ends before its stages (a set that fails validation) leaves no check
+    running on its closed client: the flow's end waits for it and drops it."""
+    from galleryflow.core import prefect_run
+    from galleryflow.core.progress import flushed
+
+    finished: list[str] = []
+
+    def slow_check(name, slots):
+        time.sleep(0.2)
+        finished.append(name)
+        return False
+
+    monkeypatch.setattr(prefect_run, "_ensure_limit_now", slow_check)
+
+    @flow
+    @flushed
+    def fails_before_scoring() -> None:
+        prefect_run.check_limits_soon({"scoring": 1, "publish": 1})
+        raise ValueError("a set failed validation")
+
+    with pytest.raises(ValueError):
+        fails_before_scoring()
+    assert sorted(finished) == ["publish", "scoring"]  # done before the flow returned
+    assert not prefect_run._checking
+
+
 def test_a_check_left_by_an_earlier_run_is_dropped(prefect_api, monkeypatch):
     from galleryflow.core import prefect_run
 
     monkeypatch.setattr(prefect_run, "_ensure_limit_now", lambda name, slots: False)
 
     @flow
-    def checks_but_never_scores() -> None:  # e.g. a run whose validation failed
+    def checks_but_never_scores() -> None:  # a flow without @flushed: nobody settles it
         prefect_run.check_limits_soon({"scoring": 1})
 
     checks_but_never_scores()

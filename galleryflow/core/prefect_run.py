@@ -111,7 +111,8 @@ def check_limits_soon(limits: Mapping[LimitName, int]) -> None:
     recording the run (20-30 ms measured before stage 5 of a 12-photo run, where the
     stage's first chunk waited for it), made instead while validation and intake work.
     A check started here serves its flow run only (a later run asks again: a limit can
-    change between runs); one nobody takes is simply dropped.
+    change between runs); one nobody takes is waited for as the flow ends
+    (:func:`settle_limit_checks`) and dropped.
     """
     run = flow_run_id()
     context = contextvars.copy_context()  # the run's API client and logger
@@ -130,6 +131,21 @@ def check_limits_soon(limits: Mapping[LimitName, int]) -> None:
                 future.set_exception(exc)
 
         threading.Thread(target=check, name=f"check-limit-{name}", daemon=True).start()
+
+
+def settle_limit_checks(timeout: float = 10.0) -> None:
+    """Wait for the checks this flow run started and nobody took (a run that ended before
+    its stages did), then drop them: they use the run's API client and logger, which
+    the flow closes as it ends (:func:`galleryflow.core.progress.flushed` calls this)."""
+    run = flow_run_id()
+    with _checking_lock:
+        mine = [_checking.pop(key) for key in [k for k in _checking if k[0] == run]]
+    deadline = time.monotonic() + timeout
+    for future in mine:
+        try:
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:  # the check logged its own trouble; a late one is not waited for
+            pass
 
 
 def ensure_limit(name: LimitName, slots: int) -> bool:

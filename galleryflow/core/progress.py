@@ -227,7 +227,8 @@ R = TypeVar("R")
 
 def flushed(fn: Callable[P, R]) -> Callable[P, R]:
     """A flow body (under ``@flow``) that returns, or raises, only once its progress
-    artifacts say where it ended (:func:`flush`)."""
+    artifacts and reports say where it ended (:func:`flush`) and the concurrency-limit
+    checks it started are done (they use the run's client, closed as the flow ends)."""
 
     @functools.wraps(fn)
     def body(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -235,5 +236,8 @@ def flushed(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         finally:
             flush()
+            from galleryflow.core.prefect_run import settle_limit_checks
+
+            settle_limit_checks()
 
     return body
