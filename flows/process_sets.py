@@ -40,7 +40,7 @@ from tasks.exif import ExifData, ExifInput, read_exif_chunk
 from tasks.intake import (IntakeItem, IntakeResult, intake_chunk, intake_report, open_session,
                           prepare_db, tidy_pending)
 from tasks.review_rows import review_rows_chunk
-from tasks.publish import publishable_row_ids
+from tasks.publish import drop_web_images_ahead, publishable_row_ids
 from tasks.recovery import recover
 from tasks.rollback import record_cause
 from tasks.scoring import log_scoring_setup
@@ -318,14 +318,17 @@ def process_sets(
     recover()  # sessions of runs that died: rolled back before this run takes their sets
     _note_unpublished([s.name for s in report.sets])
     outcomes: list[FileOutcome] = []
-    summary = RunSummary(flow_run_id=flow_run_id, sets=[
-        process_one_set(set_report, settings, flow_run_id, location, subject, outcomes)
-        for set_report in report.sets
-    ])
-    _publish_outcomes(outcomes, summary)
-    ready = [i for s in summary.sets if s.status == SetStatus.COMPLETED for i in s.row_ids]
-    if ready:
-        summary.review, summary.publish = review_and_publish(ready, settings, flow_run_id)
+    try:
+        summary = RunSummary(flow_run_id=flow_run_id, sets=[
+            process_one_set(set_report, settings, flow_run_id, location, subject, outcomes)
+            for set_report in report.sets
+        ])
+        _publish_outcomes(outcomes, summary)
+        ready = [i for s in summary.sets if s.status == SetStatus.COMPLETED for i in s.row_ids]
+        if ready:
+            summary.review, summary.publish = review_and_publish(ready, settings, flow_run_id)
+    finally:
+        drop_web_images_ahead()  # what stage 7 queued for rows no publish of this run took
     if summary.failed:
         raise SetsFailed("; ".join(f"{s.name}: {s.error}" for s in summary.failed))
     return summary

@@ -27,6 +27,7 @@ from galleryflow.core.status import RowStatus
 from flows.fanout import publish_approved
 from galleryflow.publishing.summary import PublishSummary
 from tasks.publish import (
+    drop_web_images_ahead,
     publishable_row_ids,
     uncommitted_sessions,
     web_images_ahead_while_waiting,
@@ -50,16 +51,20 @@ def _regenerate(row_ids: list[int]) -> None:
 
 def review_and_publish(row_ids: Sequence[int], settings: Settings,
                        flow_run_id: str | None) -> tuple[GateResult, PublishSummary | None]:
-    """The gate over ``row_ids``, then publishing what was approved."""
+    """The gate over ``row_ids``, then publishing what was approved; web images queued
+    ahead for rows this publish did not take are dropped at its end."""
     logger = get_run_logger()
-    with web_images_ahead_while_waiting(row_ids, settings):
-        gate = review_gate(row_ids, settings, regenerate=_regenerate)
-    approved = publishable_row_ids(settings, row_ids=list(row_ids))
-    if not approved:
-        logger.info("nothing approved to publish")
-        return gate, None
-    logger.info("publishing %d approved rows", len(approved))
-    return gate, publish_approved(approved, settings=settings, flow_run_id=flow_run_id)
+    try:
+        with web_images_ahead_while_waiting(row_ids, settings):
+            gate = review_gate(row_ids, settings, regenerate=_regenerate)
+        approved = publishable_row_ids(settings, row_ids=list(row_ids))
+        if not approved:
+            logger.info("nothing approved to publish")
+            return gate, None
+        logger.info("publishing %d approved rows", len(approved))
+        return gate, publish_approved(approved, settings=settings, flow_run_id=flow_run_id)
+    finally:
+        drop_web_images_ahead()
 
 
 class ReviewPublishSummary(BaseModel):

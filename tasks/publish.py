@@ -66,7 +66,7 @@ from galleryflow.db.models import utcnow
 from galleryflow.db.names import reserve
 from galleryflow.publishing.cleanup import cleanup_work_files, published_leftovers
 from galleryflow.publishing.config import derivative_spec, resolve_gallery, resolve_target
-from galleryflow.publishing.derivatives import ahead_workers, make_ahead
+from galleryflow.publishing.derivatives import ahead_workers, drop_ahead, make_ahead
 from galleryflow.publishing.hold import held_message, holding_rows
 from galleryflow.publishing.journal import PublishJournal
 from galleryflow.publishing.names import publish_file_name
@@ -147,10 +147,17 @@ def make_web_images_ahead(row_ids: Sequence[int], settings: Settings | None = No
                 except UnsafeRemotePath:
                     continue
                 items.append(unit_for_row(row, name, None, spec.keep_gps).derivative_input)
-        return make_ahead(items, spec, settings.work_dir)
+        return make_ahead(items, spec, settings.work_dir, owner=current_flow_run_id())
     except Exception as exc:  # an optimisation only: the publish does the work anyway
         _log.debug("web images not made ahead: %s", exc)
         return 0
+
+
+def drop_web_images_ahead() -> int:
+    """At the end of this flow run's publish (or of a run that never reached one): the
+    web images it queued ahead and no worker started are forgotten
+    (:func:`galleryflow.publishing.derivatives.drop_ahead`); how many."""
+    return drop_ahead(current_flow_run_id())
 
 
 @contextmanager

@@ -306,6 +306,47 @@ def test_the_publish_makes_what_was_queued_ahead_but_not_started(photo, tmp_path
     assert made == ["MainThread:second", "web-images-ahead:first", "MainThread:first"]
 
 
+def test_a_runs_unstarted_web_images_are_dropped_when_its_publish_is_over(photo, tmp_path,
+                                                                        monkeypatch):
+    """drop_ahead(run) forgets what that run queued and no worker has started (the rows
+    its publish did not take); the one being made is finished, another run's queue is
+    kept, and a later publish of a dropped row makes it itself."""
+    import threading
+
+    from galleryflow.publishing import derivatives
+
+    started, gate = threading.Event(), threading.Event()
+    real = derivatives._make
+    made: list[str] = []
+
+    def blocking_first(item, spec, work_dir):
+        if threading.current_thread().name == "web-images-ahead" and item.object_name == "a1":
+            started.set()
+            gate.wait(60)
+        made.append(f"{threading.current_thread().name}:{item.object_name}")
+        return real(item, spec, work_dir)
+
+    monkeypatch.setattr(derivatives, "_make", blocking_first)
+    work = tmp_path / "work"
+    items = {name: _item(photo, object_name=name) for name in ("a1", "a2", "a3", "b1")}
+    assert derivatives.make_ahead([items["a1"], items["a2"], items["a3"]], SPEC, work,
+                                  owner="run-a") == 3
+    assert derivatives.make_ahead([items["b1"]], SPEC, work, owner="run-b") == 1
+    assert started.wait(30)  # a1 is being made: it stays
+    assert derivatives.drop_ahead("run-a") == 2  # a2, a3
+    gate.set()
+    deadline = time.monotonic() + 30
+    while any(t.name == "web-images-ahead" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a made-ahead worker outlived its queue"
+        time.sleep(0.01)
+    assert made == ["web-images-ahead:a1", "web-images-ahead:b1"]
+    assert make_derivatives(items["a1"], SPEC, work).reused
+    assert make_derivatives(items["b1"], SPEC, work).reused
+    again = make_derivatives(items["a2"], SPEC, work)  # dropped: made by the publish itself
+    assert not again.reused and made[-1] == "MainThread:a2"
+    assert derivatives.drop_ahead("run-a") == 0
+
+
 def test_rows_handed_over_in_turns_share_one_background_worker(photo, tmp_path, monkeypatch):
     """Stage 7 hands over its rows every few drafts: each hand-over joins one queue that
     one thread per process works through in order, rather than a thread per hand-over

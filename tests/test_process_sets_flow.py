@@ -177,3 +177,40 @@ def test_intake_folder_with_nothing_ready_completes_quickly(tmp_path: Path, gf_h
     (ready / ".ready").touch()  # just written: without the marker it waits for the quiet period
     summary = process_sets(intake_dir=str(queue))
     assert [s.name for s in summary.sets] == ["ready-set"]
+
+
+def test_web_images_queued_for_rows_it_did_not_publish_end_with_the_run(
+        tmp_path: Path, gf_home: Settings, monkeypatch):
+    """Stage 7 queues web images ahead for the rows whose drafts passed; a set held back
+    at the gate (a blocked draft, the zero-blocked rule) publishes none of them, and
+    what the background worker has not started is dropped when the run ends instead of
+    taking the cores from whatever the process does next."""
+    import threading
+
+    from galleryflow.publishing import derivatives
+
+    release = threading.Event()
+    real_make = derivatives._make
+
+    def held_worker(item, spec, work_dir):  # the one background worker stays on its first
+        if threading.current_thread().name == "web-images-ahead":
+            release.wait(60)
+        return real_make(item, spec, work_dir)
+
+    monkeypatch.setattr(derivatives, "_make", held_worker)
+    gf_home.io_threads = 1  # one background worker, however many cores
+    dropped: list[int] = []
+    real_drop = derivatives.drop_ahead
+    monkeypatch.setattr("tasks.publish.drop_ahead",
+                        lambda owner: dropped.append(real_drop(owner)) or dropped[-1])
+    try:
+        # Morning photos in a set named "dawn": the drafts that say "dawn" at 09:00 are
+        # blocked (time of day), the others pass and are queued; the set is held back.
+        summary = process_sets([str(make_set(tmp_path / "sets", "dawn", 6))])
+        with derivatives._ahead_lock:
+            left = [e for e in derivatives._ahead_queue if e[4] == summary.flow_run_id]
+    finally:
+        release.set()
+    assert summary.publish is None or summary.publish.published == []
+    assert sum(dropped) >= 1, "the run queued web images ahead that its publish never took"
+    assert left == []

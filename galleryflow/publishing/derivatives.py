@@ -286,8 +286,9 @@ def _existing(path: Path) -> WebImage:
 # itself, and waits for one being made, instead of making it twice.
 _ahead: dict[Path, tuple[threading.Event, threading.Event]] = {}
 _ahead_lock = threading.Lock()
-# What the one worker of this process makes next, in the order asked, and the worker.
-_ahead_queue: deque[tuple[DerivativeInput, DerivativeSpec, Path, Path]] = deque()
+# What the one worker of this process makes next, in the order asked (with who asked:
+# drop_ahead), and the worker.
+_ahead_queue: deque[tuple[DerivativeInput, DerivativeSpec, Path, Path, str | None]] = deque()
 _ahead_workers: set[threading.Thread] = set()
 # One while stage 7 runs (one core, bound by Python, keeps the other); the review gate
 # raises it to one per core (:func:`ahead_workers`): nothing else needs the cores while
@@ -312,7 +313,8 @@ def _claim(full_path: Path) -> threading.Event | None:
         return None
 
 
-def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Path) -> int:
+def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Path,
+               owner: str | None = None) -> int:
     """Queue these rows' web images to be made in the background, in turn, by one daemon
     thread per process (:data:`AHEAD_WORKERS`, more within :func:`ahead_workers`; started
     when there is work, ending when there is none).
@@ -327,7 +329,8 @@ def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Pat
     the gate gets new ones then. The publish makes any this thread has not started yet
     itself (in its own threads) and waits only for the one being made. Every check of
     :func:`make_derivatives` applies (the source must still be the approved bytes); an
-    error here is left for the publish to meet and report. Returns how many were queued.
+    error here is left for the publish to meet and report. ``owner`` (the flow run)
+    names the queued images for :func:`drop_ahead`. Returns how many were queued.
     """
     queued = 0
     with _ahead_lock:
@@ -335,7 +338,7 @@ def make_ahead(items: list[DerivativeInput], spec: DerivativeSpec, work_dir: Pat
             full_path, _ = derivative_paths(work_dir, item, derivative_key(item, spec))
             if full_path not in _ahead:
                 _ahead[full_path] = (threading.Event(), threading.Event())
-                _ahead_queue.append((item, spec, work_dir, full_path))
+                _ahead_queue.append((item, spec, work_dir, full_path, owner))
                 queued += 1
         if queued:
             _start_workers()
@@ -349,6 +352,25 @@ def _start_workers() -> None:
         worker = threading.Thread(target=_make_queued, name="web-images-ahead", daemon=True)
         _ahead_workers.add(worker)
         worker.start()
+
+
+def drop_ahead(owner: str | None) -> int:
+    """Forget the images ``owner`` queued that no worker has started: its publish is over,
+    so they are for rows it did not publish (rejected, held back, not reviewed) and would
+    only take the cores from whatever this process does next (a long-lived process's
+    next run: a 120-photo set held back at the gate left ~100 web images, ~17 CPU-s,
+    to slow the run after it by half). One being made is finished. Returns how many
+    were dropped; a later publish of those rows makes them itself."""
+    with _ahead_lock:
+        kept = deque(entry for entry in _ahead_queue if entry[4] != owner)
+        dropped = [entry[3] for entry in _ahead_queue if entry[4] == owner]
+        _ahead_queue.clear()
+        _ahead_queue.extend(kept)
+        for full_path in dropped:
+            entry = _ahead.get(full_path)
+            if entry is not None and not entry[0].is_set():
+                _ahead.pop(full_path, None)
+    return len(dropped)
 
 
 @contextmanager
@@ -375,7 +397,7 @@ def _make_queued() -> None:
                 # Under the lock: a later make_ahead starts another.
                 _ahead_workers.discard(threading.current_thread())
                 return
-            item, spec, work_dir, full_path = _ahead_queue.popleft()
+            item, spec, work_dir, full_path, _ = _ahead_queue.popleft()
             entry = _ahead.get(full_path)
             if entry is None or entry[0].is_set():
                 continue  # the publish took it
