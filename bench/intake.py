@@ -187,6 +187,7 @@ def main() -> None:
     runs = [(f"cold run {k + 1}" if args.rounds > 1 else "cold run", f) for k, f in enumerate(folders)]
     waited = []
     for label, run_folder in runs + [("rerun", folder)]:
+        os.sync()  # the last run's unsynced writes (web and model images) written back now
         waited.append(quiet_server())
         decodes.reset()
         hashes.reset()
