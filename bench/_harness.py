@@ -2,8 +2,9 @@
 
 ``open_home(home, chunk_size)`` points galleryflow at ``home`` (offline drafts: no
 Ollama listens; the gate answered by an in-process approver, as ``--approve-all``
-does), loads what the warm run service preloads for a user's run, starts the home's background Prefect server (Prefect's temporary
-per-process server when ``ops.local_server`` is off), runs one empty flow so
+does), loads what the warm run service preloads for a user's run, starts the
+home's background Prefect server (Prefect's temporary per-process server when
+``ops.local_server`` is off), runs one empty flow so
 the server and the flow machinery are up before anything is timed, and makes the
 home's database (what a user's first run does once; its time is printed). It returns the
 ``process-sets`` flow to call; ``close_home()`` stops the server.

@@ -15,7 +15,8 @@ and a rerun that should copy and read nothing twice — and prints images/second
 per stage and the process's peak resident memory. ``--rounds R`` makes R cold
 runs, each on a set of its own (byte variants of the first: new photos to every
 stage and cache, the same pixels), before the rerun of the first, and compares
-their median with the reference: one run of a 12-photo set varies by ±5 %. Scores use the fallback (no
+their median with the reference: one run of a 12-photo set varies by ±5 %; later
+rounds also show what a run leaves behind in its process. Scores use the fallback (no
 weights here) and drafts the offline captioner (no Ollama here), so the figures
 for those stages are image decoding and statistics, not model time; the review
 gate is answered through the API as `--approve-all` does, then the approved rows
@@ -167,9 +168,8 @@ def main() -> None:
             os.link(source, folder / source.name)
     folders = [folder] + [_variant_set(folder, sets / f"set-{args.images}-r{k}", k)
                           for k in range(1, args.rounds)]
-    # The sets just written are still being written back to disk: without this the
-    # second and third 120-photo runs shared the disk with ~1.4 GB of writeback and
-    # read 20 % slower than the first.
+    # The sets just written (~0.7 GB a 120-photo round) are written back to disk now,
+    # not during the timed runs.
     os.sync()
     home = Path(tempfile.mkdtemp(prefix="home-", dir=args.workdir))
     from bench._harness import close_home, open_home, quiet_server
