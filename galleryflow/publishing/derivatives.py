@@ -361,16 +361,20 @@ def drop_ahead(owner: str | None) -> int:
     next run: a 120-photo set held back at the gate left ~100 web images, ~17 CPU-s,
     to slow the run after it by half). One being made is finished. Returns how many
     were dropped; a later publish of those rows makes them itself."""
+    dropped = 0
     with _ahead_lock:
-        kept = deque(entry for entry in _ahead_queue if entry[4] != owner)
-        dropped = [entry[3] for entry in _ahead_queue if entry[4] == owner]
+        kept: deque[tuple[DerivativeInput, DerivativeSpec, Path, Path, str | None]] = deque()
+        for queued in _ahead_queue:
+            if queued[4] != owner:
+                kept.append(queued)
+                continue
+            dropped += 1
+            entry = _ahead.get(queued[3])
+            if entry is not None and not entry[0].is_set():
+                _ahead.pop(queued[3], None)
         _ahead_queue.clear()
         _ahead_queue.extend(kept)
-        for full_path in dropped:
-            entry = _ahead.get(full_path)
-            if entry is not None and not entry[0].is_set():
-                _ahead.pop(full_path, None)
-    return len(dropped)
+    return dropped
 
 
 @contextmanager
